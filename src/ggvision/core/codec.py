@@ -1,0 +1,255 @@
+"""Event-stream message codec (the framing under Greengrass IPC).
+
+One message: ``total_len:u32 | headers_len:u32 | prelude_crc:u32 | headers | payload | message_crc:u32``,
+big-endian, CRC-32 (zlib polynomial). Headers are ``name_len:u8 | name | type:u8 | value``.
+See ``shared/IPC_PROTOCOL.md`` section 2.
+"""
+
+from __future__ import annotations
+
+import struct
+import uuid
+import zlib
+from dataclasses import dataclass, field
+from typing import Final
+
+from ggvision.errors import FrameError
+
+PRELUDE_LEN: Final = 12
+TRAILER_LEN: Final = 4
+MIN_MESSAGE_LEN: Final = PRELUDE_LEN + TRAILER_LEN
+MAX_MESSAGE_LEN: Final = 24 * 1024 * 1024
+MAX_HEADER_VALUE_LEN: Final = 32767
+MAX_HEADERS: Final = 1024
+
+_PRELUDE = struct.Struct(">III")
+_U32 = struct.Struct(">I")
+_I16 = struct.Struct(">h")
+_I32 = struct.Struct(">i")
+_I64 = struct.Struct(">q")
+_U16 = struct.Struct(">H")
+
+# Header value type ids.
+T_TRUE: Final = 0
+T_FALSE: Final = 1
+T_BYTE: Final = 2
+T_INT16: Final = 3
+T_INT32: Final = 4
+T_INT64: Final = 5
+T_BYTES: Final = 6
+T_STRING: Final = 7
+T_TIMESTAMP: Final = 8
+T_UUID: Final = 9
+
+HeaderValue = bool | int | bytes | str | uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """One typed header. ``type`` is kept so int32 and int64 stay distinct on the wire."""
+
+    name: str
+    type: int
+    value: HeaderValue
+
+
+@dataclass(slots=True)
+class Message:
+    headers: list[Header] = field(default_factory=list)
+    payload: bytes = b""
+
+    def get(self, name: str) -> HeaderValue | None:
+        """Header value by case-insensitive name (the RPC layer compares names that way)."""
+        lname = name.lower()
+        for h in self.headers:
+            if h.name.lower() == lname:
+                return h.value
+        return None
+
+
+def int32(name: str, value: int) -> Header:
+    return Header(name, T_INT32, value)
+
+
+def string(name: str, value: str) -> Header:
+    return Header(name, T_STRING, value)
+
+
+def _encode_header(h: Header, out: bytearray) -> None:
+    name = h.name.encode("utf-8")
+    if not 1 <= len(name) <= 255:
+        raise FrameError(f"header name length {len(name)} out of range 1..255")
+    out.append(len(name))
+    out += name
+    out.append(h.type)
+    t, v = h.type, h.value
+    if t in (T_TRUE, T_FALSE):
+        return
+    if t == T_BYTE:
+        out += struct.pack(">b", v)
+    elif t == T_INT16:
+        out += _I16.pack(v)
+    elif t == T_INT32:
+        out += _I32.pack(v)
+    elif t in (T_INT64, T_TIMESTAMP):
+        out += _I64.pack(v)
+    elif t in (T_BYTES, T_STRING):
+        raw = v.encode("utf-8") if isinstance(v, str) else bytes(v)  # type: ignore[arg-type]
+        if len(raw) > MAX_HEADER_VALUE_LEN:
+            raise FrameError(f"header {h.name!r} value too long ({len(raw)} bytes)")
+        out += _U16.pack(len(raw))
+        out += raw
+    elif t == T_UUID:
+        raw = v.bytes if isinstance(v, uuid.UUID) else bytes(v)  # type: ignore[arg-type]
+        if len(raw) != 16:
+            raise FrameError("uuid header must be 16 bytes")
+        out += raw
+    else:
+        raise FrameError(f"unknown header type {t}")
+
+
+def encode(headers: list[Header], payload: bytes = b"") -> bytes:
+    """Encode one message."""
+    hbuf = bytearray()
+    if len(headers) > MAX_HEADERS:
+        raise FrameError(f"too many headers ({len(headers)})")
+    for h in headers:
+        _encode_header(h, hbuf)
+    total = PRELUDE_LEN + len(hbuf) + len(payload) + TRAILER_LEN
+    if total > MAX_MESSAGE_LEN:
+        raise FrameError(f"message too large ({total} bytes)")
+    prelude = struct.pack(">II", total, len(hbuf))
+    prelude_crc = zlib.crc32(prelude)
+    out = bytearray(prelude)
+    out += _U32.pack(prelude_crc)
+    out += hbuf
+    out += payload
+    out += _U32.pack(zlib.crc32(out))
+    return bytes(out)
+
+
+def decode_headers(buf: bytes | memoryview) -> list[Header]:
+    mv = memoryview(buf)
+    headers: list[Header] = []
+    i, n = 0, len(mv)
+    while i < n:
+        if len(headers) >= MAX_HEADERS:
+            raise FrameError("too many headers")
+        name_len = mv[i]
+        i += 1
+        if name_len == 0 or i + name_len + 1 > n:
+            raise FrameError("truncated or empty header name")
+        try:
+            name = bytes(mv[i : i + name_len]).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise FrameError("header name is not UTF-8") from exc
+        i += name_len
+        t = mv[i]
+        i += 1
+        value: HeaderValue
+        if t == T_TRUE:
+            value = True
+        elif t == T_FALSE:
+            value = False
+        elif t in (T_BYTE, T_INT16, T_INT32, T_INT64, T_TIMESTAMP, T_UUID):
+            size = {T_BYTE: 1, T_INT16: 2, T_INT32: 4, T_INT64: 8, T_TIMESTAMP: 8, T_UUID: 16}[t]
+            if i + size > n:
+                raise FrameError(f"truncated value of header {name!r}")
+            raw = bytes(mv[i : i + size])
+            i += size
+            if t == T_BYTE:
+                value = struct.unpack(">b", raw)[0]
+            elif t == T_INT16:
+                value = _I16.unpack(raw)[0]
+            elif t == T_INT32:
+                value = _I32.unpack(raw)[0]
+            elif t == T_UUID:
+                value = uuid.UUID(bytes=raw)
+            else:
+                value = _I64.unpack(raw)[0]
+        elif t in (T_BYTES, T_STRING):
+            if i + 2 > n:
+                raise FrameError(f"truncated length of header {name!r}")
+            vlen = _U16.unpack_from(mv, i)[0]
+            i += 2
+            if i + vlen > n:
+                raise FrameError(f"truncated value of header {name!r}")
+            raw = bytes(mv[i : i + vlen])
+            i += vlen
+            if t == T_STRING:
+                try:
+                    value = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise FrameError(f"header {name!r} is not UTF-8") from exc
+            else:
+                value = raw
+        else:
+            raise FrameError(f"unknown header type {t} for {name!r}")
+        headers.append(Header(name, t, value))
+    return headers
+
+
+class Decoder:
+    """Incremental decoder: feed bytes, get whole messages. Raises :class:`FrameError` on corruption.
+
+    After an error the stream is unrecoverable (framing is lost); the caller must drop the connection.
+    """
+
+    __slots__ = ("_buf", "max_message_len")
+
+    def __init__(self, max_message_len: int = MAX_MESSAGE_LEN) -> None:
+        self._buf = bytearray()
+        self.max_message_len = max_message_len
+
+    def feed(self, data: bytes) -> list[Message]:
+        self._buf += data
+        out: list[Message] = []
+        buf = self._buf
+        pos = 0
+        while len(buf) - pos >= PRELUDE_LEN:
+            total, hlen, pcrc = _PRELUDE.unpack_from(buf, pos)
+            if zlib.crc32(memoryview(buf)[pos : pos + 8]) != pcrc:
+                raise FrameError("prelude CRC mismatch")
+            if total < MIN_MESSAGE_LEN or total > self.max_message_len:
+                raise FrameError(f"message length {total} out of range")
+            if hlen > total - MIN_MESSAGE_LEN:
+                raise FrameError(f"header length {hlen} exceeds message length {total}")
+            if len(buf) - pos < total:
+                break
+            mv = memoryview(buf)
+            end = pos + total
+            (mcrc,) = _U32.unpack_from(buf, end - 4)
+            if zlib.crc32(mv[pos : end - 4]) != mcrc:
+                mv.release()
+                raise FrameError("message CRC mismatch")
+            hstart = pos + PRELUDE_LEN
+            headers = decode_headers(mv[hstart : hstart + hlen])
+            payload = bytes(mv[hstart + hlen : end - 4])
+            mv.release()
+            out.append(Message(headers, payload))
+            pos = end
+        if pos:
+            del buf[:pos]
+        return out
+
+
+def encode_header_block(headers: list[Header]) -> bytes:
+    """Pre-encode a header block, for messages sent many times with the same headers."""
+    out = bytearray()
+    for h in headers:
+        _encode_header(h, out)
+    return bytes(out)
+
+
+def encode_raw(header_block: bytes, payload: bytes) -> bytes:
+    """Encode a message from a pre-encoded header block (the hot path of event delivery)."""
+    total = PRELUDE_LEN + len(header_block) + len(payload) + TRAILER_LEN
+    if total > MAX_MESSAGE_LEN:
+        raise FrameError(f"message too large ({total} bytes)")
+    prelude = _PRELUDE_HEAD.pack(total, len(header_block))
+    head = prelude + _U32.pack(zlib.crc32(prelude))
+    crc = zlib.crc32(payload, zlib.crc32(header_block, zlib.crc32(head)))
+    return b"".join((head, header_block, payload, _U32.pack(crc)))
+
+
+_PRELUDE_HEAD = struct.Struct(">II")

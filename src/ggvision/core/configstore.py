@@ -1,0 +1,196 @@
+"""Per-component configuration store with modification times and watchers.
+
+Mirrors what components see of the Nucleus config store through IPC: a nested map per component,
+every leaf stamped with the time it was last written; a write older than a leaf's stamp is ignored.
+Watchers get the key path (relative to the component's configuration) of each changed leaf.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ggvision.errors import IpcError
+
+Path = tuple[str, ...]
+Watcher = Callable[[str, list[str]], None]
+
+_MISSING = object()
+
+
+def _not_found(path: Path) -> IpcError:
+    return IpcError(
+        "ResourceNotFoundError", "Key not found", resourceType="Configuration",
+        resourceName="/".join(path),
+    )
+
+
+class ConfigStore:
+    def __init__(self) -> None:
+        self._values: dict[str, dict[str, Any]] = {}
+        self._mtimes: dict[str, dict[Path, float]] = {}
+        self._watchers: dict[str, list[tuple[Path, Watcher]]] = {}
+
+    # --- component lifecycle -------------------------------------------------------------
+    def set_component(self, component: str, configuration: Mapping[str, Any]) -> None:
+        """Replace a component's whole configuration (registration); watchers see every change."""
+        old = self._values.get(component)
+        new = copy.deepcopy(dict(configuration))
+        self._values[component] = new
+        now = time.time()
+        self._mtimes[component] = {p: now for p in _leaf_paths(new)}
+        if old is not None:
+            changed = _diff_paths(old, new)
+            self._notify(component, changed)
+
+    def remove_component(self, component: str) -> None:
+        self._values.pop(component, None)
+        self._mtimes.pop(component, None)
+        self._watchers.pop(component, None)
+
+    def has_component(self, component: str) -> bool:
+        return component in self._values
+
+    def components(self) -> list[str]:
+        return list(self._values)
+
+    # --- reads -----------------------------------------------------------------------------
+    def get(self, component: str, path: list[str] | Path) -> Any:
+        """The node at ``path``: a deep copy of a map, or a leaf value. Raises ResourceNotFoundError."""
+        if component not in self._values:
+            raise _not_found(tuple(path))
+        node: Any = self._values[component]
+        for key in path:
+            if not isinstance(node, dict) or key not in node:
+                raise _not_found(tuple(path))
+            node = node[key]
+        return copy.deepcopy(node)
+
+    def snapshot(self, component: str) -> dict[str, Any]:
+        return copy.deepcopy(self._values.get(component, {}))
+
+    # --- writes ----------------------------------------------------------------------------
+    def merge(
+        self, component: str, path: list[str] | Path, value: Any, timestamp: float | None = None
+    ) -> list[Path]:
+        """Merge ``value`` at ``path``; returns the changed leaf paths (watchers already told).
+
+        A map merges key by key; anything else replaces the node. Leaves stamped newer than
+        ``timestamp`` are left alone.
+        """
+        ts = time.time() if timestamp is None else timestamp
+        root = self._values.setdefault(component, {})
+        mtimes = self._mtimes.setdefault(component, {})
+        path = tuple(path)
+        parent: dict[str, Any] = root
+        for i, key in enumerate(path[:-1]):
+            child = parent.get(key, _MISSING)
+            if child is _MISSING:
+                child = parent[key] = {}
+            elif not isinstance(child, dict):
+                raise IpcError(
+                    "InvalidArgumentsError",
+                    f"Cannot merge under {'/'.join(path[: i + 1])}: it is a value, not a container",
+                )
+            parent = child
+        changed: list[Path] = []
+        if not path:
+            if not isinstance(value, dict):
+                raise IpcError("InvalidArgumentsError", "The configuration root must be a map")
+            self._merge_map(root, value, (), ts, mtimes, changed)
+        else:
+            self._merge_at(parent, path[-1], value, path, ts, mtimes, changed)
+        self._notify(component, changed)
+        return changed
+
+    def leaf_mtime(self, component: str, path: Path) -> float | None:
+        return self._mtimes.get(component, {}).get(path)
+
+    def _merge_at(
+        self, parent: dict[str, Any], key: str, value: Any, path: Path, ts: float,
+        mtimes: dict[Path, float], changed: list[Path],
+    ) -> None:
+        current = parent.get(key, _MISSING)
+        if isinstance(value, dict):
+            if current is _MISSING or not isinstance(current, dict):
+                if current is not _MISSING:
+                    if mtimes.get(path, 0.0) > ts:
+                        return
+                    mtimes.pop(path, None)
+                    changed.append(path)
+                current = parent[key] = {}
+            self._merge_map(current, value, path, ts, mtimes, changed)
+            return
+        if isinstance(current, dict):
+            # A value replacing a container: drop the subtree.
+            for p in [p for p in mtimes if p[: len(path)] == path]:
+                if mtimes[p] > ts:
+                    return
+            for p in [p for p in mtimes if p[: len(path)] == path]:
+                del mtimes[p]
+        elif current is not _MISSING and mtimes.get(path, 0.0) > ts:
+            return  # stale write
+        mtimes[path] = ts
+        if current is _MISSING or current != value or type(current) is not type(value):
+            parent[key] = copy.deepcopy(value)
+            changed.append(path)
+
+    def _merge_map(
+        self, target: dict[str, Any], value: dict[str, Any], path: Path, ts: float,
+        mtimes: dict[Path, float], changed: list[Path],
+    ) -> None:
+        for k, v in value.items():
+            self._merge_at(target, str(k), v, (*path, str(k)), ts, mtimes, changed)
+
+    # --- watchers ----------------------------------------------------------------------------
+    def watch(self, component: str, path: list[str] | Path, watcher: Watcher) -> Callable[[], None]:
+        """Call ``watcher(component, leaf_path)`` for each changed leaf at or under ``path``."""
+        entry = (tuple(path), watcher)
+        self._watchers.setdefault(component, []).append(entry)
+
+        def cancel() -> None:
+            lst = self._watchers.get(component)
+            if lst and entry in lst:
+                lst.remove(entry)
+
+        return cancel
+
+    def _notify(self, component: str, changed: list[Path]) -> None:
+        watchers = self._watchers.get(component)
+        if not watchers or not changed:
+            return
+        for leaf in changed:
+            for prefix, watcher in list(watchers):
+                if leaf[: len(prefix)] == prefix or prefix[: len(leaf)] == leaf:
+                    watcher(component, list(leaf))
+
+
+def _leaf_paths(node: Mapping[str, Any], prefix: Path = ()) -> list[Path]:
+    out: list[Path] = []
+    for k, v in node.items():
+        p = (*prefix, str(k))
+        if isinstance(v, Mapping):
+            out.extend(_leaf_paths(v, p))
+        else:
+            out.append(p)
+    return out
+
+
+def _diff_paths(old: Any, new: Any, prefix: Path = ()) -> list[Path]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[Path] = []
+        for k in old.keys() | new.keys():
+            if k not in new:
+                out.extend(_leaf_paths({k: old[k]}, prefix) if isinstance(old[k], dict)
+                           else [(*prefix, k)])
+            elif k not in old:
+                out.extend(_leaf_paths({k: new[k]}, prefix) if isinstance(new[k], dict)
+                           else [(*prefix, k)])
+            else:
+                out.extend(_diff_paths(old[k], new[k], (*prefix, k)))
+        return out
+    if old != new or type(old) is not type(new):
+        return [prefix]
+    return []

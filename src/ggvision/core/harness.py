@@ -1,0 +1,143 @@
+"""Run an :class:`IpcCore` on a background thread: the test harness shipped with the code.
+
+Component authors use it to test their component against the real IPC protocol without a device::
+
+    with CoreThread() as core:
+        env = core.component_env("com.example.Mine", access_control={...})
+        subprocess.run([...], env=env)   # the component uses GreengrassCoreIPCClientV2()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Coroutine, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ggvision.core.deployments import DeployResult
+from ggvision.core.server import IpcCore
+
+T = TypeVar("T")
+
+
+def nucleus_env(
+    socket_path: str | os.PathLike[str], token: str, *, thing_name: str = "ggvision-local",
+    region: str = "us-east-1", component_version: str = "0.0.0",
+) -> dict[str, str]:
+    """The environment variables a Nucleus gives every lifecycle script."""
+    sock = str(socket_path)
+    return {
+        "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT": sock,
+        "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH": sock,
+        "SVCUID": token,
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN": token,
+        "AWS_IOT_THING_NAME": thing_name,
+        "AWS_REGION": region,
+        "AWS_DEFAULT_REGION": region,
+        "GGC_VERSION": "2.13.0",
+        "GREENGRASS_COMPONENT_VERSION": component_version,
+    }
+
+
+class CoreThread:
+    """An IPC core on its own event loop thread, with thread-safe helpers."""
+
+    def __init__(self, root: str | os.PathLike[str] | None = None, **core_kwargs: Any) -> None:
+        self._own_root = root is None
+        self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="ggv-", dir="/tmp"))
+        self._core_kwargs = core_kwargs
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="ipc-core",
+                                        daemon=True)
+        self.core: IpcCore | None = None
+
+    @property
+    def socket_path(self) -> Path:
+        return self.root / "ipc.socket"
+
+    def __enter__(self) -> CoreThread:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self._thread.start()
+
+        async def _start() -> IpcCore:
+            core = IpcCore(self.socket_path, admin_socket_path=self.root / "admin.socket",
+                           **self._core_kwargs)
+            await core.start()
+            return core
+
+        self.core = self.run(_start())
+
+    def stop(self) -> None:
+        if self.core is not None:
+            self.run(self.core.stop())
+            self.core = None
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+        if not self._loop.is_running():
+            self._loop.close()
+        if self._own_root:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def call(self, fn: Callable[[], T], timeout: float = 30.0) -> T:
+        async def _call() -> T:
+            return fn()
+
+        return self.run(_call(), timeout)
+
+    @property
+    def ipc(self) -> IpcCore:
+        assert self.core is not None, "core not started"
+        return self.core
+
+    def register(self, name: str, configuration: Mapping[str, Any] | None = None,
+                 **kwargs: Any) -> str:
+        return self.call(lambda: self.ipc.register_component(name, configuration, **kwargs))
+
+    def component_env(self, name: str, access_control: Mapping[str, Any] | None = None,
+                      configuration: Mapping[str, Any] | None = None) -> dict[str, str]:
+        """Register ``name`` and return a full environment for a component process."""
+        cfg = dict(configuration or {})
+        if access_control is not None:
+            cfg["accessControl"] = dict(access_control)
+        token = self.register(name, cfg)
+        env = dict(os.environ)
+        env.update(nucleus_env(self.socket_path, token))
+        return env
+
+    def state_of(self, name: str) -> str | None:
+        return self.call(lambda: self.ipc.state_of(name))
+
+    def deploy(self, component_to_configuration: Mapping[str, Any]) -> DeployResult:
+        return self.run(self.ipc.deploy_configuration(component_to_configuration), 60.0)
+
+    def get_config(self, name: str) -> dict[str, Any]:
+        return self.call(lambda: self.ipc.config.snapshot(name))
+
+
+def pubsub_policy(publish: list[str] | None = None, subscribe: list[str] | None = None,
+                  ) -> dict[str, Any]:
+    """Build an ``accessControl`` map granting publish/subscribe on the given topics."""
+    policies: dict[str, Any] = {}
+    if publish:
+        policies["ggvision:pub:1"] = {"policyDescription": "publish",
+                                      "operations": ["aws.greengrass#PublishToTopic"],
+                                      "resources": list(publish)}
+    if subscribe:
+        policies["ggvision:sub:1"] = {"policyDescription": "subscribe",
+                                      "operations": ["aws.greengrass#SubscribeToTopic"],
+                                      "resources": list(subscribe)}
+    return {"aws.greengrass.ipc.pubsub": policies} if policies else {}

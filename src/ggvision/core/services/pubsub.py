@@ -1,0 +1,167 @@
+"""Local publish/subscribe (``aws.greengrass.ipc.pubsub``), with the Nucleus's topic semantics.
+
+Topics split on ``/`` the Java way (trailing empty levels dropped). ``+`` matches one level (may be
+empty in the middle); ``#`` matches one or more remaining levels, so ``a/#`` does not match ``a``;
+a bare ``#`` matches everything. The event carries the published topic, not the filter.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ggvision.core.auth import PUBSUB
+from ggvision.core.rpc import Stream
+from ggvision.core.services import Call, Operation, Streaming, str_field
+from ggvision.errors import IpcError
+
+PUBLISH = "aws.greengrass#PublishToTopic"
+SUBSCRIBE = "aws.greengrass#SubscribeToTopic"
+EVENT_MODEL = "aws.greengrass#SubscriptionResponseMessage"
+ALL = "RECEIVE_ALL_MESSAGES"
+OTHERS = "RECEIVE_MESSAGES_FROM_OTHERS"
+
+
+def split_topic(topic: str) -> list[str]:
+    """Java ``String.split("/")``: trailing empty levels are dropped."""
+    levels = topic.split("/")
+    while len(levels) > 1 and levels[-1] == "":
+        levels.pop()
+    return levels
+
+
+def topic_matches(filter_levels: list[str], topic_levels: list[str]) -> bool:
+    last = len(filter_levels) - 1
+    for i, f in enumerate(filter_levels):
+        if f == "#" and i == last:
+            return len(topic_levels) > i
+        if i >= len(topic_levels):
+            return False
+        if f not in ("+", "#") and f != topic_levels[i]:
+            return False
+    return len(topic_levels) == len(filter_levels)
+
+
+@dataclass(slots=True, eq=False)
+class Subscription:
+    component: str
+    topic: str
+    levels: list[str]
+    exact: bool
+    receive_mode: str
+    stream: Stream
+
+
+class PubSub:
+    def __init__(self) -> None:
+        # Exact-topic subscriptions are indexed; wildcard ones are scanned.
+        self._exact: dict[str, list[Subscription]] = {}
+        self._wild: list[Subscription] = []
+        self.delivered = 0
+
+    def subscriptions(self) -> int:
+        return sum(len(v) for v in self._exact.values()) + len(self._wild)
+
+    def add(self, sub: Subscription) -> None:
+        if sub.exact:
+            self._exact.setdefault("/".join(sub.levels), []).append(sub)
+        else:
+            self._wild.append(sub)
+
+    def remove(self, sub: Subscription) -> None:
+        if sub.exact:
+            key = "/".join(sub.levels)
+            lst = self._exact.get(key)
+            if lst and sub in lst:
+                lst.remove(sub)
+                if not lst:
+                    del self._exact[key]
+        elif sub in self._wild:
+            self._wild.remove(sub)
+
+    def publish(self, publisher: str, topic: str, event: dict[str, Any]) -> int:
+        """Deliver ``event`` (the event body) to every matching subscription; returns the count."""
+        levels = split_topic(topic)
+        targets = list(self._exact.get("/".join(levels), ()))
+        targets += [s for s in self._wild if topic_matches(s.levels, levels)]
+        if not targets:
+            return 0
+        payload = json.dumps(event).encode()
+        n = 0
+        for sub in targets:
+            if sub.receive_mode == OTHERS and sub.component == publisher:
+                continue
+            sub.stream.send_event_bytes(EVENT_MODEL, payload)
+            n += 1
+        self.delivered += n
+        return n
+
+
+def _has_wildcard(topic: str) -> bool:
+    return any(c in topic for c in "+#*")
+
+
+def publish_to_topic(call: Call) -> dict[str, Any]:
+    topic = str_field(call, "topic")
+    call.core.authorize(call.component, PUBSUB, PUBLISH, topic)
+    if topic is None:
+        raise IpcError("InvalidArgumentsError", "Publish topic must not be null")
+    if _has_wildcard(topic):
+        raise IpcError("InvalidArgumentsError", "Publish topic must not contain a wildcard.")
+    message = call.request.get("publishMessage")
+    if not isinstance(message, dict):
+        raise IpcError("ServiceError", "publishMessage is required")
+    json_msg = message.get("jsonMessage")
+    binary_msg = message.get("binaryMessage")
+    if (json_msg is None) == (binary_msg is None):
+        raise IpcError(
+            "InvalidArgumentsError", "publishMessage needs exactly one of jsonMessage, binaryMessage"
+        )
+    context = {"topic": topic}
+    event: dict[str, Any]
+    if json_msg is not None:
+        if not isinstance(json_msg, dict):
+            raise IpcError("InvalidArgumentsError", "jsonMessage must be an object")
+        event = {"jsonMessage": {"message": json_msg.get("message"), "context": context}}
+    else:
+        if not isinstance(binary_msg, dict) or not isinstance(binary_msg.get("message", ""), str):
+            raise IpcError("InvalidArgumentsError", "binaryMessage.message must be base64")
+        event = {"binaryMessage": {"message": binary_msg.get("message", ""), "context": context}}
+    call.core.pubsub.publish(call.component, topic, event)
+    return {}
+
+
+def subscribe_to_topic(call: Call) -> Streaming:
+    topic = str_field(call, "topic")
+    call.core.authorize(call.component, PUBSUB, SUBSCRIBE, topic)
+    if not topic:
+        raise IpcError("InvalidArgumentsError", "Subscribe topic must not be empty")
+    mode = call.request.get("receiveMode")
+    if mode is None:
+        mode = OTHERS if _has_wildcard(topic) else ALL
+    elif mode not in (ALL, OTHERS):
+        raise IpcError("InvalidArgumentsError", f"Unknown receive mode {mode}")
+    levels = split_topic(topic)
+    sub = Subscription(
+        component=call.component,
+        topic=topic,
+        levels=levels,
+        exact=not any(lv in ("+", "#") for lv in levels),
+        receive_mode=str(mode),
+        stream=call.stream,
+    )
+    pubsub = call.core.pubsub
+
+    def register() -> None:
+        if call.stream.is_open:
+            pubsub.add(sub)
+            call.stream.on_close(lambda: pubsub.remove(sub))
+
+    return Streaming({}, register)
+
+
+OPERATIONS = [
+    Operation(PUBLISH, publish_to_topic),
+    Operation(SUBSCRIBE, subscribe_to_topic, streaming=True, event_model=EVENT_MODEL),
+]
