@@ -32,8 +32,11 @@ def agent(core: CoreThread) -> Iterator[AgentFactory]:
     """``agent(name, access_control=None, configuration=None)`` -> a real-client process."""
     started: list[AgentProcess] = []
 
-    def make(name: str, access_control: dict[str, Any] | None = None,
-             configuration: dict[str, Any] | None = None) -> AgentProcess:
+    def make(
+        name: str,
+        access_control: dict[str, Any] | None = None,
+        configuration: dict[str, Any] | None = None,
+    ) -> AgentProcess:
         a = AgentProcess(core.component_env(name, access_control, configuration))
         started.append(a)
         return a
@@ -51,7 +54,8 @@ def free_port() -> int:
 
 def _mosquitto_bin() -> str | None:
     return shutil.which("mosquitto") or (
-        "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
+        "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None
+    )
 
 
 class Mosquitto:
@@ -68,8 +72,11 @@ class Mosquitto:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [self.binary, "-c", str(self.conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:

@@ -1,4 +1,4 @@
-"""Authorization from recipe accessControl: the matchers, and every denial path with the real client."""
+"""Authorization from recipe accessControl: the matchers, and the denial paths (real client)."""
 
 from __future__ import annotations
 
@@ -74,10 +74,13 @@ def test_null_resource_matches_any_policy_with_the_operation_and_empty_never() -
 
 
 def test_unknown_destination_and_policy_without_resources_grant_nothing() -> None:
-    acl = AccessControl("c", {
-        "aws.greengrass.ipc.bogus": {"p": {"operations": ["*"], "resources": ["*"]}},
-        PUBSUB: {"p": {"operations": [PUB]}},
-    })
+    acl = AccessControl(
+        "c",
+        {
+            "aws.greengrass.ipc.bogus": {"p": {"operations": ["*"], "resources": ["*"]}},
+            PUBSUB: {"p": {"operations": [PUB]}},
+        },
+    )
     assert not acl.allows(PUBSUB, PUB, "t")
 
 

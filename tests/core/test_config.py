@@ -20,8 +20,11 @@ def test_get_configuration_whole_leaf_container_and_other_component(agent: Agent
     assert leaf["response"]["value"] == {"threads": 2}
     box = a("call", method="get_configuration", kwargs={"key_path": ["model"]})
     assert box["response"]["value"] == {"key": "tflite-int8", "threads": 2}
-    other = a("call", method="get_configuration",
-              kwargs={"component_name": "com.test.B", "key_path": ["x"]})
+    other = a(
+        "call",
+        method="get_configuration",
+        kwargs={"component_name": "com.test.B", "key_path": ["x"]},
+    )
     assert other["response"] == {"componentName": "com.test.B", "value": {"x": 1}}
 
 
@@ -39,8 +42,11 @@ def test_update_configuration_merges_and_notifies_subscribers(
     a = agent("com.test.A", configuration=CFG)
     watcher = agent("com.test.W")
     sid = watcher("subscribe_config", component="com.test.A", key_path=["model"])["sub"]
-    a("call", method="update_configuration",
-      kwargs={"key_path": ["model"], "timestamp": time.time(), "value_to_merge": {"threads": 4}})
+    a(
+        "call",
+        method="update_configuration",
+        kwargs={"key_path": ["model"], "timestamp": time.time(), "value_to_merge": {"threads": 4}},
+    )
     events = watcher("events", sub=sid, n=1)["events"]
     assert events == [{"component": "com.test.A", "key_path": ["model", "threads"]}]
     assert core.get_config("com.test.A")["model"] == {"key": "tflite-int8", "threads": 4}
@@ -50,20 +56,31 @@ def test_stale_timestamp_is_a_failed_condition_and_changes_nothing(
     agent: AgentFactory, core: CoreThread
 ) -> None:
     a = agent("com.test.A", configuration=CFG)
-    a("call", method="update_configuration",
-      kwargs={"key_path": ["topK"], "timestamp": time.time(), "value_to_merge": 3})
-    reply = a.request("call", method="update_configuration",
-                      kwargs={"key_path": ["topK"], "timestamp": time.time() - 3600,
-                              "value_to_merge": 10})
+    a(
+        "call",
+        method="update_configuration",
+        kwargs={"key_path": ["topK"], "timestamp": time.time(), "value_to_merge": 3},
+    )
+    reply = a.request(
+        "call",
+        method="update_configuration",
+        kwargs={"key_path": ["topK"], "timestamp": time.time() - 3600, "value_to_merge": 10},
+    )
     assert reply["error"] == "FailedUpdateConditionCheckError"
     assert core.get_config("com.test.A")["topK"] == 3
 
 
 def test_access_control_cannot_be_changed_through_ipc(agent: AgentFactory) -> None:
     a = agent("com.test.A", configuration=CFG)
-    reply = a.request("call", method="update_configuration",
-                      kwargs={"key_path": ["accessControl"], "timestamp": time.time(),
-                              "value_to_merge": {"aws.greengrass.ipc.pubsub": {}}})
+    reply = a.request(
+        "call",
+        method="update_configuration",
+        kwargs={
+            "key_path": ["accessControl"],
+            "timestamp": time.time(),
+            "value_to_merge": {"aws.greengrass.ipc.pubsub": {}},
+        },
+    )
     assert reply["error"] == "InvalidArgumentsError"
 
 
@@ -71,7 +88,9 @@ def test_deployment_rejected_by_validator_leaves_config_unchanged(
     agent: AgentFactory, core: CoreThread
 ) -> None:
     a = agent("com.test.A", configuration=CFG)
-    sid = a("subscribe_validate", status="REJECTED", message="model nope is not in the store")["sub"]
+    sid = a("subscribe_validate", status="REJECTED", message="model nope is not in the store")[
+        "sub"
+    ]
     result = core.deploy({"com.test.A": {"MERGE": {"model": {"key": "nope"}}}})
     assert result.status == "FAILED"
     assert "model nope is not in the store" in result.message
@@ -99,8 +118,11 @@ def test_deployment_accepted_applies_merge_and_reset(agent: AgentFactory, core: 
 
 def test_validity_report_without_a_pending_deployment_is_invalid(agent: AgentFactory) -> None:
     a = agent("com.test.A", configuration=CFG)
-    reply = a.request("call", method="send_configuration_validity_report", kwargs={
-        "configuration_validity_report": None})
+    reply = a.request(
+        "call",
+        method="send_configuration_validity_report",
+        kwargs={"configuration_validity_report": None},
+    )
     assert not reply["ok"]
 
 

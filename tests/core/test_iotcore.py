@@ -16,9 +16,14 @@ from ggvision.core.harness import CoreThread
 from ggvision.core.mqtt import MqttBridge, parse_broker
 from tests.conftest import AgentFactory, Mosquitto
 
-IOT_POLICY = {"aws.greengrass.ipc.mqttproxy": {"iot:1": {
-    "operations": ["aws.greengrass#PublishToIoTCore", "aws.greengrass#SubscribeToIoTCore"],
-    "resources": ["ggvision/+/results", "ggvision/cmd/#"]}}}
+IOT_POLICY = {
+    "aws.greengrass.ipc.mqttproxy": {
+        "iot:1": {
+            "operations": ["aws.greengrass#PublishToIoTCore", "aws.greengrass#SubscribeToIoTCore"],
+            "resources": ["ggvision/+/results", "ggvision/cmd/#"],
+        }
+    }
+}
 
 
 def b64(data: bytes) -> str:
@@ -30,15 +35,16 @@ class CloudClient:
 
     def __init__(self, broker: Mosquitto) -> None:
         self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
-        self.client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
-                                  client_id="cloud-side")
+        self.client = mqtt.Client(
+            callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="cloud-side"
+        )
         self.client.on_message = lambda c, u, m: self.messages.put((m.topic, bytes(m.payload)))
         host, port = parse_broker(broker.address)
         self.client.connect(host, port)
         self.client.loop_start()
 
     def subscribe(self, topic: str) -> None:
-        result, mid = self.client.subscribe(topic, qos=1)
+        result, _mid = self.client.subscribe(topic, qos=1)
         assert result == 0
         time.sleep(0.2)
 
@@ -125,4 +131,7 @@ def test_broker_down_gives_service_error_and_the_link_recovers(
 def test_iot_core_arguments_are_validated(agent: AgentFactory) -> None:
     a = agent("com.test.A", IOT_POLICY)
     bad_qos = a.request("publish_iot", topic="ggvision/cam/results", qos="2", payload=b64(b"x"))
-    assert (bad_qos["error"], bad_qos["message"]) == ("InvalidArgumentsError", "Invalid QoS value: 2")
+    assert (bad_qos["error"], bad_qos["message"]) == (
+        "InvalidArgumentsError",
+        "Invalid QoS value: 2",
+    )

@@ -10,11 +10,19 @@ from ggvision.core.agent import AgentError, AgentProcess
 from ggvision.core.harness import CoreThread
 from tests.conftest import AgentFactory
 
-CLI_POLICY = {"aws.greengrass.Cli": {"cli:1": {
-    "operations": ["aws.greengrass#CreateLocalDeployment",
-                   "aws.greengrass#GetLocalDeploymentStatus",
-                   "aws.greengrass#ListLocalDeployments", "aws.greengrass#ListComponents"],
-    "resources": ["*"]}}}
+CLI_POLICY = {
+    "aws.greengrass.Cli": {
+        "cli:1": {
+            "operations": [
+                "aws.greengrass#CreateLocalDeployment",
+                "aws.greengrass#GetLocalDeploymentStatus",
+                "aws.greengrass#ListLocalDeployments",
+                "aws.greengrass#ListComponents",
+            ],
+            "resources": ["*"],
+        }
+    }
+}
 
 
 def test_unknown_token_is_refused_with_access_denied(core: CoreThread) -> None:
@@ -48,22 +56,33 @@ def test_update_state_is_observable(agent: AgentFactory, core: CoreThread) -> No
 
 def test_defer_component_update_is_recorded(agent: AgentFactory, core: CoreThread) -> None:
     a = agent("com.test.A")
-    a("call", method="defer_component_update",
-      kwargs={"deployment_id": "d-1", "message": "busy", "recheck_after_ms": 5000})
+    a(
+        "call",
+        method="defer_component_update",
+        kwargs={"deployment_id": "d-1", "message": "busy", "recheck_after_ms": 5000},
+    )
     assert core.call(lambda: core.ipc.deferrals["com.test.A"]) == {
-        "deploymentId": "d-1", "message": "busy", "recheckAfterMs": 5000}
+        "deploymentId": "d-1",
+        "message": "busy",
+        "recheckAfterMs": 5000,
+    }
 
 
-@pytest.mark.parametrize(("method", "kwargs"), [
-    ("get_secret_value", {"secret_id": "s"}),
-    ("get_thing_shadow", {"thing_name": "t"}),
-    ("restart_component", {"component_name": "c"}),
-])
+@pytest.mark.parametrize(
+    ("method", "kwargs"),
+    [
+        ("get_secret_value", {"secret_id": "s"}),
+        ("get_thing_shadow", {"thing_name": "t"}),
+        ("restart_component", {"component_name": "c"}),
+    ],
+)
 def test_unsupported_operations_get_a_modeled_service_error(
     agent: AgentFactory, method: str, kwargs: dict[str, str]
 ) -> None:
-    a = agent("com.test.A", {"aws.greengrass.SecretManager": {"p": {
-        "operations": ["*"], "resources": ["*"]}}})
+    a = agent(
+        "com.test.A",
+        {"aws.greengrass.SecretManager": {"p": {"operations": ["*"], "resources": ["*"]}}},
+    )
     started = time.monotonic()
     reply = a.request("call", method=method, kwargs=kwargs)
     assert reply["error"] == "ServiceError"
@@ -76,15 +95,20 @@ def test_local_deployment_through_ipc_like_greengrass_cli(
 ) -> None:
     agent("com.test.Target", configuration={"interval": 5})
     cli = agent("aws.greengrass.Cli.client", CLI_POLICY)
-    created = cli("call", method="create_local_deployment", kwargs={
-        "component_to_configuration": {"com.test.Target": {"MERGE": {"interval": 1}}}})
+    created = cli(
+        "call",
+        method="create_local_deployment",
+        kwargs={"component_to_configuration": {"com.test.Target": {"MERGE": {"interval": 1}}}},
+    )
     deployment_id = created["response"]["deploymentId"]
-    status = cli("call", method="get_local_deployment_status",
-                 kwargs={"deployment_id": deployment_id})["response"]["deployment"]
+    status = cli(
+        "call", method="get_local_deployment_status", kwargs={"deployment_id": deployment_id}
+    )["response"]["deployment"]
     assert status["status"] == "SUCCEEDED"
     assert core.get_config("com.test.Target")["interval"] == 1
     listed = cli("call", method="list_components", kwargs={})["response"]["components"]
     assert {c["componentName"] for c in listed} >= {"com.test.Target"}
-    missing = cli.request("call", method="get_local_deployment_status",
-                          kwargs={"deployment_id": "nope"})
+    missing = cli.request(
+        "call", method="get_local_deployment_status", kwargs={"deployment_id": "nope"}
+    )
     assert missing["error"] == "ResourceNotFoundError"

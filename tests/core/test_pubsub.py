@@ -19,7 +19,10 @@ def test_binary_and_json_messages_reach_another_component(agent: AgentFactory) -
     pub("publish", topic="local/result", binary=base64.b64encode(b"\x00\x01hello").decode())
     pub("publish", topic="local/result", json={"id": "r1", "labels": ["tabby"]})
     events = sub("events", sub=sid, n=2)["events"]
-    assert {"topic": "local/result", "binary": base64.b64encode(b"\x00\x01hello").decode()} in events
+    assert {
+        "topic": "local/result",
+        "binary": base64.b64encode(b"\x00\x01hello").decode(),
+    } in events
     assert {"topic": "local/result", "json": {"id": "r1", "labels": ["tabby"]}} in events
     assert len(events) == 2
 
@@ -88,7 +91,9 @@ def test_closed_subscription_gets_no_more_events(agent: AgentFactory, core: Core
     assert core.call(lambda: core.ipc.pubsub.subscriptions()) == 0
 
 
-def test_subscriptions_are_dropped_when_the_client_disconnects(agent: AgentFactory, core: CoreThread) -> None:
+def test_subscriptions_are_dropped_when_the_client_disconnects(
+    agent: AgentFactory, core: CoreThread
+) -> None:
     sub = agent("com.test.Sub", pubsub_policy(subscribe=["a", "b/+"]))
     sub("subscribe", topic="a")
     sub("subscribe", topic="b/+")

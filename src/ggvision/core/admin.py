@@ -29,8 +29,9 @@ async def _handle(core: IpcCore, req: dict[str, Any]) -> dict[str, Any]:
         cfg = req.get("configuration") or {}
         if not isinstance(name, str) or not isinstance(cfg, dict):
             raise GgvisionError("register needs component (string) and configuration (object)")
-        token = core.register_component(name, cfg, defaults=req.get("defaults"),
-                                        version=str(req.get("version") or "0.0.0"))
+        token = core.register_component(
+            name, cfg, defaults=req.get("defaults"), version=str(req.get("version") or "0.0.0")
+        )
         return {"token": token, "ipcSocket": str(core.socket_path)}
     if op == "unregister":
         name = req.get("component")
@@ -43,8 +44,11 @@ async def _handle(core: IpcCore, req: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(c2c, dict):
             raise GgvisionError("deploy needs componentToConfiguration (object)")
         result = await core.deploy_configuration(c2c)
-        return {"deploymentId": result.deployment_id, "status": result.status,
-                "message": result.message}
+        return {
+            "deploymentId": result.deployment_id,
+            "status": result.status,
+            "message": result.message,
+        }
     if op == "states":
         return {"states": core.states()}
     if op == "set_state":

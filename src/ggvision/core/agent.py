@@ -70,14 +70,23 @@ class _Agent:  # pragma: no cover - runs in the child process
 
             def on_event(ev: Any) -> None:
                 if ev.json_message is not None:
-                    self._push(sid, {"topic": ev.json_message.context.topic,
-                                     "json": ev.json_message.message})
+                    self._push(
+                        sid,
+                        {"topic": ev.json_message.context.topic, "json": ev.json_message.message},
+                    )
                 else:
-                    self._push(sid, {"topic": ev.binary_message.context.topic, "binary":
-                                     base64.b64encode(ev.binary_message.message).decode()})
+                    self._push(
+                        sid,
+                        {
+                            "topic": ev.binary_message.context.topic,
+                            "binary": base64.b64encode(ev.binary_message.message).decode(),
+                        },
+                    )
 
             _, operation = c.subscribe_to_topic(
-                topic=req["topic"], receive_mode=req.get("receive_mode"), on_stream_event=on_event,
+                topic=req["topic"],
+                receive_mode=req.get("receive_mode"),
+                on_stream_event=on_event,
                 on_stream_error=lambda e: self._err(sid, e),
             )
             self.subs[sid] = operation
@@ -85,26 +94,38 @@ class _Agent:  # pragma: no cover - runs in the child process
         if op == "subscribe_config":
             sid = self._new_sub()
             _, operation = c.subscribe_to_configuration_update(
-                component_name=req.get("component"), key_path=req.get("key_path"),
-                on_stream_event=lambda ev: self._push(sid, {
-                    "component": ev.configuration_update_event.component_name,
-                    "key_path": ev.configuration_update_event.key_path}),
+                component_name=req.get("component"),
+                key_path=req.get("key_path"),
+                on_stream_event=lambda ev: self._push(
+                    sid,
+                    {
+                        "component": ev.configuration_update_event.component_name,
+                        "key_path": ev.configuration_update_event.key_path,
+                    },
+                ),
                 on_stream_error=lambda e: self._err(sid, e),
             )
             self.subs[sid] = operation
             return {"sub": sid}
         if op == "subscribe_validate":
             sid = self._new_sub()
-            self.validate_reply = {"status": req.get("status", "ACCEPTED"),
-                                   "message": req.get("message", "")}
+            self.validate_reply = {
+                "status": req.get("status", "ACCEPTED"),
+                "message": req.get("message", ""),
+            }
 
             def on_validate(ev: Any) -> None:
                 e = ev.validate_configuration_update_event
-                self._push(sid, {"configuration": e.configuration, "deployment_id": e.deployment_id})
+                self._push(
+                    sid, {"configuration": e.configuration, "deployment_id": e.deployment_id}
+                )
                 c.send_configuration_validity_report(
                     configuration_validity_report=model.ConfigurationValidityReport(
-                        status=self.validate_reply["status"], deployment_id=e.deployment_id,
-                        message=self.validate_reply["message"]))
+                        status=self.validate_reply["status"],
+                        deployment_id=e.deployment_id,
+                        message=self.validate_reply["message"],
+                    )
+                )
 
             _, operation = c.subscribe_to_validate_configuration_updates(
                 on_stream_event=lambda ev: threading.Thread(target=on_validate, args=(ev,)).start(),
@@ -115,10 +136,15 @@ class _Agent:  # pragma: no cover - runs in the child process
         if op == "subscribe_iot":
             sid = self._new_sub()
             _, operation = c.subscribe_to_iot_core(
-                topic_name=req["topic"], qos=req.get("qos", "1"),
-                on_stream_event=lambda ev: self._push(sid, {
-                    "topic": ev.message.topic_name,
-                    "payload": base64.b64encode(ev.message.payload).decode()}),
+                topic_name=req["topic"],
+                qos=req.get("qos", "1"),
+                on_stream_event=lambda ev: self._push(
+                    sid,
+                    {
+                        "topic": ev.message.topic_name,
+                        "payload": base64.b64encode(ev.message.payload).decode(),
+                    },
+                ),
                 on_stream_error=lambda e: self._err(sid, e),
             )
             self.subs[sid] = operation
@@ -136,8 +162,11 @@ class _Agent:  # pragma: no cover - runs in the child process
                 events, self.events[sid] = self.events[sid], []
                 return {"events": events, "errors": list(self.errors[sid])}
         if op == "publish_iot":
-            c.publish_to_iot_core(topic_name=req["topic"], qos=req.get("qos", "1"),
-                                  payload=base64.b64decode(req["payload"]))
+            c.publish_to_iot_core(
+                topic_name=req["topic"],
+                qos=req.get("qos", "1"),
+                payload=base64.b64decode(req["payload"]),
+            )
             return {}
         if op == "call":
             # Any client method with plain keyword arguments; the reply is the response shape.
@@ -156,8 +185,11 @@ class _Agent:  # pragma: no cover - runs in the child process
             try:
                 reply = {"ok": True, **self.handle(json.loads(line))}
             except Exception as exc:
-                reply = {"ok": False, "error": type(exc).__name__,
-                         "message": getattr(exc, "message", None) or str(exc)}
+                reply = {
+                    "ok": False,
+                    "error": type(exc).__name__,
+                    "message": getattr(exc, "message", None) or str(exc),
+                }
             print(json.dumps(reply), flush=True)
         self.client.close()
 
@@ -166,8 +198,9 @@ def main() -> None:  # pragma: no cover - child process
     try:
         agent = _Agent()
     except Exception as exc:
-        print(json.dumps({"ok": False, "error": type(exc).__name__, "message": str(exc)}),
-              flush=True)
+        print(
+            json.dumps({"ok": False, "error": type(exc).__name__, "message": str(exc)}), flush=True
+        )
         sys.exit(1)
     agent.serve()
 
@@ -184,8 +217,11 @@ class AgentProcess:
 
     def __init__(self, env: Mapping[str, str], timeout: float = 20.0) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ggvision.core.agent"], env=dict(env),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            [sys.executable, "-m", "ggvision.core.agent"],
+            env=dict(env),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         self.timeout = timeout
         hello = self._read()

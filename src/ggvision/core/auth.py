@@ -119,8 +119,11 @@ class AccessControl:
             if destination not in DESTINATION_OPERATIONS:
                 log.error(
                     "accessControl destination unknown, dropped",
-                    extra={"event": "auth.unknown_destination", "component": component,
-                           "destination": destination},
+                    extra={
+                        "event": "auth.unknown_destination",
+                        "component": component,
+                        "destination": destination,
+                    },
                 )
                 continue
             if not isinstance(policies, Mapping):
@@ -138,7 +141,9 @@ class AccessControl:
                     if pat is None:
                         log.error(
                             "invalid resource %r in policy %s of %s (unescaped '?'), ignored",
-                            res, policy_id, component,
+                            res,
+                            policy_id,
+                            component,
                         )
                         continue
                     pats.append(pat)

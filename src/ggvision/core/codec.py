@@ -1,6 +1,6 @@
 """Event-stream message codec (the framing under Greengrass IPC).
 
-One message: ``total_len:u32 | headers_len:u32 | prelude_crc:u32 | headers | payload | message_crc:u32``,
+One message: ``total:u32 | headers_len:u32 | prelude_crc:u32 | headers | payload | crc:u32``,
 big-endian, CRC-32 (zlib polynomial). Headers are ``name_len:u8 | name | type:u8 | value``.
 See ``shared/IPC_PROTOCOL.md`` section 2.
 """
@@ -190,9 +190,9 @@ def decode_headers(buf: bytes | memoryview) -> list[Header]:
 
 
 class Decoder:
-    """Incremental decoder: feed bytes, get whole messages. Raises :class:`FrameError` on corruption.
+    """Incremental decoder: feed bytes, get whole messages; :class:`FrameError` on corruption.
 
-    After an error the stream is unrecoverable (framing is lost); the caller must drop the connection.
+    After an error the framing is lost; the caller must drop the connection.
     """
 
     __slots__ = ("_buf", "max_message_len")

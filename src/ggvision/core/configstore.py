@@ -22,7 +22,9 @@ _MISSING = object()
 
 def _not_found(path: Path) -> IpcError:
     return IpcError(
-        "ResourceNotFoundError", "Key not found", resourceType="Configuration",
+        "ResourceNotFoundError",
+        "Key not found",
+        resourceType="Configuration",
         resourceName="/".join(path),
     )
 
@@ -58,7 +60,7 @@ class ConfigStore:
 
     # --- reads -----------------------------------------------------------------------------
     def get(self, component: str, path: list[str] | Path) -> Any:
-        """The node at ``path``: a deep copy of a map, or a leaf value. Raises ResourceNotFoundError."""
+        """The node at ``path`` (a deep copy); ResourceNotFoundError when missing."""
         if component not in self._values:
             raise _not_found(tuple(path))
         node: Any = self._values[component]
@@ -109,8 +111,14 @@ class ConfigStore:
         return self._mtimes.get(component, {}).get(path)
 
     def _merge_at(
-        self, parent: dict[str, Any], key: str, value: Any, path: Path, ts: float,
-        mtimes: dict[Path, float], changed: list[Path],
+        self,
+        parent: dict[str, Any],
+        key: str,
+        value: Any,
+        path: Path,
+        ts: float,
+        mtimes: dict[Path, float],
+        changed: list[Path],
     ) -> None:
         current = parent.get(key, _MISSING)
         if isinstance(value, dict):
@@ -138,8 +146,13 @@ class ConfigStore:
             changed.append(path)
 
     def _merge_map(
-        self, target: dict[str, Any], value: dict[str, Any], path: Path, ts: float,
-        mtimes: dict[Path, float], changed: list[Path],
+        self,
+        target: dict[str, Any],
+        value: dict[str, Any],
+        path: Path,
+        ts: float,
+        mtimes: dict[Path, float],
+        changed: list[Path],
     ) -> None:
         for k, v in value.items():
             self._merge_at(target, str(k), v, (*path, str(k)), ts, mtimes, changed)
@@ -183,11 +196,13 @@ def _diff_paths(old: Any, new: Any, prefix: Path = ()) -> list[Path]:
         out: list[Path] = []
         for k in old.keys() | new.keys():
             if k not in new:
-                out.extend(_leaf_paths({k: old[k]}, prefix) if isinstance(old[k], dict)
-                           else [(*prefix, k)])
+                out.extend(
+                    _leaf_paths({k: old[k]}, prefix) if isinstance(old[k], dict) else [(*prefix, k)]
+                )
             elif k not in old:
-                out.extend(_leaf_paths({k: new[k]}, prefix) if isinstance(new[k], dict)
-                           else [(*prefix, k)])
+                out.extend(
+                    _leaf_paths({k: new[k]}, prefix) if isinstance(new[k], dict) else [(*prefix, k)]
+                )
             else:
                 out.extend(_diff_paths(old[k], new[k], (*prefix, k)))
         return out

@@ -141,8 +141,12 @@ class Deployments:
             streams = [s for s in self._validators.get(comp, []) if s.is_open]
             if not streams:
                 continue
-            event = {"validateConfigurationUpdateEvent": {
-                "configuration": proposed, "deploymentId": deployment_id}}
+            event = {
+                "validateConfigurationUpdateEvent": {
+                    "configuration": proposed,
+                    "deploymentId": deployment_id,
+                }
+            }
             fut: asyncio.Future[tuple[bool, str]] = loop.create_future()
             self._pending[(comp, deployment_id)] = fut
             payload = json.dumps(event).encode()
@@ -156,14 +160,20 @@ class Deployments:
                         asyncio.shield(fut), self.validation_timeout_s
                     )
                 except TimeoutError:
-                    log.warning("no validity report from %s; proceeding", comp,
-                                extra={"event": "deploy.validation_timeout", "component": comp})
+                    log.warning(
+                        "no validity report from %s; proceeding",
+                        comp,
+                        extra={"event": "deploy.validation_timeout", "component": comp},
+                    )
                     continue
                 if not accepted:
-                    return self._done(DeployResult(
-                        deployment_id, "FAILED",
-                        f"{comp} rejected the configuration: {message}".rstrip(": "),
-                    ))
+                    return self._done(
+                        DeployResult(
+                            deployment_id,
+                            "FAILED",
+                            f"{comp} rejected the configuration: {message}".rstrip(": "),
+                        )
+                    )
         finally:
             for comp, _ in waits:
                 self._pending.pop((comp, deployment_id), None)
@@ -174,6 +184,11 @@ class Deployments:
 
     def _done(self, result: DeployResult) -> DeployResult:
         self.history[result.deployment_id] = result
-        log.info("deployment %s %s %s", result.deployment_id, result.status, result.message,
-                 extra={"event": "deploy.done", "status": result.status})
+        log.info(
+            "deployment %s %s %s",
+            result.deployment_id,
+            result.status,
+            result.message,
+            extra={"event": "deploy.done", "status": result.status},
+        )
         return result

@@ -25,8 +25,12 @@ T = TypeVar("T")
 
 
 def nucleus_env(
-    socket_path: str | os.PathLike[str], token: str, *, thing_name: str = "ggvision-local",
-    region: str = "us-east-1", component_version: str = "0.0.0",
+    socket_path: str | os.PathLike[str],
+    token: str,
+    *,
+    thing_name: str = "ggvision-local",
+    region: str = "us-east-1",
+    component_version: str = "0.0.0",
 ) -> dict[str, str]:
     """The environment variables a Nucleus gives every lifecycle script."""
     sock = str(socket_path)
@@ -51,8 +55,7 @@ class CoreThread:
         self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="ggv-", dir="/tmp"))
         self._core_kwargs = core_kwargs
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="ipc-core",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._loop.run_forever, name="ipc-core", daemon=True)
         self.core: IpcCore | None = None
 
     @property
@@ -70,8 +73,9 @@ class CoreThread:
         self._thread.start()
 
         async def _start() -> IpcCore:
-            core = IpcCore(self.socket_path, admin_socket_path=self.root / "admin.socket",
-                           **self._core_kwargs)
+            core = IpcCore(
+                self.socket_path, admin_socket_path=self.root / "admin.socket", **self._core_kwargs
+            )
             await core.start()
             return core
 
@@ -103,12 +107,17 @@ class CoreThread:
         assert self.core is not None, "core not started"
         return self.core
 
-    def register(self, name: str, configuration: Mapping[str, Any] | None = None,
-                 **kwargs: Any) -> str:
+    def register(
+        self, name: str, configuration: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> str:
         return self.call(lambda: self.ipc.register_component(name, configuration, **kwargs))
 
-    def component_env(self, name: str, access_control: Mapping[str, Any] | None = None,
-                      configuration: Mapping[str, Any] | None = None) -> dict[str, str]:
+    def component_env(
+        self,
+        name: str,
+        access_control: Mapping[str, Any] | None = None,
+        configuration: Mapping[str, Any] | None = None,
+    ) -> dict[str, str]:
         """Register ``name`` and return a full environment for a component process."""
         cfg = dict(configuration or {})
         if access_control is not None:
@@ -128,16 +137,22 @@ class CoreThread:
         return self.call(lambda: self.ipc.config.snapshot(name))
 
 
-def pubsub_policy(publish: list[str] | None = None, subscribe: list[str] | None = None,
-                  ) -> dict[str, Any]:
+def pubsub_policy(
+    publish: list[str] | None = None,
+    subscribe: list[str] | None = None,
+) -> dict[str, Any]:
     """Build an ``accessControl`` map granting publish/subscribe on the given topics."""
     policies: dict[str, Any] = {}
     if publish:
-        policies["ggvision:pub:1"] = {"policyDescription": "publish",
-                                      "operations": ["aws.greengrass#PublishToTopic"],
-                                      "resources": list(publish)}
+        policies["ggvision:pub:1"] = {
+            "policyDescription": "publish",
+            "operations": ["aws.greengrass#PublishToTopic"],
+            "resources": list(publish),
+        }
     if subscribe:
-        policies["ggvision:sub:1"] = {"policyDescription": "subscribe",
-                                      "operations": ["aws.greengrass#SubscribeToTopic"],
-                                      "resources": list(subscribe)}
+        policies["ggvision:sub:1"] = {
+            "policyDescription": "subscribe",
+            "operations": ["aws.greengrass#SubscribeToTopic"],
+            "resources": list(subscribe),
+        }
     return {"aws.greengrass.ipc.pubsub": policies} if policies else {}

@@ -30,8 +30,9 @@ class IotBridge(Protocol):
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     async def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None: ...
-    async def subscribe(self, topic_filter: str, qos: int, on_message: OnMessage
-                        ) -> Callable[[], None]: ...
+    async def subscribe(
+        self, topic_filter: str, qos: int, on_message: OnMessage
+    ) -> Callable[[], None]: ...
 
 
 def parse_broker(spec: str) -> tuple[str, int]:
@@ -47,8 +48,13 @@ def parse_broker(spec: str) -> tuple[str, int]:
 
 class MqttBridge:
     def __init__(
-        self, host: str, port: int = 1883, *, client_id: str = "ggvision-core",
-        ack_timeout_s: float = 10.0, keepalive_s: int = 30,
+        self,
+        host: str,
+        port: int = 1883,
+        *,
+        client_id: str = "ggvision-core",
+        ack_timeout_s: float = 10.0,
+        keepalive_s: int = 30,
     ) -> None:
         self.host, self.port = host, port
         self.client_id = client_id
@@ -70,14 +76,17 @@ class MqttBridge:
     async def start(self) -> None:
         try:
             import paho.mqtt.client as mqtt
+            from paho.mqtt.enums import CallbackAPIVersion
         except ImportError as exc:
             raise GgvisionError(
                 "the IoT Core bridge needs package paho-mqtt: install extra [mqtt]"
             ) from exc
         self._loop = asyncio.get_running_loop()
         client = mqtt.Client(
-            callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
-            client_id=self.client_id, protocol=mqtt.MQTTv311, clean_session=True,
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=mqtt.MQTTv311,
+            clean_session=True,
         )
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -90,8 +99,13 @@ class MqttBridge:
         client.loop_start()
         # Give the first connection a moment; being offline at start is allowed.
         await asyncio.get_running_loop().run_in_executor(None, self._connected.wait, 3.0)
-        log.info("MQTT bridge %s to %s:%s", "connected" if self.connected else "connecting",
-                 self.host, self.port, extra={"event": "mqtt.start"})
+        log.info(
+            "MQTT bridge %s to %s:%s",
+            "connected" if self.connected else "connecting",
+            self.host,
+            self.port,
+            extra={"event": "mqtt.start"},
+        )
 
     async def stop(self) -> None:
         client, self._client = self._client, None
@@ -113,13 +127,15 @@ class MqttBridge:
         self._connected.set()
         log.info("MQTT connected", extra={"event": "mqtt.connected"})
         with self._lock:
-            filters = [(f, max(q for q, _ in subs.values())) for f, subs in self._subs.items()
-                       if subs]
+            filters = [
+                (f, max(q for q, _ in subs.values())) for f, subs in self._subs.items() if subs
+            ]
         for topic_filter, qos in filters:
             client.subscribe(topic_filter, qos)
 
-    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any,
-                       props: Any) -> None:
+    def _on_disconnect(
+        self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
         was = self._connected.is_set()
         self._connected.clear()
         if was:
@@ -139,8 +155,12 @@ class MqttBridge:
 
         topic, payload, retain = message.topic, bytes(message.payload), bool(message.retain)
         with self._lock:
-            targets = [cb for f, subs in self._subs.items() if mqtt.topic_matches_sub(f, topic)
-                       for _, cb in subs.values()]
+            targets = [
+                cb
+                for f, subs in self._subs.items()
+                if mqtt.topic_matches_sub(f, topic)
+                for _, cb in subs.values()
+            ]
         loop = self._loop
         if loop is None:
             return
@@ -197,8 +217,9 @@ class MqttBridge:
             return
         await self._await_ack(info.mid, fut, "PUBACK")
 
-    async def subscribe(self, topic_filter: str, qos: int, on_message: OnMessage
-                        ) -> Callable[[], None]:
+    async def subscribe(
+        self, topic_filter: str, qos: int, on_message: OnMessage
+    ) -> Callable[[], None]:
         client = self._require_link()
         with self._lock:
             self._next_handle += 1

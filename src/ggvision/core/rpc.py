@@ -105,7 +105,10 @@ class Stream:
             return
         if self._event_head is None:
             headers = _rpc_headers(APPLICATION_MESSAGE, 0, self.id)
-            headers += [codec.string(":content-type", JSON), codec.string("service-model-type", model)]
+            headers += [
+                codec.string(":content-type", JSON),
+                codec.string("service-model-type", model),
+            ]
             self._event_head = codec.encode_header_block(headers)
         self.conn.write(codec.encode_raw(self._event_head, payload))
 
@@ -156,7 +159,8 @@ class Connection(asyncio.Protocol):
                 self._handle(msg)
         except (FrameError, ProtocolError) as exc:
             log.warning(
-                "closing IPC connection: %s", exc,
+                "closing IPC connection: %s",
+                exc,
                 extra={"event": "ipc.protocol_error", "component": self.component},
             )
             self._protocol_error(str(exc))
@@ -171,8 +175,10 @@ class Connection(asyncio.Protocol):
             stream._closed()
         self.streams.clear()
         if self.component is not None:
-            log.debug("component disconnected", extra={"event": "ipc.disconnect",
-                                                      "component": self.component})
+            log.debug(
+                "component disconnected",
+                extra={"event": "ipc.disconnect", "component": self.component},
+            )
 
     # --- writes ----------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -196,7 +202,7 @@ class Connection(asyncio.Protocol):
 
     def _fatal(self, msg_type: int, text: str) -> None:
         if self.transport is not None and not self.closed:
-            headers = _rpc_headers(msg_type, 0, 0) + [codec.string(":content-type", JSON)]
+            headers = [*_rpc_headers(msg_type, 0, 0), codec.string(":content-type", JSON)]
             self.transport.write(codec.encode(headers, json.dumps({"message": text}).encode()))
         self.close()
 
@@ -208,8 +214,11 @@ class Connection(asyncio.Protocol):
         msg_type = msg.get(":message-type")
         flags = msg.get(":message-flags")
         stream_id = msg.get(":stream-id")
-        for name, value in ((":message-type", msg_type), (":message-flags", flags),
-                            (":stream-id", stream_id)):
+        for name, value in (
+            (":message-type", msg_type),
+            (":message-flags", flags),
+            (":stream-id", stream_id),
+        ):
             if not isinstance(value, int) or isinstance(value, bool):
                 raise ProtocolError(f"missing or non-integer {name} header")
         assert isinstance(msg_type, int) and isinstance(flags, int) and isinstance(stream_id, int)

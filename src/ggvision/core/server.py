@@ -40,18 +40,43 @@ MAX_SOCKET_PATH = 107
 # ServiceError ("not supported"), never a hang.
 KNOWN_OPERATIONS = frozenset(
     "aws.greengrass#" + n
-    for n in (
-        "AuthorizeClientDeviceAction CancelLocalDeployment CreateDebugPassword "
-        "CreateLocalDeployment DeferComponentUpdate DeleteThingShadow GetClientDeviceAuthToken "
-        "GetComponentDetails GetConfiguration GetLocalDeploymentStatus GetSecretValue "
-        "GetThingShadow ListComponents ListLocalDeployments ListNamedShadowsForThing "
-        "PauseComponent PublishToIoTCore PublishToTopic PutComponentMetric RestartComponent "
-        "ResumeComponent SendConfigurationValidityReport StopComponent "
-        "SubscribeToCertificateUpdates SubscribeToComponentUpdates "
-        "SubscribeToConfigurationUpdate SubscribeToIoTCore SubscribeToIoTCoreConnectionStatus "
-        "SubscribeToTopic SubscribeToValidateConfigurationUpdates UpdateConfiguration "
-        "UpdateState UpdateThingShadow ValidateAuthorizationToken VerifyClientDeviceIdentity"
-    ).split()
+    for n in [
+        "AuthorizeClientDeviceAction",
+        "CancelLocalDeployment",
+        "CreateDebugPassword",
+        "CreateLocalDeployment",
+        "DeferComponentUpdate",
+        "DeleteThingShadow",
+        "GetClientDeviceAuthToken",
+        "GetComponentDetails",
+        "GetConfiguration",
+        "GetLocalDeploymentStatus",
+        "GetSecretValue",
+        "GetThingShadow",
+        "ListComponents",
+        "ListLocalDeployments",
+        "ListNamedShadowsForThing",
+        "PauseComponent",
+        "PublishToIoTCore",
+        "PublishToTopic",
+        "PutComponentMetric",
+        "RestartComponent",
+        "ResumeComponent",
+        "SendConfigurationValidityReport",
+        "StopComponent",
+        "SubscribeToCertificateUpdates",
+        "SubscribeToComponentUpdates",
+        "SubscribeToConfigurationUpdate",
+        "SubscribeToIoTCore",
+        "SubscribeToIoTCoreConnectionStatus",
+        "SubscribeToTopic",
+        "SubscribeToValidateConfigurationUpdates",
+        "UpdateConfiguration",
+        "UpdateState",
+        "UpdateThingShadow",
+        "ValidateAuthorizationToken",
+        "VerifyClientDeviceIdentity",
+    ]
 )
 
 StateListener = Callable[[str, str], None]
@@ -151,8 +176,9 @@ class IpcCore:
         self.config.set_component(name, cfg)
         self._access[name] = AccessControl(name, cfg.get("accessControl"))
 
-    def authorize(self, component: str, destination: str, operation: str,
-                  resource: str | None) -> None:
+    def authorize(
+        self, component: str, destination: str, operation: str, resource: str | None
+    ) -> None:
         if not self.access(component).allows(destination, operation, resource):
             raise IpcError(
                 "UnauthorizedError",
@@ -165,9 +191,17 @@ class IpcCore:
         old = self._states.get(name)
         self._states[name] = state
         if old != state:
-            log.info("%s is %s", name, state, extra={
-                "event": "component.state", "component": name, "state": state,
-                "reported": reported})
+            log.info(
+                "%s is %s",
+                name,
+                state,
+                extra={
+                    "event": "component.state",
+                    "component": name,
+                    "state": state,
+                    "reported": reported,
+                },
+            )
         for listener in list(self._state_listeners):
             try:
                 listener(name, state)
@@ -183,8 +217,9 @@ class IpcCore:
     def add_state_listener(self, listener: StateListener) -> None:
         self._state_listeners.append(listener)
 
-    async def deploy_configuration(self, component_to_configuration: Mapping[str, Any]
-                                   ) -> DeployResult:
+    async def deploy_configuration(
+        self, component_to_configuration: Mapping[str, Any]
+    ) -> DeployResult:
         return await self.deployments.deploy(component_to_configuration)
 
     # --- server ---------------------------------------------------------------------------------
@@ -209,8 +244,11 @@ class IpcCore:
             os.umask(old_umask)
         if self.iot is not None:
             await self.iot.start()
-        log.info("IPC core listening on %s", self.socket_path,
-                 extra={"event": "core.start", "socket": str(self.socket_path)})
+        log.info(
+            "IPC core listening on %s",
+            self.socket_path,
+            extra={"event": "core.start", "socket": str(self.socket_path)},
+        )
 
     async def stop(self) -> None:
         for server in (self._server, self._admin):
@@ -241,8 +279,10 @@ class IpcCore:
         try:
             if op is None:
                 if stream.operation in KNOWN_OPERATIONS:
-                    raise IpcError("ServiceError", f"Operation {stream.operation} is not supported "
-                                   "by Greengrass")
+                    raise IpcError(
+                        "ServiceError",
+                        f"Operation {stream.operation} is not supported by Greengrass",
+                    )
                 raise IpcError("ServiceError", f"Unknown operation {stream.operation}")
             try:
                 request = json.loads(payload) if payload else {}
@@ -288,8 +328,10 @@ class IpcCore:
 
     @staticmethod
     def _internal(stream: Stream, exc: Exception) -> None:
-        log.exception("IPC handler failed", extra={"event": "ipc.handler_error",
-                                                   "operation": stream.operation})
+        log.exception(
+            "IPC handler failed",
+            extra={"event": "ipc.handler_error", "operation": stream.operation},
+        )
         stream.send_error(IpcError("ServiceError", f"{type(exc).__name__}: {exc}"))
 
 

@@ -35,15 +35,23 @@ def update_configuration(call: Call) -> dict[str, Any]:
     req = call.request
     path = _key_path(call)
     ts = req.get("timestamp")
-    if ts is None or isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
+    if (
+        ts is None
+        or isinstance(ts, bool)
+        or not isinstance(ts, int | float)
+        or not math.isfinite(ts)
+    ):
         raise IpcError("InvalidArgumentsError", "timestamp is required")
     if "valueToMerge" not in req:
         raise IpcError("InvalidArgumentsError", "valueToMerge is required")
     value = req["valueToMerge"]
-    if path[:1] == ["accessControl"] or (not path and isinstance(value, dict)
-                                          and "accessControl" in value):
-        raise IpcError("InvalidArgumentsError", "Config update is not allowed for following fields "
-                       "[accessControl]")
+    if path[:1] == ["accessControl"] or (
+        not path and isinstance(value, dict) and "accessControl" in value
+    ):
+        raise IpcError(
+            "InvalidArgumentsError",
+            "Config update is not allowed for following fields [accessControl]",
+        )
     store = call.core.config
     try:
         existing = store.get(call.component, path)
@@ -110,7 +118,9 @@ def send_configuration_validity_report(call: Call) -> dict[str, Any]:
         raise IpcError("InvalidArgumentsError", "deploymentId is required")
     message = report.get("message")
     call.core.deployments.report(
-        call.component, deployment_id, status == "ACCEPTED",
+        call.component,
+        deployment_id,
+        status == "ACCEPTED",
         str(message) if message is not None else "",
     )
     return {}
@@ -126,12 +136,16 @@ OPERATIONS = [
     Operation("aws.greengrass#GetConfiguration", get_configuration),
     Operation("aws.greengrass#UpdateConfiguration", update_configuration),
     Operation(
-        "aws.greengrass#SubscribeToConfigurationUpdate", subscribe_to_configuration_update,
-        streaming=True, event_model=CONFIG_EVENT,
+        "aws.greengrass#SubscribeToConfigurationUpdate",
+        subscribe_to_configuration_update,
+        streaming=True,
+        event_model=CONFIG_EVENT,
     ),
     Operation(
         "aws.greengrass#SubscribeToValidateConfigurationUpdates",
-        subscribe_to_validate_configuration_updates, streaming=True, event_model=VALIDATE_EVENT,
+        subscribe_to_validate_configuration_updates,
+        streaming=True,
+        event_model=VALIDATE_EVENT,
     ),
     Operation("aws.greengrass#SendConfigurationValidityReport", send_configuration_validity_report),
 ]

@@ -17,8 +17,12 @@ def update_state(call: Call) -> dict[str, Any]:
     if state not in ("RUNNING", "ERRORED"):
         raise IpcError("InvalidArgumentsError", "state must be RUNNING or ERRORED")
     if not call.core.config.has_component(call.component):
-        raise IpcError("ResourceNotFoundError", f"Component {call.component} not found",
-                       resourceType="Component", resourceName=call.component)
+        raise IpcError(
+            "ResourceNotFoundError",
+            f"Component {call.component} not found",
+            resourceType="Component",
+            resourceName=call.component,
+        )
     call.core.set_state(call.component, state, reported=True)
     return {}
 
@@ -29,7 +33,8 @@ def defer_component_update(call: Call) -> dict[str, Any]:
     if not isinstance(recheck, int) or isinstance(recheck, bool) or recheck < 0:
         raise IpcError("InvalidArgumentsError", "recheckAfterMs must be a non-negative integer")
     call.core.deferrals[call.component] = {
-        "deploymentId": deployment_id, "message": str_field(call, "message") or "",
+        "deploymentId": deployment_id,
+        "message": str_field(call, "message") or "",
         "recheckAfterMs": recheck,
     }
     return {}
@@ -49,12 +54,18 @@ def _authorize_cli(call: Call, operation: str) -> None:
 async def create_local_deployment(call: Call) -> dict[str, Any]:
     _authorize_cli(call, "aws.greengrass#CreateLocalDeployment")
     req = call.request
-    for unsupported in ("rootComponentVersionsToAdd", "rootComponentsToRemove",
-                        "recipeDirectoryPath", "artifactsDirectoryPath"):
+    for unsupported in (
+        "rootComponentVersionsToAdd",
+        "rootComponentsToRemove",
+        "recipeDirectoryPath",
+        "artifactsDirectoryPath",
+    ):
         if req.get(unsupported):
-            raise IpcError("InvalidArgumentsError",
-                           f"{unsupported} is not supported by this local core: restart "
-                           "`ggvision core run` to change the component set")
+            raise IpcError(
+                "InvalidArgumentsError",
+                f"{unsupported} is not supported by this local core: restart "
+                "`ggvision core run` to change the component set",
+            )
     configuration = req.get("componentToConfiguration") or {}
     if not isinstance(configuration, dict):
         raise IpcError("InvalidArgumentsError", "componentToConfiguration must be a map")
@@ -79,33 +90,47 @@ def get_local_deployment_status(call: Call) -> dict[str, Any]:
     deployment_id = str_field(call, "deploymentId")
     result = call.core.deployments.history.get(deployment_id or "")
     if result is None:
-        raise IpcError("ResourceNotFoundError", "Cannot find deployment",
-                       resourceType="LocalDeployment", resourceName=deployment_id or "")
+        raise IpcError(
+            "ResourceNotFoundError",
+            "Cannot find deployment",
+            resourceType="LocalDeployment",
+            resourceName=deployment_id or "",
+        )
     return {"deployment": _deployment_view(result)}
 
 
 def list_local_deployments(call: Call) -> dict[str, Any]:
     _authorize_cli(call, "aws.greengrass#ListLocalDeployments")
-    return {"localDeployments": [_deployment_view(r)
-                                 for r in call.core.deployments.history.values()]}
+    return {
+        "localDeployments": [_deployment_view(r) for r in call.core.deployments.history.values()]
+    }
 
 
 def list_components(call: Call) -> dict[str, Any]:
     _authorize_cli(call, "aws.greengrass#ListComponents")
     core = call.core
-    return {"components": [
-        {"componentName": name, "version": core.versions.get(name, "0.0.0"),
-         "state": core.state_of(name) or "NEW",
-         "configuration": core.config.snapshot(name)}
-        for name in core.config.components()
-    ]}
+    return {
+        "components": [
+            {
+                "componentName": name,
+                "version": core.versions.get(name, "0.0.0"),
+                "state": core.state_of(name) or "NEW",
+                "configuration": core.config.snapshot(name),
+            }
+            for name in core.config.components()
+        ]
+    }
 
 
 OPERATIONS = [
     Operation("aws.greengrass#UpdateState", update_state),
     Operation("aws.greengrass#DeferComponentUpdate", defer_component_update),
-    Operation("aws.greengrass#SubscribeToComponentUpdates", subscribe_to_component_updates,
-              streaming=True, event_model=COMPONENT_UPDATES_EVENT),
+    Operation(
+        "aws.greengrass#SubscribeToComponentUpdates",
+        subscribe_to_component_updates,
+        streaming=True,
+        event_model=COMPONENT_UPDATES_EVENT,
+    ),
     Operation("aws.greengrass#CreateLocalDeployment", create_local_deployment),
     Operation("aws.greengrass#GetLocalDeploymentStatus", get_local_deployment_status),
     Operation("aws.greengrass#ListLocalDeployments", list_local_deployments),

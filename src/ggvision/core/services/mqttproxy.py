@@ -74,15 +74,23 @@ async def subscribe_to_iot_core(call: Call) -> Streaming:
         # Messages that arrive before the subscribe response is out are dropped (as the Nucleus).
         if not ready:
             return
-        body = {"message": {"topicName": msg_topic,
-                            "payload": base64.b64encode(payload).decode(), "retain": retain}}
+        body = {
+            "message": {
+                "topicName": msg_topic,
+                "payload": base64.b64encode(payload).decode(),
+                "retain": retain,
+            }
+        }
         stream.send_event_bytes(EVENT_MODEL, json.dumps(body).encode())
 
     try:
         unsubscribe = await bridge.subscribe(topic, qos, on_message)
     except GgvisionError as exc:
-        raise IpcError("ServiceError", f"Subscribe to IoT Core failed: {exc}",
-                       context={"reasonString": str(exc)}) from exc
+        raise IpcError(
+            "ServiceError",
+            f"Subscribe to IoT Core failed: {exc}",
+            context={"reasonString": str(exc)},
+        ) from exc
 
     def after() -> None:
         nonlocal ready

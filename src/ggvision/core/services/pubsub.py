@@ -116,7 +116,8 @@ def publish_to_topic(call: Call) -> dict[str, Any]:
     binary_msg = message.get("binaryMessage")
     if (json_msg is None) == (binary_msg is None):
         raise IpcError(
-            "InvalidArgumentsError", "publishMessage needs exactly one of jsonMessage, binaryMessage"
+            "InvalidArgumentsError",
+            "publishMessage needs exactly one of jsonMessage, binaryMessage",
         )
     context = {"topic": topic}
     event: dict[str, Any]
