@@ -1,0 +1,234 @@
+"""Message contract v1 between requesters/cameras and the classifier (``docs/messages.md``).
+
+Request (on ``local/inference``)::
+
+    {"id"?: str, "image": {"path": str} | {"data": base64} | {"frame": FrameRef},
+     "top_k"?: int, "threshold"?: float, "reply_topic"?: str, "source"?: str}
+
+The seed's ``{"image_dir": ..., "fname": ...}`` form is accepted too. A missing id is generated
+and echoed. Result (on ``local/result`` or ``reply_topic``)::
+
+    {"id", "status": "ok"|"error", "predictions": [{"label", "index", "score"}],
+     "model": {"name", "version", "backend", "precision"},
+     "timing_ms": {"queue", "decode", "preprocess", "inference", "total"},
+     "source"?, "error"?: {"code", "message"}}
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import uuid
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ggvision.errors import GgvisionError
+
+SCHEMA_VERSION = 1
+MAX_INLINE_IMAGE_BYTES = 128 * 1024
+MAX_REQUEST_BYTES = 256 * 1024  # inline base64 of 128 KB plus the envelope
+MAX_ID_LENGTH = 128
+MAX_TOP_K = 1000
+
+
+class ErrorCode(StrEnum):
+    INVALID_REQUEST = "INVALID_REQUEST"
+    IMAGE_NOT_FOUND = "IMAGE_NOT_FOUND"
+    PATH_NOT_ALLOWED = "PATH_NOT_ALLOWED"
+    IMAGE_TOO_LARGE = "IMAGE_TOO_LARGE"
+    IMAGE_DECODE_FAILED = "IMAGE_DECODE_FAILED"
+    OVERLOADED = "OVERLOADED"
+    MODEL_UNAVAILABLE = "MODEL_UNAVAILABLE"
+    INTERNAL = "INTERNAL"
+
+
+class RequestError(GgvisionError):
+    """A request cannot be served; carries the contract error code for the reply."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class FrameRef(_Strict):
+    """A frame in a shared-memory ring written by CameraSource (:mod:`ggvision.frames`)."""
+
+    ring: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+    slot: Annotated[int, Field(ge=0, lt=4096)]
+    seq: Annotated[int, Field(ge=0)]
+
+
+class PathImage(_Strict):
+    path: Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+class DataImage(_Strict):
+    data: Annotated[str, Field(min_length=1, description="base64 of an encoded image")]
+
+
+class FrameImage(_Strict):
+    frame: FrameRef
+
+
+class InferenceRequest(_Strict):
+    id: Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
+    image: PathImage | DataImage | FrameImage
+    top_k: Annotated[int, Field(ge=1, le=MAX_TOP_K)] | None = None
+    threshold: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    reply_topic: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    source: Annotated[str, Field(max_length=256)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_form(cls, data: Any) -> Any:
+        """Accept the seed's ``{"image_dir", "fname"}`` request."""
+        if isinstance(data, dict) and ("image_dir" in data or "fname" in data):
+            data = dict(data)
+            image_dir, fname = data.pop("image_dir", None), data.pop("fname", None)
+            if "image" in data:
+                raise ValueError("give either image or image_dir/fname, not both")
+            if not isinstance(image_dir, str) or not isinstance(fname, str) or not fname:
+                raise ValueError("image_dir and fname must both be non-empty strings")
+            data["image"] = {"path": os.path.join(image_dir, fname)}
+        return data
+
+    @property
+    def is_frame(self) -> bool:
+        return isinstance(self.image, FrameImage)
+
+
+class Prediction(BaseModel):
+    label: str
+    index: int
+    score: float
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    backend: str
+    precision: str
+
+
+class Timing(BaseModel):
+    queue: float = 0.0
+    decode: float = 0.0
+    preprocess: float = 0.0
+    inference: float = 0.0
+    total: float = 0.0
+
+
+class ErrorInfo(BaseModel):
+    code: ErrorCode
+    message: str
+
+
+class InferenceResult(BaseModel):
+    id: str
+    status: Literal["ok", "error"]
+    predictions: list[Prediction] = Field(default_factory=list)
+    model: ModelInfo | None = None
+    timing_ms: Timing = Field(default_factory=Timing)
+    source: str | None = None
+    error: ErrorInfo | None = None
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def peek_envelope(raw: Any) -> tuple[str, str | None, str | None]:
+    """Best-effort (id, reply_topic, source) of a possibly invalid request, for its error reply."""
+    rid, reply, source = None, None, None
+    if isinstance(raw, dict):
+        v = raw.get("id")
+        if isinstance(v, str) and 0 < len(v) <= MAX_ID_LENGTH:
+            rid = v
+        v = raw.get("reply_topic")
+        if isinstance(v, str) and 0 < len(v) <= 256:
+            reply = v
+        v = raw.get("source")
+        if isinstance(v, str) and len(v) <= 256:
+            source = v
+    return rid or new_id(), reply, source
+
+
+def decode_payload(payload: bytes | str | dict[str, Any]) -> dict[str, Any]:
+    """Bytes/str (UTF-8 JSON) or an already-decoded JSON message -> dict; RequestError otherwise."""
+    if isinstance(payload, dict):
+        return payload
+    if isinstance(payload, bytes | bytearray):
+        if len(payload) > MAX_REQUEST_BYTES:
+            raise RequestError(ErrorCode.IMAGE_TOO_LARGE,
+                               f"request is {len(payload)} bytes; the limit is {MAX_REQUEST_BYTES}")
+        try:
+            payload = bytes(payload).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RequestError(ErrorCode.INVALID_REQUEST, "request is not UTF-8") from exc
+    try:
+        obj = json.loads(payload)
+    except ValueError as exc:
+        raise RequestError(ErrorCode.INVALID_REQUEST, f"request is not valid JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise RequestError(ErrorCode.INVALID_REQUEST, "request must be a JSON object")
+    return obj
+
+
+def parse_request(obj: dict[str, Any]) -> InferenceRequest:
+    """Validate a decoded request (generating an id when missing)."""
+    if "id" not in obj or obj["id"] is None:
+        obj = {**obj, "id": new_id()}
+    try:
+        req = InferenceRequest.model_validate(obj)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "request"
+        raise RequestError(ErrorCode.INVALID_REQUEST, f"{where}: {first.get('msg')}") from exc
+    if isinstance(req.image, DataImage):
+        # The base64 length tells the decoded size: check before decoding.
+        data = req.image.data
+        if len(data) * 3 // 4 - data[-2:].count("=") > MAX_INLINE_IMAGE_BYTES:
+            raise RequestError(ErrorCode.IMAGE_TOO_LARGE,
+                               f"inline image exceeds {MAX_INLINE_IMAGE_BYTES} bytes")
+    return req
+
+
+def inline_bytes(image: DataImage) -> bytes:
+    try:
+        data = base64.b64decode(image.data, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise RequestError(ErrorCode.INVALID_REQUEST, "image.data is not valid base64") from exc
+    if len(data) > MAX_INLINE_IMAGE_BYTES:
+        raise RequestError(ErrorCode.IMAGE_TOO_LARGE,
+                           f"inline image is {len(data)} bytes; the limit is "
+                           f"{MAX_INLINE_IMAGE_BYTES}")
+    return data
+
+
+def error_result(rid: str, code: ErrorCode, message: str, *, source: str | None = None,
+                 model: ModelInfo | None = None, timing: Timing | None = None
+                 ) -> InferenceResult:
+    return InferenceResult(id=rid, status="error", source=source, model=model,
+                           timing_ms=timing or Timing(), error=ErrorInfo(code=code,
+                                                                         message=message))
+
+
+def result_json(result: InferenceResult) -> dict[str, Any]:
+    return result.model_dump(mode="json", exclude_none=True)
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """The JSON Schemas shipped in ``ggvision/schemas`` (kept in sync by a test)."""
+    return {
+        "inference-request.v1.json": InferenceRequest.model_json_schema(),
+        "inference-result.v1.json": InferenceResult.model_json_schema(),
+    }
