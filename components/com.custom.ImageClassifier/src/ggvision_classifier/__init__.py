@@ -1,0 +1,1 @@
+"""com.custom.ImageClassifier: classifies images named by requests on Greengrass IPC."""

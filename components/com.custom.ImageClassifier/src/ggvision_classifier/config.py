@@ -1,0 +1,62 @@
+"""The classifier's configuration: a typed model of the recipe's configuration (camelCase keys).
+
+The same model validates deployment updates before they apply (accept/reject with the reason).
+Unknown keys at the root are logged, not fatal, so device configuration survives upgrades.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+from ggvision.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# Keys the Nucleus (or our runner) keeps in a component's configuration beside ours.
+_RESERVED = {"accessControl"}
+
+
+class ClassifierConfig(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore",
+                              frozen=True)
+
+    inference_topic: str = Field("local/inference", min_length=1)
+    result_topic: str = Field("local/result", min_length=1)
+    model_key: str = Field("tflite-int8", min_length=1, description="variant dir in the store")
+    model_store_path: str = Field("", description="overrides $GGV_MODEL_STORE when set")
+    backend: Literal["", "tflite", "onnx", "torch", "dlr", "fake"] = ""
+    threads: int = Field(2, ge=1, le=64)
+    top_k: int = Field(5, ge=1, le=1000)
+    threshold: float = Field(0.0, ge=0.0, le=1.0)
+    allowed_directories: list[str] = Field(default_factory=list)
+    queue_size: int = Field(8, ge=1, le=10_000)
+    max_image_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(40_000_000, ge=1024)
+    decode: Literal["accurate", "fast"] = "accurate"
+    frame_directory: str = "/dev/shm"
+    delegate: str = ""
+    delegate_fallback: Literal["error", "cpu"] = "error"
+
+    @classmethod
+    def from_raw(cls, raw: dict[str, Any]) -> ClassifierConfig:
+        known = {f.alias or name for name, f in cls.model_fields.items()} | set(cls.model_fields)
+        unknown = sorted(set(raw) - known - _RESERVED)
+        if unknown:
+            log.warning("ignoring unknown configuration keys: %s", ", ".join(unknown),
+                        extra={"event": "config.unknown_keys", "keys": unknown})
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ()))
+            raise ConfigError(f"invalid configuration at {where}: {first.get('msg')}") from exc
+
+    def model_fields_changed(self, other: ClassifierConfig) -> bool:
+        """True when a change needs a new model (key, store, backend, threads, delegate)."""
+        keys = ("model_key", "model_store_path", "backend", "threads", "delegate",
+                "delegate_fallback")
+        return any(getattr(self, k) != getattr(other, k) for k in keys)
