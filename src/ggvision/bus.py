@@ -35,8 +35,9 @@ class Subscription(Protocol):
 class Bus(Protocol):
     def publish_json(self, topic: str, obj: dict[str, Any]) -> Future[Any]: ...
     def subscribe(self, topic: str, handler: MessageHandler) -> Subscription: ...
-    def get_configuration(self, key_path: list[str] | None = None,
-                          component: str | None = None) -> dict[str, Any]: ...
+    def get_configuration(
+        self, key_path: list[str] | None = None, component: str | None = None
+    ) -> dict[str, Any]: ...
     def subscribe_configuration(self, handler: ConfigHandler) -> Subscription: ...
     def subscribe_validation(self, validator: Validator) -> Subscription: ...
     def update_state(self, state: str) -> None: ...
@@ -88,12 +89,14 @@ class IpcBus:
                 elif event.json_message is not None:
                     handler(event.json_message.context.topic, event.json_message.message)
             except Exception:  # boundary: never raise into the SDK's threads
-                log.exception("message handler failed", extra={"event": "bus.handler_error",
-                                                               "topic": topic})
+                log.exception(
+                    "message handler failed", extra={"event": "bus.handler_error", "topic": topic}
+                )
 
         try:
             _, operation = self._client.subscribe_to_topic(
-                topic=topic, on_stream_event=on_event,
+                topic=topic,
+                on_stream_event=on_event,
                 on_stream_error=lambda e: _log_stream_error(topic, e),
             )
         except Exception as exc:
@@ -101,11 +104,11 @@ class IpcBus:
         return operation  # type: ignore[no-any-return]
 
     # --- configuration ----------------------------------------------------------------------------
-    def get_configuration(self, key_path: list[str] | None = None,
-                          component: str | None = None) -> dict[str, Any]:
+    def get_configuration(
+        self, key_path: list[str] | None = None, component: str | None = None
+    ) -> dict[str, Any]:
         try:
-            resp = self._client.get_configuration(component_name=component,
-                                                  key_path=key_path or [])
+            resp = self._client.get_configuration(component_name=component, key_path=key_path or [])
         except Exception as exc:
             raise _err(exc) from exc
         value: dict[str, Any] = resp.value or {}
@@ -116,12 +119,12 @@ class IpcBus:
             try:
                 handler(list(event.configuration_update_event.key_path or []))
             except Exception:
-                log.exception("configuration handler failed",
-                              extra={"event": "bus.handler_error"})
+                log.exception("configuration handler failed", extra={"event": "bus.handler_error"})
 
         try:
             _, operation = self._client.subscribe_to_configuration_update(
-                key_path=[], on_stream_event=on_event,
+                key_path=[],
+                on_stream_event=on_event,
                 on_stream_error=lambda e: _log_stream_error("configuration", e),
             )
         except Exception as exc:
@@ -142,13 +145,16 @@ class IpcBus:
                 accepted, message = False, f"validator failed: {exc}"
             report = ConfigurationValidityReport(
                 status="ACCEPTED" if accepted else "REJECTED",
-                deployment_id=e.deployment_id, message=message or None,
+                deployment_id=e.deployment_id,
+                message=message or None,
             )
             try:
                 client.send_configuration_validity_report(configuration_validity_report=report)
             except Exception:
-                log.exception("could not send the validity report",
-                              extra={"event": "bus.validity_report_failed"})
+                log.exception(
+                    "could not send the validity report",
+                    extra={"event": "bus.validity_report_failed"},
+                )
 
         def on_event(event: Any) -> None:
             # Answering is a blocking IPC call: do it off the SDK's callback thread.
@@ -163,7 +169,7 @@ class IpcBus:
             raise _err(exc) from exc
         return operation  # type: ignore[no-any-return]
 
-    # --- lifecycle / IoT Core ----------------------------------------------------------------------
+    # --- lifecycle / IoT Core -------------------------------------------------------------------
     def update_state(self, state: str) -> None:
         try:
             self._client.update_state(state=state)
@@ -172,7 +178,8 @@ class IpcBus:
 
     def publish_iot(self, topic: str, payload: bytes, qos: int = 1) -> Future[Any]:
         fut: Future[Any] = self._client.publish_to_iot_core_async(
-            topic_name=topic, qos=str(qos), payload=payload)
+            topic_name=topic, qos=str(qos), payload=payload
+        )
         return fut
 
     def close(self) -> None:

@@ -168,8 +168,10 @@ def decode_payload(payload: bytes | str | dict[str, Any]) -> dict[str, Any]:
         return payload
     if isinstance(payload, bytes | bytearray):
         if len(payload) > MAX_REQUEST_BYTES:
-            raise RequestError(ErrorCode.IMAGE_TOO_LARGE,
-                               f"request is {len(payload)} bytes; the limit is {MAX_REQUEST_BYTES}")
+            raise RequestError(
+                ErrorCode.IMAGE_TOO_LARGE,
+                f"request is {len(payload)} bytes; the limit is {MAX_REQUEST_BYTES}",
+            )
         try:
             payload = bytes(payload).decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -197,8 +199,9 @@ def parse_request(obj: dict[str, Any]) -> InferenceRequest:
         # The base64 length tells the decoded size: check before decoding.
         data = req.image.data
         if len(data) * 3 // 4 - data[-2:].count("=") > MAX_INLINE_IMAGE_BYTES:
-            raise RequestError(ErrorCode.IMAGE_TOO_LARGE,
-                               f"inline image exceeds {MAX_INLINE_IMAGE_BYTES} bytes")
+            raise RequestError(
+                ErrorCode.IMAGE_TOO_LARGE, f"inline image exceeds {MAX_INLINE_IMAGE_BYTES} bytes"
+            )
     return req
 
 
@@ -208,18 +211,30 @@ def inline_bytes(image: DataImage) -> bytes:
     except (binascii.Error, ValueError) as exc:
         raise RequestError(ErrorCode.INVALID_REQUEST, "image.data is not valid base64") from exc
     if len(data) > MAX_INLINE_IMAGE_BYTES:
-        raise RequestError(ErrorCode.IMAGE_TOO_LARGE,
-                           f"inline image is {len(data)} bytes; the limit is "
-                           f"{MAX_INLINE_IMAGE_BYTES}")
+        raise RequestError(
+            ErrorCode.IMAGE_TOO_LARGE,
+            f"inline image is {len(data)} bytes; the limit is {MAX_INLINE_IMAGE_BYTES}",
+        )
     return data
 
 
-def error_result(rid: str, code: ErrorCode, message: str, *, source: str | None = None,
-                 model: ModelInfo | None = None, timing: Timing | None = None
-                 ) -> InferenceResult:
-    return InferenceResult(id=rid, status="error", source=source, model=model,
-                           timing_ms=timing or Timing(), error=ErrorInfo(code=code,
-                                                                         message=message))
+def error_result(
+    rid: str,
+    code: ErrorCode,
+    message: str,
+    *,
+    source: str | None = None,
+    model: ModelInfo | None = None,
+    timing: Timing | None = None,
+) -> InferenceResult:
+    return InferenceResult(
+        id=rid,
+        status="error",
+        source=source,
+        model=model,
+        timing_ms=timing or Timing(),
+        error=ErrorInfo(code=code, message=message),
+    )
 
 
 def result_json(result: InferenceResult) -> dict[str, Any]:

@@ -9,6 +9,7 @@ written) it gets :class:`StaleFrame` instead of torn pixels.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import re
@@ -21,7 +22,7 @@ import numpy as np
 from ggvision.contract import FrameRef
 from ggvision.errors import GgvisionError
 
-DEFAULT_DIR = Path("/dev/shm")
+DEFAULT_DIR = Path("/dev/shm")  # noqa: S108 - POSIX shared memory, files created 0600
 MAGIC = b"GGVRING1"
 _HEADER = struct.Struct("<8sII48x")  # magic, slots, slot_bytes -> 64 bytes
 _SLOT = struct.Struct("<QIIIId")  # seq, width, height, channels, nbytes, timestamp -> 32 bytes
@@ -62,8 +63,14 @@ class _Ring:
 class FrameWriter(_Ring):
     """Creates the ring; single writer."""
 
-    def __init__(self, name: str, *, slots: int = 8, slot_bytes: int = 1920 * 1080 * 3,
-                 directory: Path = DEFAULT_DIR) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        slots: int = 8,
+        slot_bytes: int = 1920 * 1080 * 3,
+        directory: Path = DEFAULT_DIR,
+    ) -> None:
         check_ring_name(name)
         if not 1 <= slots <= 4096 or slot_bytes <= 0:
             raise FrameError("slots must be 1..4096 and slot_bytes positive")
@@ -101,10 +108,8 @@ class FrameWriter(_Ring):
 
     def unlink(self) -> None:
         self.close()
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
-        except FileNotFoundError:
-            pass
 
 
 class FrameReader(_Ring):
@@ -141,8 +146,9 @@ class FrameReader(_Ring):
             raise StaleFrame(f"slot {ref.slot} holds seq {seq}, not {ref.seq}")
         if nbytes != w * h * c or nbytes > self.slot_bytes or c not in (1, 3, 4):
             raise FrameError(f"slot {ref.slot} has an inconsistent header")
-        pixels = np.frombuffer(mm, dtype=np.uint8, count=nbytes,
-                               offset=off + SLOT_HEADER_BYTES).copy()
+        pixels = np.frombuffer(
+            mm, dtype=np.uint8, count=nbytes, offset=off + SLOT_HEADER_BYTES
+        ).copy()
         (after,) = struct.unpack_from("<Q", mm, off)
         if after != ref.seq:
             raise StaleFrame(f"slot {ref.slot} was overwritten while it was read")

@@ -2,8 +2,8 @@
 lines on stdin, answering JSON lines on stdout.
 
 Run it as ``python -m ggvision.core.agent`` with the Nucleus environment (see
-:func:`ggvision.core.harness.nucleus_env`); :class:`AgentProcess` does that for you. Each request
-``{"op": ..., ...}`` gets exactly one reply ``{"ok": true, ...}`` or
+:func:`ggvision.runner.environment.nucleus_env`); :class:`AgentProcess` does that for you.
+Each request ``{"op": ..., ...}`` gets exactly one reply ``{"ok": true, ...}`` or
 ``{"ok": false, "error": "<exception class>", "message": "..."}``. Events of subscriptions are
 buffered in the agent and fetched with ``{"op": "events", "sub": id, "n": N, "timeout": s}``.
 """

@@ -128,54 +128,43 @@ def encode(headers: list[Header], payload: bytes = b"") -> bytes:
     return bytes(out)
 
 
+_FIXED_SIZE = {
+    T_BYTE: struct.Struct(">b"),
+    T_INT16: _I16,
+    T_INT32: _I32,
+    T_INT64: _I64,
+    T_TIMESTAMP: _I64,
+}
+
+
 def decode_headers(buf: bytes | memoryview) -> list[Header]:
-    mv = memoryview(buf)
+    # Hot path (every received message): one copy, then plain bytes indexing and unpack_from.
+    data = bytes(buf)
     headers: list[Header] = []
-    i, n = 0, len(mv)
+    i, n = 0, len(data)
     while i < n:
         if len(headers) >= MAX_HEADERS:
             raise FrameError("too many headers")
-        name_len = mv[i]
+        name_len = data[i]
         i += 1
-        if name_len == 0 or i + name_len + 1 > n:
+        end = i + name_len
+        if name_len == 0 or end + 1 > n:
             raise FrameError("truncated or empty header name")
         try:
-            name = bytes(mv[i : i + name_len]).decode("utf-8")
+            name = data[i:end].decode("utf-8")
         except UnicodeDecodeError as exc:
             raise FrameError("header name is not UTF-8") from exc
-        i += name_len
-        t = mv[i]
-        i += 1
+        t = data[end]
+        i = end + 1
         value: HeaderValue
-        if t == T_TRUE:
-            value = True
-        elif t == T_FALSE:
-            value = False
-        elif t in (T_BYTE, T_INT16, T_INT32, T_INT64, T_TIMESTAMP, T_UUID):
-            size = {T_BYTE: 1, T_INT16: 2, T_INT32: 4, T_INT64: 8, T_TIMESTAMP: 8, T_UUID: 16}[t]
-            if i + size > n:
-                raise FrameError(f"truncated value of header {name!r}")
-            raw = bytes(mv[i : i + size])
-            i += size
-            if t == T_BYTE:
-                value = struct.unpack(">b", raw)[0]
-            elif t == T_INT16:
-                value = _I16.unpack(raw)[0]
-            elif t == T_INT32:
-                value = _I32.unpack(raw)[0]
-            elif t == T_UUID:
-                value = uuid.UUID(bytes=raw)
-            else:
-                value = _I64.unpack(raw)[0]
-        elif t in (T_BYTES, T_STRING):
+        if t in (T_STRING, T_BYTES):
             if i + 2 > n:
                 raise FrameError(f"truncated length of header {name!r}")
-            vlen = _U16.unpack_from(mv, i)[0]
-            i += 2
-            if i + vlen > n:
+            end = i + 2 + ((data[i] << 8) | data[i + 1])
+            if end > n:
                 raise FrameError(f"truncated value of header {name!r}")
-            raw = bytes(mv[i : i + vlen])
-            i += vlen
+            raw = data[i + 2 : end]
+            i = end
             if t == T_STRING:
                 try:
                     value = raw.decode("utf-8")
@@ -183,6 +172,19 @@ def decode_headers(buf: bytes | memoryview) -> list[Header]:
                     raise FrameError(f"header {name!r} is not UTF-8") from exc
             else:
                 value = raw
+        elif t in _FIXED_SIZE:
+            fmt = _FIXED_SIZE[t]
+            if i + fmt.size > n:
+                raise FrameError(f"truncated value of header {name!r}")
+            value = fmt.unpack_from(data, i)[0]
+            i += fmt.size
+        elif t in (T_TRUE, T_FALSE):
+            value = t == T_TRUE
+        elif t == T_UUID:
+            if i + 16 > n:
+                raise FrameError(f"truncated value of header {name!r}")
+            value = uuid.UUID(bytes=data[i : i + 16])
+            i += 16
         else:
             raise FrameError(f"unknown header type {t} for {name!r}")
         headers.append(Header(name, t, value))

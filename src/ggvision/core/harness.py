@@ -20,31 +20,9 @@ from typing import Any, TypeVar
 
 from ggvision.core.deployments import DeployResult
 from ggvision.core.server import IpcCore
+from ggvision.runner.environment import DEFAULT_REGION, DEFAULT_THING_NAME, nucleus_env
 
 T = TypeVar("T")
-
-
-def nucleus_env(
-    socket_path: str | os.PathLike[str],
-    token: str,
-    *,
-    thing_name: str = "ggvision-local",
-    region: str = "us-east-1",
-    component_version: str = "0.0.0",
-) -> dict[str, str]:
-    """The environment variables a Nucleus gives every lifecycle script."""
-    sock = str(socket_path)
-    return {
-        "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT": sock,
-        "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH": sock,
-        "SVCUID": token,
-        "AWS_CONTAINER_AUTHORIZATION_TOKEN": token,
-        "AWS_IOT_THING_NAME": thing_name,
-        "AWS_REGION": region,
-        "AWS_DEFAULT_REGION": region,
-        "GGC_VERSION": "2.13.0",
-        "GREENGRASS_COMPONENT_VERSION": component_version,
-    }
 
 
 class CoreThread:
@@ -123,9 +101,13 @@ class CoreThread:
         if access_control is not None:
             cfg["accessControl"] = dict(access_control)
         token = self.register(name, cfg)
-        env = dict(os.environ)
-        env.update(nucleus_env(self.socket_path, token))
-        return env
+        return nucleus_env(
+            ipc_socket=self.socket_path,
+            token=token,
+            thing_name=DEFAULT_THING_NAME,
+            region=DEFAULT_REGION,
+            component_version="0.0.0",
+        )
 
     def state_of(self, name: str) -> str | None:
         return self.call(lambda: self.ipc.state_of(name))

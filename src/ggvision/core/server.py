@@ -286,7 +286,7 @@ class IpcCore:
                 raise IpcError("ServiceError", f"Unknown operation {stream.operation}")
             try:
                 request = json.loads(payload) if payload else {}
-            except (ValueError, UnicodeDecodeError) as exc:
+            except (ValueError, RecursionError) as exc:
                 raise IpcError("ServiceError", "Request is not valid JSON") from exc
             if not isinstance(request, dict):
                 raise IpcError("ServiceError", "Request must be a JSON object")
