@@ -56,8 +56,8 @@ class Manifest(BaseModel):
     labels: str = "labels.txt"
     num_classes: int = 1000
     input: TensorSpec
-    output: TensorSpec = Field(default_factory=TensorSpec)
-    preprocess: Preprocess = Field(default_factory=Preprocess)
+    output: TensorSpec = Field(default_factory=lambda: TensorSpec())
+    preprocess: Preprocess = Field(default_factory=lambda: Preprocess())
     torch_engine: str | None = None
     sha256: str | None = None
 

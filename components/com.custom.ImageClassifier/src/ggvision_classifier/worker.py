@@ -311,7 +311,8 @@ class Classifier:
             with self._stats_lock:
                 self.stats.publish_failures += 1
             return
-        fut.add_done_callback(lambda f, rid=result.id: self._published(f, rid))
+        rid = result.id
+        fut.add_done_callback(lambda f: self._published(f, rid))
 
     def _published(self, fut: Future[Any], rid: str) -> None:
         exc = fut.exception()
