@@ -34,8 +34,14 @@ def recipe_defaults() -> dict[str, Any]:
 
 
 class Running:
-    def __init__(self, core: CoreThread, proc: subprocess.Popen[bytes], requester: AgentProcess,
-                 images: Path, frames: Path) -> None:
+    def __init__(
+        self,
+        core: CoreThread,
+        proc: subprocess.Popen[bytes],
+        requester: AgentProcess,
+        images: Path,
+        frames: Path,
+    ) -> None:
         self.core, self.proc, self.requester = core, proc, requester
         self.images, self.frames = images, frames
         self.results = requester("subscribe", topic="local/result")["sub"]
@@ -44,8 +50,9 @@ class Running:
     def ask(self, request: dict[str, Any] | bytes, timeout: float = 20) -> dict[str, Any]:
         """Publish one request and return the one result that answers it."""
         if isinstance(request, bytes):
-            self.requester("publish", topic="local/inference",
-                           binary=base64.b64encode(request).decode())
+            self.requester(
+                "publish", topic="local/inference", binary=base64.b64encode(request).decode()
+            )
             rid = None
         else:
             self.requester("publish", topic="local/inference", json=request)
@@ -69,8 +76,9 @@ def _result(event: dict[str, Any]) -> dict[str, Any]:
     return decoded
 
 
-def start_classifier(core: CoreThread, store: Path, overrides: dict[str, Any]
-                     ) -> subprocess.Popen[bytes]:
+def start_classifier(
+    core: CoreThread, store: Path, overrides: dict[str, Any]
+) -> subprocess.Popen[bytes]:
     cfg = {**recipe_defaults(), **overrides}
     env = core.component_env(NAME, configuration=cfg)
     env["GGV_MODEL_STORE"] = str(store)
@@ -92,12 +100,22 @@ def running(store: Path, photo_files: dict[str, Path]) -> Iterator[Running]:
     for path in photo_files.values():
         shutil.copy(path, images / path.name)
     with CoreThread() as core:
-        proc = start_classifier(core, store, {
-            "allowedDirectories": [str(images)], "frameDirectory": str(frames),
-            "modelKey": "tflite-int8", "queueSize": 4})
-        requester = AgentProcess(core.component_env(
-            "com.test.Requester",
-            pubsub_policy(publish=["local/inference"], subscribe=["local/result"])))
+        proc = start_classifier(
+            core,
+            store,
+            {
+                "allowedDirectories": [str(images)],
+                "frameDirectory": str(frames),
+                "modelKey": "tflite-int8",
+                "queueSize": 4,
+            },
+        )
+        requester = AgentProcess(
+            core.component_env(
+                "com.test.Requester",
+                pubsub_policy(publish=["local/inference"], subscribe=["local/result"]),
+            )
+        )
         try:
             yield Running(core, proc, requester, images, frames)
         finally:
@@ -117,15 +135,24 @@ def test_classifies_photos_by_path_like_the_float_reference(
 ) -> None:
     for name in ("chelsea", "coffee", "stereo_motorcycle"):
         filename = next(p.name for p in running.images.iterdir() if p.stem == name)
-        result = running.ask({"id": f"path-{name}", "image": {"path": str(running.images / filename)},
-                              "source": "test"})
+        result = running.ask(
+            {
+                "id": f"path-{name}",
+                "image": {"path": str(running.images / filename)},
+                "source": "test",
+            }
+        )
         assert result["status"] == "ok", result
         assert result["id"] == f"path-{name}"
         assert result["source"] == "test"
         assert result["predictions"][0]["index"] == reference[name][0][0]
         assert len(result["predictions"]) == 5
-        assert result["model"] == {"name": "efficientnet-lite0", "version": "1.0.0",
-                                   "backend": "tflite", "precision": "int8"}
+        assert result["model"] == {
+            "name": "efficientnet-lite0",
+            "version": "1.0.0",
+            "backend": "tflite",
+            "precision": "int8",
+        }
         assert set(result["timing_ms"]) == {"queue", "decode", "preprocess", "inference", "total"}
         assert result["timing_ms"]["total"] >= result["timing_ms"]["inference"] > 0
 
@@ -145,19 +172,27 @@ def test_inline_image_top_k_and_threshold(running: Running) -> None:
 
     small = BytesIO()
     Image.open(BytesIO(img)).resize((300, 200)).save(small, "JPEG", quality=80)
-    result = running.ask({"id": "inline", "image": {"data": base64.b64encode(small.getvalue())
-                                                     .decode()}, "top_k": 2, "threshold": 0.05})
+    result = running.ask(
+        {
+            "id": "inline",
+            "image": {"data": base64.b64encode(small.getvalue()).decode()},
+            "top_k": 2,
+            "threshold": 0.05,
+        }
+    )
     assert result["status"] == "ok"
     assert 1 <= len(result["predictions"]) <= 2
     assert all(p["score"] >= 0.05 for p in result["predictions"])
     assert result["predictions"][0]["label"] in {"tabby", "tiger cat", "Egyptian cat"}
 
 
-def test_a_camera_frame_by_reference(running: Running,
-                                     reference: dict[str, list[tuple[int, float]]]) -> None:
+def test_a_camera_frame_by_reference(
+    running: Running, reference: dict[str, list[tuple[int, float]]]
+) -> None:
     pixels = np.ascontiguousarray(sample_photo("chelsea"))
-    writer = FrameWriter("ggv-test-cam", slots=2, slot_bytes=pixels.nbytes,
-                         directory=running.frames)
+    writer = FrameWriter(
+        "ggv-test-cam", slots=2, slot_bytes=pixels.nbytes, directory=running.frames
+    )
     try:
         ref = writer.write(pixels)
         result = running.ask({"id": "frame-1", "image": {"frame": ref.model_dump()}})
@@ -172,20 +207,29 @@ def test_a_camera_frame_by_reference(running: Running,
         writer.unlink()
 
 
-@pytest.mark.parametrize(("request_", "code"), [
-    ({"id": "e1", "image": {"path": "/etc/passwd"}}, "PATH_NOT_ALLOWED"),
-    ({"id": "e2", "image": {"path": "relative.jpg"}}, "PATH_NOT_ALLOWED"),
-    ({"id": "e3", "image": {"data": "not base64!"}}, "INVALID_REQUEST"),
-    ({"id": "e4", "image": {"path": "/x"}, "top_k": "five"}, "INVALID_REQUEST"),
-    ({"id": "e5", "image": {"path": "/x"}, "reply_topic": "local/elsewhere"}, "INVALID_REQUEST"),
-    ({"id": "e6"}, "INVALID_REQUEST"),
-])
+@pytest.mark.parametrize(
+    ("request_", "code"),
+    [
+        ({"id": "e1", "image": {"path": "/etc/passwd"}}, "PATH_NOT_ALLOWED"),
+        ({"id": "e2", "image": {"path": "relative.jpg"}}, "PATH_NOT_ALLOWED"),
+        ({"id": "e3", "image": {"data": "not base64!"}}, "INVALID_REQUEST"),
+        ({"id": "e4", "image": {"path": "/x"}, "top_k": "five"}, "INVALID_REQUEST"),
+        (
+            {"id": "e5", "image": {"path": "/x"}, "reply_topic": "local/elsewhere"},
+            "INVALID_REQUEST",
+        ),
+        ({"id": "e6"}, "INVALID_REQUEST"),
+    ],
+)
 def test_bad_requests_get_one_structured_error_each(
     running: Running, request_: dict[str, Any], code: str
 ) -> None:
     result = running.ask(request_)
     assert (result["id"], result["status"], result["error"]["code"]) == (
-        request_["id"], "error", code)
+        request_["id"],
+        "error",
+        code,
+    )
     assert result["error"]["message"]
 
 
@@ -193,8 +237,12 @@ def test_missing_files_directories_and_corrupt_images(running: Running) -> None:
     (running.images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     (running.images / "empty.png").write_bytes(b"")
     (running.images / "adir").mkdir(exist_ok=True)
-    cases = {"missing.jpg": "IMAGE_NOT_FOUND", "adir": "IMAGE_NOT_FOUND",
-             "broken.jpg": "IMAGE_DECODE_FAILED", "empty.png": "IMAGE_DECODE_FAILED"}
+    cases = {
+        "missing.jpg": "IMAGE_NOT_FOUND",
+        "adir": "IMAGE_NOT_FOUND",
+        "broken.jpg": "IMAGE_DECODE_FAILED",
+        "empty.png": "IMAGE_DECODE_FAILED",
+    }
     for fname, code in cases.items():
         result = running.ask({"id": fname, "image": {"path": str(running.images / fname)}})
         assert result["error"]["code"] == code, result
@@ -218,13 +266,15 @@ def test_a_burst_beyond_the_queue_is_answered_ok_or_overloaded_exactly_once(
     path = str(running.images / "rocket.jpg")
     ids = [f"burst-{i}" for i in range(40)]
     for rid in ids:
-        running.requester("publish", topic="local/inference",
-                          json={"id": rid, "image": {"path": path}})
+        running.requester(
+            "publish", topic="local/inference", json={"id": rid, "image": {"path": path}}
+        )
     got: dict[str, dict[str, Any]] = {}
     deadline = time.monotonic() + 60
     while len(got) < len(ids) and time.monotonic() < deadline:
-        events = running.requester("events", sub=running.results, n=len(ids) - len(got),
-                                   timeout=2)["events"]
+        events = running.requester("events", sub=running.results, n=len(ids) - len(got), timeout=2)[
+            "events"
+        ]
         for e in events:
             r = _result(e)
             assert r["id"] not in got, f"two answers for {r['id']}"

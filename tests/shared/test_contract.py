@@ -24,12 +24,24 @@ from ggvision.contract import (
 
 
 def test_full_request_parses() -> None:
-    req = parse_request({"id": "r1", "image": {"path": "/img/cat.jpg"}, "top_k": 3,
-                         "threshold": 0.2, "reply_topic": "local/result/me", "source": "cam0"})
+    req = parse_request(
+        {
+            "id": "r1",
+            "image": {"path": "/img/cat.jpg"},
+            "top_k": 3,
+            "threshold": 0.2,
+            "reply_topic": "local/result/me",
+            "source": "cam0",
+        }
+    )
     assert req.id == "r1"
     assert req.image == PathImage(path="/img/cat.jpg")
     assert (req.top_k, req.threshold, req.reply_topic, req.source) == (
-        3, 0.2, "local/result/me", "cam0")
+        3,
+        0.2,
+        "local/result/me",
+        "cam0",
+    )
 
 
 def test_seed_form_is_accepted_and_an_id_generated() -> None:
@@ -47,32 +59,38 @@ def test_frame_and_inline_forms() -> None:
     assert inline_bytes(data.image) == b"\xff\xd8abc"
 
 
-@pytest.mark.parametrize("bad", [
-    {"image": {}},
-    {"image": {"path": ""}},
-    {"image": {"path": "/a"}, "top_k": 0},
-    {"image": {"path": "/a"}, "top_k": "5"},
-    {"image": {"path": "/a"}, "threshold": 1.5},
-    {"image": {"path": "/a"}, "unexpected": 1},
-    {"image": {"path": "/a", "data": "AAAA"}},
-    {"image": {"frame": {"ring": "../etc", "slot": 0, "seq": 1}}},
-    {"image": {"frame": {"ring": "r", "slot": -1, "seq": 1}}},
-    {"id": 7, "image": {"path": "/a"}},
-    {"image_dir": "/a"},
-    {"image_dir": "/a", "fname": "b", "image": {"path": "/c"}},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"image": {}},
+        {"image": {"path": ""}},
+        {"image": {"path": "/a"}, "top_k": 0},
+        {"image": {"path": "/a"}, "top_k": "5"},
+        {"image": {"path": "/a"}, "threshold": 1.5},
+        {"image": {"path": "/a"}, "unexpected": 1},
+        {"image": {"path": "/a", "data": "AAAA"}},
+        {"image": {"frame": {"ring": "../etc", "slot": 0, "seq": 1}}},
+        {"image": {"frame": {"ring": "r", "slot": -1, "seq": 1}}},
+        {"id": 7, "image": {"path": "/a"}},
+        {"image_dir": "/a"},
+        {"image_dir": "/a", "fname": "b", "image": {"path": "/c"}},
+    ],
+)
 def test_invalid_requests_are_invalid_request(bad: dict[str, object]) -> None:
     with pytest.raises(RequestError) as info:
         parse_request(bad)
     assert info.value.code is ErrorCode.INVALID_REQUEST
 
 
-@pytest.mark.parametrize(("payload", "code"), [
-    (b"{not json", ErrorCode.INVALID_REQUEST),
-    (b"\xff\xfe\x00", ErrorCode.INVALID_REQUEST),
-    (b"[1, 2]", ErrorCode.INVALID_REQUEST),
-    (b"x" * (300 * 1024), ErrorCode.IMAGE_TOO_LARGE),
-])
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [
+        (b"{not json", ErrorCode.INVALID_REQUEST),
+        (b"\xff\xfe\x00", ErrorCode.INVALID_REQUEST),
+        (b"[1, 2]", ErrorCode.INVALID_REQUEST),
+        (b"x" * (300 * 1024), ErrorCode.IMAGE_TOO_LARGE),
+    ],
+)
 def test_undecodable_payloads(payload: bytes, code: ErrorCode) -> None:
     with pytest.raises(RequestError) as info:
         decode_payload(payload)
@@ -99,4 +117,5 @@ def test_shipped_json_schemas_match_the_models() -> None:
     shipped = resources.files("ggvision") / "schemas"
     for name, schema in json_schemas().items():
         assert json.loads((shipped / name).read_text()) == schema, (
-            f"{name} is stale: regenerate it from ggvision.contract.json_schemas()")
+            f"{name} is stale: regenerate it from ggvision.contract.json_schemas()"
+        )

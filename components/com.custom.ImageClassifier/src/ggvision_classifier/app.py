@@ -1,7 +1,8 @@
 """Composition root of com.custom.ImageClassifier: read config, load the model, wire the bus.
 
-Run by the recipe as ``python -m ggvision_classifier`` (or the ``ggvision-classifier`` script) with
-``GGV_MODEL_STORE`` set from ``{com.custom.ImageClassification.ModelStore:artifacts:decompressedPath}``.
+Run by the recipe as ``python -m ggvision_classifier`` (or the ``ggvision-classifier`` script)
+with ``GGV_MODEL_STORE`` set from
+``{com.custom.ImageClassification.ModelStore:artifacts:decompressedPath}``.
 """
 
 from __future__ import annotations
@@ -78,10 +79,13 @@ class ClassifierService:
         self.classifier = Classifier(
             bus,
             result_topic=cfg.result_topic,
-            loader=ImageLoader(cfg.allowed_directories, max_bytes=cfg.max_image_bytes,
-                               max_pixels=cfg.max_image_pixels,
-                               frame_directory=cfg.frame_directory,
-                               draft_size=_draft(cfg, active)),
+            loader=ImageLoader(
+                cfg.allowed_directories,
+                max_bytes=cfg.max_image_bytes,
+                max_pixels=cfg.max_image_pixels,
+                frame_directory=cfg.frame_directory,
+                draft_size=_draft(cfg, active),
+            ),
             queue_size=cfg.queue_size,
             top_k=cfg.top_k,
             threshold=cfg.threshold,
@@ -99,8 +103,11 @@ class ClassifierService:
         ]
         self.bus.update_state("RUNNING" if self.classifier.active else "ERRORED")
         active = self.classifier.active
-        log.info("classifier ready: %s", active.info.model_dump() if active else "no model",
-                 extra={"event": "classifier.ready"})
+        log.info(
+            "classifier ready: %s",
+            active.info.model_dump() if active else "no model",
+            extra={"event": "classifier.ready"},
+        )
 
     def stop(self) -> None:
         for sub in getattr(self, "_subs", []):
@@ -133,8 +140,11 @@ class ClassifierService:
             try:
                 new = ClassifierConfig.from_raw(self.bus.get_configuration())
             except (ConfigError, GgvisionError) as exc:
-                log.error("new configuration rejected: %s", exc,
-                          extra={"event": "classifier.config_rejected"})
+                log.error(
+                    "new configuration rejected: %s",
+                    exc,
+                    extra={"event": "classifier.config_rejected"},
+                )
                 return
             if new == self.cfg:
                 return
@@ -144,15 +154,21 @@ class ClassifierService:
                 except (ModelError, GgvisionError) as exc:
                     # A bad new model never replaces the running one.
                     self.last_model_error = str(exc)
-                    log.error("new model failed to load; keeping the current one: %s", exc,
-                              extra={"event": "classifier.swap_failed"})
+                    log.error(
+                        "new model failed to load; keeping the current one: %s",
+                        exc,
+                        extra={"event": "classifier.swap_failed"},
+                    )
                     return
                 old = self.classifier.active
                 self.classifier.swap_model(active)
                 self.last_model_error = None
                 self.bus.update_state("RUNNING")
-                log.info("model swapped to %s", active.info.model_dump(),
-                         extra={"event": "classifier.swapped"})
+                log.info(
+                    "model swapped to %s",
+                    active.info.model_dump(),
+                    extra={"event": "classifier.swapped"},
+                )
                 del old  # the worker drops its last reference after the in-flight request
             self.classifier.configure(top_k=new.top_k, threshold=new.threshold)
             self.cfg = new

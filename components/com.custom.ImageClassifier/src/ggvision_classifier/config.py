@@ -21,8 +21,9 @@ _RESERVED = {"accessControl"}
 
 
 class ClassifierConfig(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore",
-                              frozen=True)
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True
+    )
 
     inference_topic: str = Field("local/inference", min_length=1)
     result_topic: str = Field("local/result", min_length=1)
@@ -37,7 +38,7 @@ class ClassifierConfig(BaseModel):
     max_image_bytes: int = Field(20 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(40_000_000, ge=1024)
     decode: Literal["accurate", "fast"] = "accurate"
-    frame_directory: str = "/dev/shm"
+    frame_directory: str = "/dev/shm"  # noqa: S108 - POSIX shared memory, the frame ring
     delegate: str = ""
     delegate_fallback: Literal["error", "cpu"] = "error"
 
@@ -46,8 +47,11 @@ class ClassifierConfig(BaseModel):
         known = {f.alias or name for name, f in cls.model_fields.items()} | set(cls.model_fields)
         unknown = sorted(set(raw) - known - _RESERVED)
         if unknown:
-            log.warning("ignoring unknown configuration keys: %s", ", ".join(unknown),
-                        extra={"event": "config.unknown_keys", "keys": unknown})
+            log.warning(
+                "ignoring unknown configuration keys: %s",
+                ", ".join(unknown),
+                extra={"event": "config.unknown_keys", "keys": unknown},
+            )
         try:
             return cls.model_validate(raw)
         except ValidationError as exc:
@@ -57,6 +61,12 @@ class ClassifierConfig(BaseModel):
 
     def model_fields_changed(self, other: ClassifierConfig) -> bool:
         """True when a change needs a new model (key, store, backend, threads, delegate)."""
-        keys = ("model_key", "model_store_path", "backend", "threads", "delegate",
-                "delegate_fallback")
+        keys = (
+            "model_key",
+            "model_store_path",
+            "backend",
+            "threads",
+            "delegate",
+            "delegate_fallback",
+        )
         return any(getattr(self, k) != getattr(other, k) for k in keys)

@@ -12,15 +12,29 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ggvision.contract import DataImage, ErrorCode, FrameImage, PathImage, RequestError, inline_bytes
+from ggvision.contract import (
+    DataImage,
+    ErrorCode,
+    FrameImage,
+    PathImage,
+    RequestError,
+    inline_bytes,
+)
 from ggvision.frames import FrameError, FrameReader, StaleFrame
 
 
 class ImageLoader:
     """Owned by one thread (the preparation stage)."""
 
-    def __init__(self, allowed_directories: list[str], *, max_bytes: int, max_pixels: int,
-                 frame_directory: str = "/dev/shm", draft_size: int | None = None) -> None:
+    def __init__(
+        self,
+        allowed_directories: list[str],
+        *,
+        max_bytes: int,
+        max_pixels: int,
+        frame_directory: str = "/dev/shm",  # noqa: S108 - POSIX shared memory
+        draft_size: int | None = None,
+    ) -> None:
         self.allowed = [Path(os.path.realpath(d)) for d in allowed_directories]
         self.max_bytes = max_bytes
         self.max_pixels = max_pixels
@@ -48,23 +62,26 @@ class ImageLoader:
             raise RequestError(ErrorCode.PATH_NOT_ALLOWED, "image.path must be absolute")
         real = Path(os.path.realpath(path))
         if not any(real == d or d in real.parents for d in self.allowed):
-            raise RequestError(ErrorCode.PATH_NOT_ALLOWED,
-                               "image.path is outside the allowed directories")
+            raise RequestError(
+                ErrorCode.PATH_NOT_ALLOWED, "image.path is outside the allowed directories"
+            )
         try:
             fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
         except FileNotFoundError as exc:
             raise RequestError(ErrorCode.IMAGE_NOT_FOUND, "image file not found") from exc
         except OSError as exc:
-            raise RequestError(ErrorCode.IMAGE_NOT_FOUND,
-                               f"image file cannot be opened: {exc.strerror}") from exc
+            raise RequestError(
+                ErrorCode.IMAGE_NOT_FOUND, f"image file cannot be opened: {exc.strerror}"
+            ) from exc
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise RequestError(ErrorCode.IMAGE_NOT_FOUND, "image.path is not a regular file")
             if st.st_size > self.max_bytes:
-                raise RequestError(ErrorCode.IMAGE_TOO_LARGE,
-                                   f"image file is {st.st_size} bytes; the limit is "
-                                   f"{self.max_bytes}")
+                raise RequestError(
+                    ErrorCode.IMAGE_TOO_LARGE,
+                    f"image file is {st.st_size} bytes; the limit is {self.max_bytes}",
+                )
             with os.fdopen(fd, "rb", closefd=False) as f:
                 data = f.read(self.max_bytes + 1)
         finally:
@@ -82,8 +99,10 @@ class ImageLoader:
                 img = Image.open(io.BytesIO(data))
                 w, h = img.size
                 if w * h > self.max_pixels:
-                    raise RequestError(ErrorCode.IMAGE_TOO_LARGE,
-                                       f"image is {w}x{h}; the limit is {self.max_pixels} pixels")
+                    raise RequestError(
+                        ErrorCode.IMAGE_TOO_LARGE,
+                        f"image is {w}x{h}; the limit is {self.max_pixels} pixels",
+                    )
                 if self.draft_size and img.format == "JPEG":
                     img.draft("RGB", (self.draft_size, self.draft_size))
                 img.load()
@@ -92,11 +111,13 @@ class ImageLoader:
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise RequestError(ErrorCode.IMAGE_TOO_LARGE, f"decompression bomb: {exc}") from exc
         except (OSError, ValueError, SyntaxError, EOFError) as exc:
-            raise RequestError(ErrorCode.IMAGE_DECODE_FAILED,
-                               f"image cannot be decoded: {exc}") from exc
+            raise RequestError(
+                ErrorCode.IMAGE_DECODE_FAILED, f"image cannot be decoded: {exc}"
+            ) from exc
         except Exception as exc:  # PIL raises assorted errors on hostile files
-            raise RequestError(ErrorCode.IMAGE_DECODE_FAILED,
-                               f"image cannot be decoded: {type(exc).__name__}") from exc
+            raise RequestError(
+                ErrorCode.IMAGE_DECODE_FAILED, f"image cannot be decoded: {type(exc).__name__}"
+            ) from exc
         return img
 
     def _frame(self, image: FrameImage) -> np.ndarray:

@@ -55,8 +55,11 @@ class ActiveModel:
     @classmethod
     def of(cls, model: Model, backend: Backend) -> ActiveModel:
         m = model.manifest
-        return cls(model, backend, ModelInfo(name=m.name, version=m.version,
-                                             backend=backend.name, precision=m.precision))
+        return cls(
+            model,
+            backend,
+            ModelInfo(name=m.name, version=m.version, backend=backend.name, precision=m.precision),
+        )
 
 
 @dataclass(slots=True)
@@ -80,9 +83,14 @@ class Stats:
     publish_failures: int = 0
 
     def snapshot(self) -> dict[str, Any]:
-        return {"received": self.received, "ok": self.ok, "errors": dict(self.errors),
-                "dropped_frames": self.dropped_frames, "overloaded": self.overloaded,
-                "publish_failures": self.publish_failures}
+        return {
+            "received": self.received,
+            "ok": self.ok,
+            "errors": dict(self.errors),
+            "dropped_frames": self.dropped_frames,
+            "overloaded": self.overloaded,
+            "publish_failures": self.publish_failures,
+        }
 
 
 ReplyTopicCheck = Callable[[str], bool]
@@ -135,7 +143,7 @@ class Classifier:
     def configure(self, *, top_k: int, threshold: float) -> None:
         self.top_k, self.threshold = top_k, threshold
 
-    # --- intake (IPC callback thread) ---------------------------------------------------------------
+    # --- intake (IPC callback thread) -------------------------------------------------------------
     def on_message(self, topic: str, payload: bytes | dict[str, Any]) -> None:
         """Decode, validate, enqueue. Never blocks, never raises."""
         received = time.monotonic()
@@ -147,17 +155,22 @@ class Classifier:
             rid, reply, source = peek_envelope(obj)
             if reply is not None and not self.reply_topic_allowed(reply):
                 reply = None
-                raise RequestError(ErrorCode.INVALID_REQUEST,
-                                   "reply_topic is not allowed by this component's recipe")
+                raise RequestError(
+                    ErrorCode.INVALID_REQUEST,
+                    "reply_topic is not allowed by this component's recipe",
+                )
             request = parse_request(obj if obj.get("id") is not None else {**obj, "id": rid})
         except RequestError as exc:
-            self._reply(error_result(rid, exc.code, exc.message, source=source),
-                        reply or self.result_topic)
+            self._reply(
+                error_result(rid, exc.code, exc.message, source=source), reply or self.result_topic
+            )
             return
         except Exception as exc:  # boundary
             log.exception("request intake failed", extra={"event": "classifier.intake_error"})
-            self._reply(error_result(rid, ErrorCode.INTERNAL, f"intake failed: {exc}",
-                                     source=source), reply or self.result_topic)
+            self._reply(
+                error_result(rid, ErrorCode.INTERNAL, f"intake failed: {exc}", source=source),
+                reply or self.result_topic,
+            )
             return
         item = _Item(request, request.reply_topic or self.result_topic, received)
         rejected: _Item | None = None
@@ -180,11 +193,19 @@ class Classifier:
         if rejected is not None:
             with self._stats_lock:
                 self.stats.overloaded += 1
-            msg = ("classifier is stopping" if self._stopping else
-                   "frame dropped: a newer frame replaced it" if rejected is not item else
-                   f"queue full ({self.queue_size} waiting); retry later")
-            self._reply(error_result(rejected.request.id, ErrorCode.OVERLOADED, msg,
-                                     source=rejected.request.source), rejected.reply_topic)
+            msg = (
+                "classifier is stopping"
+                if self._stopping
+                else "frame dropped: a newer frame replaced it"
+                if rejected is not item
+                else f"queue full ({self.queue_size} waiting); retry later"
+            )
+            self._reply(
+                error_result(
+                    rejected.request.id, ErrorCode.OVERLOADED, msg, source=rejected.request.source
+                ),
+                rejected.reply_topic,
+            )
 
     def queue_depth(self) -> int:
         with self._cond:
@@ -192,8 +213,10 @@ class Classifier:
 
     # --- threads ---------------------------------------------------------------------------------
     def start(self) -> None:
-        for target, name in ((self._prepare_loop, "classifier-prepare"),
-                             (self._infer_loop, "classifier-infer")):
+        for target, name in (
+            (self._prepare_loop, "classifier-prepare"),
+            (self._infer_loop, "classifier-infer"),
+        ):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
@@ -210,9 +233,15 @@ class Classifier:
         with self._cond:
             leftovers, self._queue = list(self._queue), collections.deque()
         for item in leftovers:
-            self._reply(error_result(item.request.id, ErrorCode.OVERLOADED,
-                                     "classifier is stopping", source=item.request.source),
-                        item.reply_topic)
+            self._reply(
+                error_result(
+                    item.request.id,
+                    ErrorCode.OVERLOADED,
+                    "classifier is stopping",
+                    source=item.request.source,
+                ),
+                item.reply_topic,
+            )
         self.loader.close()
 
     def _prepare_loop(self) -> None:
@@ -268,11 +297,16 @@ class Classifier:
             try:
                 result = self._infer(item)
             except Exception as exc:  # boundary: one bad request never stops the service
-                log.exception("inference failed", extra={"event": "classifier.infer_error",
-                                                         "id": item.request.id})
-                result = error_result(item.request.id, ErrorCode.INTERNAL,
-                                      f"inference failed: {type(exc).__name__}: {exc}",
-                                      source=item.request.source)
+                log.exception(
+                    "inference failed",
+                    extra={"event": "classifier.infer_error", "id": item.request.id},
+                )
+                result = error_result(
+                    item.request.id,
+                    ErrorCode.INTERNAL,
+                    f"inference failed: {type(exc).__name__}: {exc}",
+                    source=item.request.source,
+                )
             result.timing_ms.total = (time.monotonic() - item.received) * 1000
             self._reply(result, item.reply_topic)
 
@@ -280,8 +314,14 @@ class Classifier:
         req = item.request
         if item.error is not None:
             info = self._active.info if self._active else None
-            return error_result(req.id, item.error.code, item.error.message, source=req.source,
-                                model=info, timing=item.timing)
+            return error_result(
+                req.id,
+                item.error.code,
+                item.error.message,
+                source=req.source,
+                model=info,
+                timing=item.timing,
+            )
         active = item.active
         assert active is not None and item.tensor is not None
         t0 = time.monotonic()
@@ -290,10 +330,18 @@ class Classifier:
         k = req.top_k or self.top_k
         threshold = self.threshold if req.threshold is None else req.threshold
         labels = active.model.labels
-        preds = [Prediction(label=labels[i], index=i, score=round(float(p), 6))
-                 for i, p in topk(scores, k, threshold, active.model.manifest.output.kind)]
-        return InferenceResult(id=req.id, status="ok", predictions=preds, model=active.info,
-                               timing_ms=item.timing, source=req.source)
+        preds = [
+            Prediction(label=labels[i], index=i, score=round(float(p), 6))
+            for i, p in topk(scores, k, threshold, active.model.manifest.output.kind)
+        ]
+        return InferenceResult(
+            id=req.id,
+            status="ok",
+            predictions=preds,
+            model=active.info,
+            timing_ms=item.timing,
+            source=req.source,
+        )
 
     # --- replies ---------------------------------------------------------------------------------
     def _reply(self, result: InferenceResult, topic: str) -> None:
@@ -306,8 +354,10 @@ class Classifier:
         try:
             fut = self.bus.publish_json(topic, result_json(result))
         except Exception:
-            log.exception("could not publish a result", extra={"event": "classifier.publish_error",
-                                                               "id": result.id})
+            log.exception(
+                "could not publish a result",
+                extra={"event": "classifier.publish_error", "id": result.id},
+            )
             with self._stats_lock:
                 self.stats.publish_failures += 1
             return
@@ -319,13 +369,19 @@ class Classifier:
         if exc is not None:
             with self._stats_lock:
                 self.stats.publish_failures += 1
-            log.error("result %s was not published: %s", rid, exc,
-                      extra={"event": "classifier.publish_failed", "id": rid})
+            log.error(
+                "result %s was not published: %s",
+                rid,
+                exc,
+                extra={"event": "classifier.publish_failed", "id": rid},
+            )
 
     def latency_percentiles(self) -> dict[str, float]:
         with self._stats_lock:
             values = sorted(self._latencies)
         if not values:
             return {}
-        return {"p50": values[len(values) // 2], "p95": values[int(len(values) * 0.95) - 1
-                                                               if len(values) > 1 else 0]}
+        return {
+            "p50": values[len(values) // 2],
+            "p95": values[int(len(values) * 0.95) - 1 if len(values) > 1 else 0],
+        }

@@ -23,8 +23,9 @@ REGISTRY: dict[str, tuple[str, str, str, str]] = {
 }
 
 
-def create(name: str, model: Model, *, threads: int = 1,
-           options: dict[str, Any] | None = None) -> Backend:
+def create(
+    name: str, model: Model, *, threads: int = 1, options: dict[str, Any] | None = None
+) -> Backend:
     try:
         module_name, cls_name, package, extra = REGISTRY[name]
     except KeyError as exc:

@@ -51,7 +51,7 @@ class Backend(ABC):
         out = self._infer(batch)
         return np.asarray(out, dtype=np.float32).reshape(-1)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most runtimes free on GC
         """Release the runtime's resources (optional hook)."""
 
     @abstractmethod

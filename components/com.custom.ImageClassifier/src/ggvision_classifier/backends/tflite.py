@@ -1,0 +1,181 @@
+"""TFLite models on LiteRT (``ai-edge-litert``), XNNPACK by default, optionally a delegate.
+
+Options:
+    ``delegate``: path or name of a delegate library (``libedgetpu.so.1`` for a Coral Edge TPU).
+    ``delegate_options``: dict passed to the delegate (``{"device": "usb"}``).
+    ``delegate_fallback``: ``"error"`` (default) refuses to load when the delegate cannot be
+        loaded; ``"cpu"`` logs a warning and runs on the CPU instead. (A model compiled for the
+        Edge TPU holds a custom op that only the delegate runs, so ``"cpu"`` suits models that
+        run either way.)
+    ``xnnpack``: ``False`` runs LiteRT's builtin kernels without the XNNPACK delegate (slower;
+        for debugging a delegate problem).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from typing import Any
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter, OpResolverType, load_delegate
+
+from ggvision_classifier.backends.base import Backend
+from ggvision_classifier.modelstore import ModelError, Quantization
+
+log = logging.getLogger(__name__)
+
+_QUANT_TOLERANCE = 1e-6  # relative; manifests hold the float32 scale as a decimal
+
+
+class TFLiteBackend(Backend):
+    name = "tflite"
+    _interpreter: Any = None
+    _in_index = 0
+    _out_index = 0
+    _dequant: tuple[float, int] | None = None
+
+    def _load(self) -> None:
+        manifest = self.model.manifest
+        delegates = self._delegates()
+        resolver = (
+            OpResolverType.AUTO
+            if self.options.get("xnnpack", True)
+            else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        )
+        try:
+            interpreter = self._interpreter_with(delegates, resolver)
+        except (ValueError, RuntimeError) as exc:
+            if not (delegates and self.options.get("delegate_fallback") == "cpu"):
+                raise ModelError(f"tflite cannot load {self.model.file}: {exc}") from exc
+            self._warn_fallback(f"the interpreter failed with it: {_first_line(exc)}")
+            try:
+                interpreter = self._interpreter_with([], resolver)
+            except (ValueError, RuntimeError) as exc2:
+                raise ModelError(f"tflite cannot load {self.model.file}: {exc2}") from exc2
+        inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelError(
+                f"{self.model.file}: expected 1 input and 1 output, found "
+                f"{len(inputs)} and {len(outputs)}"
+            )
+        inp, out = inputs[0], outputs[0]
+        shape = tuple(int(d) for d in inp["shape"])
+        if shape != self.input_shape:
+            raise ModelError(
+                f"{self.model.file}: the model's input shape is {shape} but the manifest says "
+                f"{self.input_shape}"
+            )
+        dtype = np.dtype(inp["dtype"])
+        if dtype != np.dtype(manifest.input.dtype):
+            raise ModelError(
+                f"{self.model.file}: the model's input dtype is {dtype} but the manifest says "
+                f"{manifest.input.dtype}"
+            )
+        if dtype.kind in "iu":
+            _check_quant("input", _quant(inp), manifest.input.quantization, self.model.file)
+        size = int(np.prod(out["shape"]))
+        if size != manifest.num_classes:
+            raise ModelError(
+                f"{self.model.file}: the model outputs {size} scores for "
+                f"{manifest.num_classes} classes"
+            )
+        self._dequant = None
+        if np.dtype(out["dtype"]).kind in "iu":
+            q = _quant(out)
+            _check_quant("output", q, manifest.output.quantization, self.model.file)
+            self._dequant = q
+        self._interpreter = interpreter
+        self._in_index = int(inp["index"])
+        self._out_index = int(out["index"])
+
+    def _interpreter_with(self, delegates: list[Any], resolver: Any) -> Any:
+        interpreter = Interpreter(
+            model_path=str(self.model.file),
+            num_threads=self.threads,
+            experimental_delegates=delegates or None,
+            experimental_op_resolver_type=resolver,
+        )
+        interpreter.allocate_tensors()
+        return interpreter
+
+    def _warn_fallback(self, reason: str) -> None:
+        library = str(self.options.get("delegate"))
+        log.warning(
+            "delegate %s: %s; running %s on the CPU",
+            library,
+            reason,
+            self.model.file.name,
+            extra={"event": "classifier.delegate_fallback", "delegate": library},
+        )
+
+    def _delegates(self) -> list[Any]:
+        library = self.options.get("delegate")
+        if not library:
+            return []
+        try:
+            # Checked first with ctypes: LiteRT's Delegate object fails noisily in its __del__
+            # when the library is missing or is not a delegate plugin.
+            plugin = ctypes.CDLL(str(library))
+            if not hasattr(plugin, "tflite_plugin_create_delegate"):
+                raise ValueError("the library is not a TFLite delegate plugin")
+            return [load_delegate(str(library), self.options.get("delegate_options"))]
+        except (OSError, ValueError, RuntimeError) as exc:
+            # OSError: library not found; ValueError: not a plugin, or it would not create a
+            # delegate (no device attached).
+            reason = _first_line(exc)
+            if self.options.get("delegate_fallback") == "cpu":
+                self._warn_fallback(f"cannot be loaded ({reason})")
+                return []
+            raise ModelError(
+                f"delegate {library} cannot be loaded: {reason}. Install its runtime and "
+                "connect the device, or set the delegate fallback to 'cpu' to run on the CPU"
+            ) from exc
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        self._interpreter.set_tensor(self._in_index, batch)
+        self._interpreter.invoke()
+        scores: np.ndarray = self._interpreter.get_tensor(self._out_index)
+        if self._dequant is not None:
+            scale, zero_point = self._dequant
+            scores = (scores.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
+        return scores
+
+    def close(self) -> None:
+        self._interpreter = None
+        self._loaded = False
+
+
+def _quant(detail: dict[str, Any]) -> tuple[float, int]:
+    params = detail.get("quantization_parameters") or {}
+    scales = np.asarray(params.get("scales", []))
+    zeros = np.asarray(params.get("zero_points", []))
+    if scales.size != 1 or zeros.size != 1:
+        raise ModelError(
+            f"tensor {detail.get('name')!r} is quantized per channel or not at all "
+            f"({scales.size} scales); a classifier input/output needs one scale and zero point"
+        )
+    return float(scales[0]), int(zeros[0])
+
+
+def _check_quant(
+    which: str, actual: tuple[float, int], declared: Quantization | None, file: object
+) -> None:
+    scale, zero_point = actual
+    if declared is None:
+        raise ModelError(
+            f"{file}: the model's {which} is quantized (scale {scale}, zero point {zero_point}) "
+            f"but the manifest declares no {which}.quantization"
+        )
+    if abs(declared.scale - scale) > _QUANT_TOLERANCE * abs(scale) or (
+        declared.zero_point != zero_point
+    ):
+        raise ModelError(
+            f"{file}: the model's {which} quantization is scale {scale}, zero point {zero_point} "
+            f"but the manifest says {declared.scale}, {declared.zero_point}"
+        )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,201 @@
+"""``ggvision classify IMAGE...``: classify image files with a model from the model store.
+
+    ggvision classify IMAGE... [--model-store DIR] [--variant V] [--backend B] [--threads N]
+                               [--top-k K] [--fast-decode] [--json]
+
+Prints the top-k classes (label, index, probability) of each image, the model's load time and
+the per-image decode, preprocess and inference times. The store defaults to $GGV_MODEL_STORE,
+else ``build/model-store``. Exit codes: 0 success; 1 an image could not be read or decoded;
+2 the model cannot be loaded (or bad arguments).
+
+To mount this under another parser: ``p = sub.add_parser("classify"); add_arguments(p);
+p.set_defaults(handler=handle)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ggvision_classifier import backends
+from ggvision_classifier.backends.base import Backend
+from ggvision_classifier.modelstore import DEFAULT_BACKEND, Model, ModelError, resolve_model_dir
+from ggvision_classifier.postprocess import topk
+from ggvision_classifier.preprocess import decode, preprocess
+
+MODEL_STORE_ENV = "GGV_MODEL_STORE"
+DEFAULT_STORE = Path("build/model-store")
+DEFAULT_VARIANT = "tflite-int8"
+
+
+def default_store() -> Path:
+    return Path(os.environ.get(MODEL_STORE_ENV) or DEFAULT_STORE)
+
+
+def run(
+    images: Sequence[str | Path],
+    store: str | Path | None = None,
+    variant: str = DEFAULT_VARIANT,
+    backend: str | None = None,
+    threads: int = 2,
+    top_k: int = 5,
+    *,
+    fast_decode: bool = False,
+) -> list[dict[str, Any]]:
+    """Classify ``images`` with one model loaded once. One dict per image, in order::
+
+        {"image": str, "model": {"name", "version", "variant", "backend", "precision",
+         "threads", "load_ms"}, "timing_ms": {"decode", "preprocess", "inference"},
+         "predictions": [{"label", "index", "score"}, ...]}
+
+    or ``{"image": str, "model": {...}, "error": str}`` when that image cannot be read or
+    decoded. ``score`` is a probability (softmax of logits). Raises ModelError (BackendUnavailable
+    for a missing runtime) when the model cannot be loaded."""
+    model = Model.load(resolve_model_dir(Path(store) if store else default_store(), variant))
+    manifest = model.manifest
+    name = backend or DEFAULT_BACKEND[manifest.format]
+    engine = backends.create(name, model, threads=threads)
+    t0 = time.perf_counter()
+    engine.load()
+    load_ms = (time.perf_counter() - t0) * 1000
+    try:
+        # One warm-up run, so the first image's time is not the runtime's lazy setup.
+        engine.infer(np.zeros(manifest.input.shape, dtype=np.dtype(manifest.input.dtype)))
+        info = {
+            "name": manifest.name,
+            "version": manifest.version,
+            "variant": manifest.variant,
+            "backend": engine.name,
+            "precision": manifest.precision,
+            "threads": engine.threads,
+            "load_ms": round(load_ms, 3),
+        }
+        return [_classify(Path(p), model, engine, info, top_k, fast_decode) for p in images]
+    finally:
+        engine.close()
+
+
+def _classify(
+    path: Path,
+    model: Model,
+    engine: Backend,
+    info: dict[str, Any],
+    top_k: int,
+    fast_decode: bool,
+) -> dict[str, Any]:
+    manifest = model.manifest
+    result: dict[str, Any] = {"image": str(path), "model": info}
+    t0 = time.perf_counter()
+    try:
+        image = decode(path.read_bytes(), fast=fast_decode, spec=manifest.preprocess)
+        t1 = time.perf_counter()
+        tensor = preprocess(image, manifest)
+    except (OSError, ValueError) as exc:
+        result["error"] = str(exc)
+        return result
+    t2 = time.perf_counter()
+    scores = engine.infer(tensor)
+    t3 = time.perf_counter()
+    result["timing_ms"] = {
+        "decode": round((t1 - t0) * 1000, 3),
+        "preprocess": round((t2 - t1) * 1000, 3),
+        "inference": round((t3 - t2) * 1000, 3),
+    }
+    result["predictions"] = [
+        {"label": model.labels[i], "index": i, "score": round(p, 6)}
+        for i, p in topk(scores, top_k, 0.0, manifest.output.kind)
+    ]
+    return result
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files")
+    p.add_argument(
+        "--model-store",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help=f"model store (default ${MODEL_STORE_ENV}, else {DEFAULT_STORE})",
+    )
+    p.add_argument(
+        "--variant", default=DEFAULT_VARIANT, help=f"variant directory (default {DEFAULT_VARIANT})"
+    )
+    p.add_argument(
+        "--backend",
+        default=None,
+        choices=sorted(backends.REGISTRY),
+        help="runtime (default: the one for the manifest's format)",
+    )
+    p.add_argument("--threads", type=_positive, default=2, metavar="N", help="default 2")
+    p.add_argument("--top-k", type=_positive, default=5, metavar="K", help="default 5")
+    p.add_argument(
+        "--fast-decode", action="store_true", help="JPEG: decode at reduced scale (DCT draft)"
+    )
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+
+
+def handle(args: argparse.Namespace) -> int:
+    try:
+        results = run(
+            args.images,
+            args.model_store,
+            args.variant,
+            args.backend,
+            args.threads,
+            args.top_k,
+            fast_decode=args.fast_decode,
+        )
+    except ModelError as exc:
+        print(f"ggvision classify: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        _print_text(results)
+    return 1 if any("error" in r for r in results) else 0
+
+
+def _print_text(results: list[dict[str, Any]]) -> None:
+    if not results:
+        return
+    m = results[0]["model"]
+    print(
+        f"model: {m['name']} {m['version']} {m['variant']} on {m['backend']} "
+        f"({m['threads']} threads), loaded in {m['load_ms']:.1f} ms"
+    )
+    for r in results:
+        if "error" in r:
+            print(f"{r['image']}: error: {r['error']}")
+            continue
+        t = r["timing_ms"]
+        print(
+            f"{r['image']}: inference {t['inference']:.2f} ms "
+            f"(decode {t['decode']:.2f} ms, preprocess {t['preprocess']:.2f} ms)"
+        )
+        for p in r["predictions"]:
+            print(f"  {p['score']:8.4f}  {p['label']} ({p['index']})")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ggvision classify", description="classify image files")
+    add_arguments(parser)
+    return handle(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
