@@ -1,0 +1,385 @@
+"""Pipeline benchmark: frames per second through the suite, beside two baselines in the same run.
+
+    python -m bench.pipeline [--seconds 8] [--warmup 2] [--threads 2] [--max-in-flight 2]
+
+* suite: a CameraSource process (video file of real photos, ``fps`` 0: as fast as answers come
+  back, frames through the shared-memory ring) -> the classifier process (``tflite-int8``,
+  ``--threads``) on a :class:`CoreThread` IPC core -> results back at the camera. Throughput is
+  answers per second over the measured window, from the camera's own status reports; latency is
+  frame capture -> result received by the camera (its p50/p95 over the last 1000 frames).
+* bare (the limit): the backend's ``infer`` alone, looping over preprocessed tensors of the same
+  frames, same thread count.
+* sync (the seed's way): one loop that reads a frame from the video, preprocesses, infers and
+  ranks, then reads the next.
+
+Targets (questions, answered by the run): suite/bare >= 0.9, suite/sync >= 1.3. CPU time per
+frame of each process is recorded too: on a machine with few cores, the IPC hops compete with
+inference for the same CPUs. Results: a table on stdout, ``build/bench/pipeline.json`` and
+``build/bench/pipeline.md``. Needs the model store (``make models``; ``$GGV_MODEL_STORE``
+overrides ``build/model-store``), scikit-image for the photos and OpenCV for the video.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from ggvision.core.agent import AgentProcess
+from ggvision.core.harness import CoreThread, pubsub_policy
+
+REPO = Path(__file__).resolve().parents[1]
+CAMERA = "com.custom.CameraSource"
+CLASSIFIER = "com.custom.ImageClassifier"
+STATUS = "local/status/com.custom.CameraSource"
+MODEL_KEY = "tflite-int8"
+PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "stereo_motorcycle")
+FRAME_SIZE = (640, 480)
+FRAMES_PER_PHOTO = 6
+TARGET_BARE = 0.9
+TARGET_SYNC = 1.3
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100)."""
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1]
+
+
+# --- media ---------------------------------------------------------------------------------------
+def photo_frames() -> list[np.ndarray]:
+    """Each photo centre-cropped to 4:3 and resized to 640x480, RGB."""
+    import skimage.data
+    from PIL import Image
+
+    frames = []
+    for name in PHOTOS:
+        loaded = getattr(skimage.data, name)()
+        pixels = np.asarray(loaded[0] if name == "stereo_motorcycle" else loaded)
+        h, w = pixels.shape[:2]
+        cw, ch = min(w, h * 4 // 3), min(h, w * 3 // 4)
+        top, left = (h - ch) // 2, (w - cw) // 2
+        crop = Image.fromarray(pixels[top : top + ch, left : left + cw]).convert("RGB")
+        frames.append(np.asarray(crop.resize(FRAME_SIZE, Image.Resampling.BICUBIC)))
+    return frames
+
+
+def write_video(path: Path, frames: list[np.ndarray]) -> Path:
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 30, FRAME_SIZE)
+    for frame in frames:
+        bgr = np.ascontiguousarray(frame[:, :, ::-1])
+        for _ in range(FRAMES_PER_PHOTO):
+            writer.write(bgr)
+    writer.release()
+    return path
+
+
+# --- baselines -----------------------------------------------------------------------------------
+def load_backend(store: Path, threads: int) -> Any:
+    from ggvision_classifier import backends
+    from ggvision_classifier.modelstore import Model, resolve_model_dir
+
+    model = Model.load(resolve_model_dir(store, MODEL_KEY))
+    backend = backends.create("tflite", model, threads=threads)
+    backend.load()
+    return backend
+
+
+def bare_loop(backend: Any, frames: list[np.ndarray], seconds: float) -> dict[str, Any]:
+    """``infer`` only, on tensors preprocessed beforehand: the most the backend can do."""
+    from ggvision_classifier.preprocess import preprocess
+
+    tensors = [preprocess(f, backend.model.manifest) for f in frames]
+    for t in tensors:
+        backend.infer(t)  # warm
+    times: list[float] = []
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
+        backend.infer(tensors[len(times) % len(tensors)])
+        times.append(time.perf_counter() - t0)
+    elapsed = time.perf_counter() - start
+    return _loop_result(len(times), elapsed, times)
+
+
+def sync_loop(backend: Any, video: Path, seconds: float) -> dict[str, Any]:
+    """The seed's loop: read a frame -> BGR->RGB -> preprocess -> infer -> top-5 -> next."""
+    import cv2
+    from ggvision_classifier.postprocess import topk
+    from ggvision_classifier.preprocess import preprocess
+
+    manifest = backend.model.manifest
+    cap = cv2.VideoCapture(str(video))
+    times: list[float] = []
+
+    def one() -> None:
+        nonlocal cap
+        ok, bgr = cap.read()
+        if not ok:  # loop the video
+            cap.release()
+            cap = cv2.VideoCapture(str(video))
+            ok, bgr = cap.read()
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        topk(backend.infer(preprocess(rgb, manifest)), 5, 0.0, manifest.output.kind)
+
+    for _ in range(10):
+        one()
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
+        one()
+        times.append(time.perf_counter() - t0)
+    elapsed = time.perf_counter() - start
+    cap.release()
+    return _loop_result(len(times), elapsed, times)
+
+
+def _loop_result(n: int, elapsed: float, times: list[float]) -> dict[str, Any]:
+    ms = [t * 1000 for t in times]
+    return {
+        "frames": n,
+        "seconds": round(elapsed, 3),
+        "fps": n / elapsed,
+        "p50_ms": percentile(ms, 50),
+        "p95_ms": percentile(ms, 95),
+    }
+
+
+# --- the suite -----------------------------------------------------------------------------------
+def recipe_defaults(component: str) -> dict[str, Any]:
+    recipe = yaml.safe_load((REPO / "components" / component / "recipe.yaml").read_text())
+    cfg: dict[str, Any] = recipe["ComponentConfiguration"]["DefaultConfiguration"]
+    return cfg
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_state(core: CoreThread, name: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while core.state_of(name) != "RUNNING":
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{name} did not start (exit {proc.poll()})")
+        time.sleep(0.05)
+
+
+def statuses(agent: AgentProcess, sub: int, until: float) -> list[dict[str, Any]]:
+    import base64
+
+    out = []
+    while (left := until - time.monotonic()) > 0:
+        for e in agent("events", sub=sub, n=100, timeout=min(left, 1.0))["events"]:
+            out.append(json.loads(base64.b64decode(e["binary"])))
+    return out
+
+
+def suite(
+    store: Path, video: Path, *, threads: int, max_in_flight: int, warmup: float, seconds: float
+) -> dict[str, Any]:
+    frames_dir = Path(tempfile.mkdtemp(prefix="ggv-bench-frames-", dir="/dev/shm"))
+    logs = REPO / "build" / "bench" / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        with CoreThread() as core:
+            listener = AgentProcess(
+                core.component_env("bench.Listener", pubsub_policy(subscribe=[STATUS]))
+            )
+            sub = listener("subscribe", topic=STATUS)["sub"]
+            cls_cfg = {
+                **recipe_defaults(CLASSIFIER),
+                "modelKey": MODEL_KEY,
+                "modelStorePath": str(store),
+                "threads": threads,
+                "frameDirectory": str(frames_dir),
+            }
+            with (logs / "classifier.log").open("wb") as out:
+                classifier = subprocess.Popen(
+                    [sys.executable, "-m", "ggvision_classifier"],
+                    env=core.component_env(CLASSIFIER, configuration=cls_cfg),
+                    stdout=out,
+                )
+            procs.append(classifier)
+            wait_state(core, CLASSIFIER, classifier, 60)
+            cam_cfg = {
+                **recipe_defaults(CAMERA),
+                "source": {"type": "video", "path": str(video)},
+                "fps": 0,
+                "maxInFlight": max_in_flight,
+                "ringDirectory": str(frames_dir),
+                "statusIntervalSeconds": 1.0,
+            }
+            with (logs / "camera.log").open("wb") as out:
+                camera = subprocess.Popen(
+                    [sys.executable, "-m", "ggvision_camera"],
+                    env=core.component_env(CAMERA, configuration=cam_cfg),
+                    stdout=out,
+                )
+            procs.append(camera)
+            wait_state(core, CAMERA, camera, 30)
+            time.sleep(warmup)
+            marks = [(cpu_seconds(p.pid), p.pid) for p in procs]
+            core_cpu = time.process_time()
+            reports = statuses(listener, sub, time.monotonic() + seconds)
+            cpu = [cpu_seconds(pid) - before for before, pid in marks]
+            core_cpu = time.process_time() - core_cpu
+            listener.close()
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(15)
+        for f in frames_dir.iterdir():
+            f.unlink()
+        frames_dir.rmdir()
+    first, last = reports[0], reports[-1]
+    span = last["running_s"] - first["running_s"]
+    answered = last["answered"] - first["answered"]
+    return {
+        "frames": answered,
+        "seconds": round(span, 3),
+        "fps": answered / span,
+        "p50_ms": last["latency_ms"]["p50"],
+        "p95_ms": last["latency_ms"]["p95"],
+        "errors": last["errors"],
+        "lost": last["lost"],
+        "max_in_flight": max_in_flight,
+        "cpu_ms_per_frame": {
+            "classifier": cpu[0] / answered * 1000,
+            "camera": cpu[1] / answered * 1000,
+            "core_and_bench": core_cpu / answered * 1000,
+        },
+        "status": last,
+    }
+
+
+# --- report --------------------------------------------------------------------------------------
+def table(results: dict[str, Any]) -> list[str]:
+    s, b, y = results["suite"], results["bare"], results["sync"]
+    rows = [
+        ("suite (camera -> IPC -> classifier -> camera)", s),
+        (f"bare backend loop (infer only, {results['setup']['threads']} threads)", b),
+        ("sync loop (read -> preprocess -> infer -> next)", y),
+    ]
+    lines = [
+        "| pipeline | frames/s | latency p50 (ms) | latency p95 (ms) |",
+        "| --- | --- | --- | --- |",
+    ]
+    lines += [f"| {n} | {r['fps']:.1f} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} |" for n, r in rows]
+    ratios = results["ratios"]
+    lines += [
+        "",
+        "| ratio | value | target | verdict |",
+        "| --- | --- | --- | --- |",
+        f"| suite / bare | {ratios['suite_over_bare']:.2f} | >= {TARGET_BARE} | "
+        f"{'met' if ratios['suite_over_bare'] >= TARGET_BARE else 'NOT MET'} |",
+        f"| suite / sync | {ratios['suite_over_sync']:.2f} | >= {TARGET_SYNC} | "
+        f"{'met' if ratios['suite_over_sync'] >= TARGET_SYNC else 'NOT MET'} |",
+    ]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.pipeline",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--seconds", type=float, default=8.0, help="measured time per pipeline")
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--max-in-flight", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=REPO / "build" / "bench")
+    args = parser.parse_args(argv)
+
+    env_store = os.environ.get("GGV_MODEL_STORE")
+    store = Path(env_store) if env_store else REPO / "build" / "model-store"
+    if not (store / MODEL_KEY / "manifest.json").is_file():
+        print(f"no {MODEL_KEY} model in {store}: build it with `make models`", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    load_before = os.getloadavg()[0]
+    frames = photo_frames()
+    with tempfile.TemporaryDirectory(prefix="ggv-bench-") as tmp:
+        video = write_video(Path(tmp) / "photos.mp4", frames)
+        backend = load_backend(store, args.threads)
+        bare = bare_loop(backend, frames, args.seconds)
+        sync = sync_loop(backend, video, args.seconds)
+        backend.close()
+        del backend
+        measured = suite(
+            store,
+            video,
+            threads=args.threads,
+            max_in_flight=args.max_in_flight,
+            warmup=args.warmup,
+            seconds=args.seconds,
+        )
+    results: dict[str, Any] = {
+        "suite": measured,
+        "bare": bare,
+        "sync": sync,
+        "ratios": {
+            "suite_over_bare": measured["fps"] / bare["fps"],
+            "suite_over_sync": measured["fps"] / sync["fps"],
+        },
+        "setup": {
+            "model": MODEL_KEY,
+            "backend": "tflite",
+            "threads": args.threads,
+            "max_in_flight": args.max_in_flight,
+            "frame_size": list(FRAME_SIZE),
+            "video": f"{len(PHOTOS)} photos x {FRAMES_PER_PHOTO} frames, mp4v, looped",
+            "seconds": args.seconds,
+            "warmup": args.warmup,
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "loadavg_1min_before": load_before,
+            "wall_s": round(time.monotonic() - started, 1),
+        },
+    }
+    cpu = measured["cpu_ms_per_frame"]
+    notes = [
+        f"{MODEL_KEY} on tflite, {args.threads} threads; {FRAME_SIZE[0]}x{FRAME_SIZE[1]} frames "
+        f"of {len(PHOTOS)} scikit-image photos in an mp4v video; {args.seconds:g} s measured "
+        f"per pipeline (the suite after {args.warmup:g} s of warm-up); CameraSource at fps 0 "
+        f"with maxInFlight {args.max_in_flight}, frames through the shared-memory ring.",
+        "Latency: suite = frame captured -> its result received by the camera; bare = one "
+        "infer call; sync = read of the frame -> its top-5.",
+        f"CPU per frame in the suite: classifier {cpu['classifier']:.2f} ms, camera "
+        f"{cpu['camera']:.2f} ms, IPC core (+ this process) {cpu['core_and_bench']:.2f} ms; "
+        f"{os.cpu_count()} CPUs, 1-min load average {load_before:.2f} before the run.",
+    ]
+    lines = table(results)
+    print("\n".join(lines))
+    print()
+    for n in notes:
+        print(f"* {n}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "pipeline.json").write_text(json.dumps(results, indent=2) + "\n")
+    md = ["## Pipeline: suite vs bare backend vs synchronous loop", "", *lines, ""]
+    md += [f"* {n}" for n in notes]
+    (args.out / "pipeline.md").write_text("\n".join(md) + "\n")
+    print(f"\nwrote {args.out / 'pipeline.json'} and {args.out / 'pipeline.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""com.custom.CameraSource: captures frames and publishes inference requests on Greengrass IPC."""

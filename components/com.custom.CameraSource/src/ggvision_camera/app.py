@@ -1,0 +1,191 @@
+"""Composition root of com.custom.CameraSource: read the config, build the camera, wire the bus.
+
+Run by the recipe as ``python -m ggvision_camera`` (or the ``ggvision-camera`` script). Frames go
+to ``inferenceTopic`` as requests ``{"id", "image", "source"}``; answers on ``resultTopic`` are
+matched by id; a status report goes to ``statusTopic`` every ``statusIntervalSeconds``. A
+deployment's configuration is validated before it applies and then rebuilds the camera.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+from ggvision import logs
+from ggvision.bus import Bus, IpcBus, Subscription
+from ggvision.errors import ConfigError, GgvisionError
+from ggvision_camera.camera import Camera
+from ggvision_camera.config import CameraConfig
+from ggvision_camera.errors import CameraError
+
+log = logging.getLogger("ggvision_camera")
+
+
+class CameraService:
+    """Owns the config, the camera and the status reports; reacts to deployments."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.cfg = CameraConfig.from_raw(bus.get_configuration())
+        self.started_at = time.monotonic()
+        self.camera: Camera | None = None
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._result_sub: Subscription | None = None
+        self._subs: list[Subscription] = []
+        self._reporter: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Build and start the camera; raises CameraError when it cannot be built."""
+        camera = Camera(self.bus, self.cfg)
+        self.camera = camera
+        self._result_sub = self.bus.subscribe(self.cfg.result_topic, self._on_result)
+        camera.start()
+        self._subs = [
+            self.bus.subscribe_validation(self.validate),
+            self.bus.subscribe_configuration(self.on_configuration_changed),
+        ]
+        self._reporter = threading.Thread(target=self._report, name="camera-status", daemon=True)
+        self._reporter.start()
+        self.bus.update_state("RUNNING")
+        log.info(
+            "camera %s started: %s -> %s (%s)",
+            self.cfg.camera_name,
+            camera.source.describe(),
+            self.cfg.inference_topic,
+            camera.transport.type,
+            extra={"event": "camera.started"},
+        )
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with self._lock:
+            camera = self.camera
+            if camera is not None:
+                camera.stop()
+        for sub in [*self._subs, self._result_sub]:
+            if sub is not None:
+                try:
+                    sub.close()
+                except Exception:
+                    log.debug("closing a subscription failed", exc_info=True)
+        if camera is not None:
+            self.publish_status(wait_s=2.0)  # the last report, before the connection closes
+        if self._reporter is not None:
+            self._reporter.join(5)
+
+    # --- results and status --------------------------------------------------------------------
+    def _on_result(self, topic: str, payload: bytes | dict[str, Any]) -> None:
+        camera = self.camera
+        if camera is not None:
+            camera.publisher.on_result(topic, payload)
+
+    def _report(self) -> None:
+        while not self._stopping.wait(self.cfg.status_interval_seconds):
+            self.publish_status()
+
+    def publish_status(self, wait_s: float = 0.0) -> dict[str, Any]:
+        camera = self.camera
+        if camera is None:
+            return {}
+        status = {**camera.status(), "uptime_s": round(time.monotonic() - self.started_at, 3)}
+        log.info(
+            "%s: %s, %.3g fps sent, %d in flight",
+            status["camera"],
+            status["state"],
+            status["fps"]["sent"],
+            status["in_flight"],
+            extra={"event": "camera.status", "status": status},
+        )
+        try:
+            fut = self.bus.publish_json(self.cfg.status_topic, status)
+            fut.add_done_callback(_log_status_failure)
+            if wait_s:
+                concurrent.futures.wait([fut], timeout=wait_s)
+        except Exception:  # boundary: a status report is best effort
+            log.exception("could not publish the status", extra={"event": "camera.status_error"})
+        return status
+
+    # --- deployments ---------------------------------------------------------------------------
+    def validate(self, proposed: dict[str, Any]) -> tuple[bool, str]:
+        try:
+            CameraConfig.from_raw(proposed)
+        except ConfigError as exc:
+            return False, str(exc)
+        return True, ""
+
+    def on_configuration_changed(self, key_path: list[str]) -> None:
+        # Runs on the SDK's thread: rebuild the camera elsewhere.
+        threading.Thread(target=self.reload, name="camera-reload", daemon=True).start()
+
+    def reload(self) -> None:
+        with self._lock:
+            if self._stopping.is_set():
+                return
+            try:
+                new = CameraConfig.from_raw(self.bus.get_configuration())
+            except (ConfigError, GgvisionError) as exc:
+                log.error(
+                    "new configuration rejected: %s", exc, extra={"event": "camera.config_rejected"}
+                )
+                return
+            if new == self.cfg:
+                return
+            old = self.camera
+            if old is not None:
+                old.stop()  # first: the device and the ring name may be the same
+            camera = None
+            for cfg in (new, self.cfg):
+                try:
+                    camera = Camera(self.bus, cfg)
+                    break
+                except CameraError as exc:
+                    log.error(
+                        "configuration cannot run: %s",
+                        exc,
+                        extra={"event": "camera.reconfigure_failed", "new": cfg is new},
+                    )
+            if camera is None:
+                self.camera = None
+                return
+            new = camera.cfg
+            if new.result_topic != self.cfg.result_topic and self._result_sub is not None:
+                self._result_sub.close()
+                self._result_sub = self.bus.subscribe(new.result_topic, self._on_result)
+            self.camera, self.cfg = camera, new
+            camera.start()
+            log.info("configuration applied", extra={"event": "camera.reconfigured"})
+
+
+def _log_status_failure(fut: Any) -> None:
+    exc = fut.exception()
+    if exc is not None:
+        log.warning("status not published: %s", exc, extra={"event": "camera.status_error"})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ggvision-camera", description=__doc__)
+    parser.add_argument("--log-level", default=os.environ.get("GGV_LOG_LEVEL", "INFO"))
+    args = parser.parse_args(argv)
+    logs.configure(level=args.log_level)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        bus = IpcBus()
+        service = CameraService(bus)
+        service.start()
+    except (GgvisionError, ConfigError) as exc:
+        log.error("cannot start: %s", exc, extra={"event": "camera.start_failed"})
+        return 2
+    stop.wait()
+    log.info("stopping", extra={"event": "camera.stopping"})
+    service.stop()
+    bus.close()
+    return 0

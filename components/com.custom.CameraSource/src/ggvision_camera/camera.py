@@ -1,0 +1,91 @@
+"""One configured camera, assembled: source -> capture loop -> flow control -> transport -> bus,
+and the status it reports."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from ggvision.bus import Bus
+from ggvision_camera import sources, transport
+from ggvision_camera.capture import Backoff, Capture
+from ggvision_camera.config import CameraConfig
+from ggvision_camera.flow import FramePublisher
+
+log = logging.getLogger(__name__)
+
+
+class Camera:
+    def __init__(self, bus: Bus, cfg: CameraConfig) -> None:
+        """Build every part; raises SourceError / TransportError when one cannot be built."""
+        self.cfg = cfg
+        self.source = sources.create(cfg.source, max_width=cfg.max_width, max_height=cfg.max_height)
+        self.transport = transport.create(cfg)
+        self.publisher = FramePublisher(
+            bus,
+            self.transport,
+            camera=cfg.camera_name,
+            topic=cfg.inference_topic,
+            max_in_flight=cfg.max_in_flight,
+            timeout_s=cfg.result_timeout_seconds,
+            print_results=cfg.print_results,
+        )
+        self.capture = Capture(
+            self.source,
+            self.publisher,
+            fps=cfg.fps,
+            backoff=Backoff(cfg.reconnect_initial_seconds, cfg.reconnect_max_seconds),
+        )
+        self.started_at = time.monotonic()
+        self._mark = (self.started_at, 0, 0, 0)  # time, captured, sent, dropped at the last status
+
+    def start(self) -> None:
+        self.capture.start()
+
+    def stop(self, drain_s: float = 2.0) -> None:
+        """Stop capturing, give the answers still due a moment, then release the ring/files."""
+        self.capture.stop()
+        missing = self.publisher.drain(min(drain_s, self.cfg.result_timeout_seconds))
+        if missing:
+            log.info(
+                "stopping with %d request(s) unanswered",
+                missing,
+                extra={"event": "camera.stop_unanswered"},
+            )
+        self.transport.close()
+
+    def status(self) -> dict[str, Any]:
+        """Counters since start, rates since the previous call."""
+        flow = self.publisher.snapshot()
+        now = time.monotonic()
+        captured, sent, dropped = self.capture.captured, flow["sent"], flow["dropped"]
+        then, c0, s0, d0 = self._mark
+        self._mark = (now, captured, sent, dropped)
+        span = max(now - then, 1e-9)
+        return {
+            "camera": self.cfg.camera_name,
+            "state": self.capture.state,
+            "source": self.source.describe(),
+            "transport": self.transport.type,
+            "fps": {
+                "captured": round((captured - c0) / span, 2),
+                "sent": round((sent - s0) / span, 2),
+                "dropped": round((dropped - d0) / span, 2),
+            },
+            "in_flight": flow["in_flight"],
+            "max_in_flight": self.cfg.max_in_flight,
+            "in_flight_peak": flow["in_flight_peak"],
+            "captured": captured,
+            "skipped": self.capture.skipped,
+            "sent": sent,
+            "dropped": dropped,
+            "answered": flow["answered"],
+            "ok": flow["ok"],
+            "lost": flow["lost"],
+            "late": flow["late"],
+            "errors": flow["errors"],
+            "latency_ms": flow["latency_ms"],
+            "reconnects": self.capture.reconnects,
+            "running_s": round(now - self.started_at, 3),
+        }

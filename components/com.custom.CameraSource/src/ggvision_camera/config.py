@@ -1,0 +1,181 @@
+"""CameraSource's configuration: a typed model of the recipe's configuration (camelCase keys).
+
+``source`` is a discriminated union keyed on ``type``: each frame source declares its own model.
+The same model validates deployment updates before they apply (accept/reject with the reason).
+Unknown keys, at the root or inside ``source``, are logged, not fatal: device configuration
+survives upgrades, and a deployment that *merges* a new source type over the old one leaves the
+old type's keys behind.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+from ggvision.errors import ConfigError
+from ggvision.frames import DEFAULT_DIR
+
+log = logging.getLogger(__name__)
+
+# Keys the Nucleus (or our runner) keeps in a component's configuration beside ours.
+_RESERVED = {"accessControl"}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True
+    )
+
+
+# --- frame sources ---------------------------------------------------------------------------
+class SyntheticSource(_Model):
+    """A deterministic moving gradient with the frame number drawn on it (no camera needed)."""
+
+    type: Literal["synthetic"] = "synthetic"
+    width: int = Field(640, ge=16, le=8192)
+    height: int = Field(480, ge=16, le=8192)
+
+
+class V4L2Source(_Model):
+    """A V4L2/USB camera through OpenCV: an index (0 = /dev/video0) or a device path."""
+
+    type: Literal["v4l2"] = "v4l2"
+    device: int | str = Field(0, description="index or path such as /dev/video0")
+    width: int = Field(0, ge=0, le=8192, description="requested width; 0 = driver default")
+    height: int = Field(0, ge=0, le=8192, description="requested height; 0 = driver default")
+    fps: float = Field(0.0, ge=0.0, le=1000.0, description="requested rate; 0 = driver default")
+    fourcc: str = Field("", pattern=r"^(|[ -~]{4})$", description="e.g. MJPG; empty = default")
+    api: Literal["v4l2", "any"] = Field("v4l2", description="OpenCV capture API")
+
+
+class StreamSource(_Model):
+    """An RTSP or HTTP(S) stream (MJPEG, H.264, ...) through OpenCV's FFmpeg backend."""
+
+    type: Literal["stream"] = "stream"
+    url: str = Field(min_length=1, pattern=r"^(rtsp|rtsps|rtmp|http|https|udp|tcp)://")
+    open_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    read_timeout_seconds: float = Field(10.0, gt=0, le=300)
+
+
+class PiCameraSource(_Model):
+    """A Raspberry Pi camera through picamera2 (from apt, not pip)."""
+
+    type: Literal["picamera2"] = "picamera2"
+    camera: int = Field(0, ge=0, le=16, description="camera number")
+    width: int = Field(1280, ge=16, le=8192)
+    height: int = Field(720, ge=16, le=8192)
+    fps: float = Field(0.0, ge=0.0, le=1000.0, description="sensor frame rate; 0 = default")
+
+
+class VideoFileSource(_Model):
+    """A video file, played in a loop."""
+
+    type: Literal["video"] = "video"
+    path: str = Field(min_length=1)
+
+
+class ImageFolderSource(_Model):
+    """The images of a folder in name order, in a loop; undecodable files are skipped."""
+
+    type: Literal["folder"] = "folder"
+    path: str = Field(min_length=1)
+
+
+SourceConfig = Annotated[
+    SyntheticSource
+    | V4L2Source
+    | StreamSource
+    | PiCameraSource
+    | VideoFileSource
+    | ImageFolderSource,
+    Field(discriminator="type"),
+]
+
+
+# --- the component -----------------------------------------------------------------------------
+class CameraConfig(_Model):
+    camera_name: str = Field("camera", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    source: SourceConfig = Field(default_factory=SyntheticSource)
+    fps: float = Field(5.0, ge=0.0, le=1000.0, description="target rate; 0 = as fast as possible")
+    max_width: int = Field(1280, ge=16, le=8192, description="larger frames are scaled down")
+    max_height: int = Field(720, ge=16, le=8192)
+
+    inference_topic: str = Field("local/inference", min_length=1)
+    result_topic: str = Field("local/result", min_length=1)
+    status_topic: str = Field("local/status/com.custom.CameraSource", min_length=1)
+    status_interval_seconds: float = Field(10.0, ge=0.1, le=86400)
+
+    max_in_flight: int = Field(2, ge=1, le=64)
+    result_timeout_seconds: float = Field(5.0, gt=0, le=600)
+    reconnect_initial_seconds: float = Field(0.5, gt=0, le=600)
+    reconnect_max_seconds: float = Field(30.0, gt=0, le=3600)
+
+    transport: Literal["frame", "inline", "file"] = "frame"
+    ring_name: str = Field("", pattern=r"^(|[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63})$")
+    ring_slots: int = Field(8, ge=2, le=4096)
+    ring_directory: str = Field(str(DEFAULT_DIR), min_length=1)
+    jpeg_quality: int = Field(85, ge=10, le=100)
+    file_directory: str = ""
+    file_keep: int = Field(16, ge=2, le=100_000)
+
+    print_results: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CameraConfig:
+        # A frame still waiting for its answer must not be overwritten by the next ones.
+        if self.transport == "frame" and self.ring_slots <= self.max_in_flight:
+            raise ValueError("ringSlots must be larger than maxInFlight")
+        if self.transport == "file":
+            if not self.file_directory:
+                raise ValueError("transport file needs fileDirectory")
+            if self.file_keep <= self.max_in_flight:
+                raise ValueError("fileKeep must be larger than maxInFlight")
+        if self.reconnect_max_seconds < self.reconnect_initial_seconds:
+            raise ValueError("reconnectMaxSeconds must be at least reconnectInitialSeconds")
+        return self
+
+    @classmethod
+    def from_raw(cls, raw: dict[str, Any]) -> CameraConfig:
+        unknown = sorted(set(raw) - _known(cls) - _RESERVED)
+        source = raw.get("source")
+        if isinstance(source, dict):
+            model = _SOURCE_MODELS.get(str(source.get("type", "synthetic")))
+            if model is not None:
+                unknown += [f"source.{k}" for k in sorted(set(source) - _known(model))]
+        if unknown:
+            log.warning(
+                "ignoring unknown configuration keys: %s",
+                ", ".join(unknown),
+                extra={"event": "config.unknown_keys", "keys": unknown},
+            )
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ())) or "configuration"
+            raise ConfigError(f"invalid configuration at {where}: {first.get('msg')}") from exc
+
+    @property
+    def max_frame_bytes(self) -> int:
+        return self.max_width * self.max_height * 3
+
+
+_SOURCE_MODELS: dict[str, type[_Model]] = {
+    m.model_fields["type"].default: m
+    for m in (
+        SyntheticSource,
+        V4L2Source,
+        StreamSource,
+        PiCameraSource,
+        VideoFileSource,
+        ImageFolderSource,
+    )
+}
+SOURCE_TYPES = frozenset(_SOURCE_MODELS)
+
+
+def _known(model: type[BaseModel]) -> set[str]:
+    return {f.alias or name for name, f in model.model_fields.items()} | set(model.model_fields)

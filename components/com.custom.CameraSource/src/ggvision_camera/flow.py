@@ -1,0 +1,273 @@
+"""Flow control: requests out, results in, and what is in between.
+
+A frame is published only while fewer than ``max_in_flight`` of this camera's requests are
+unanswered; otherwise the captured frame is dropped and counted (nothing queues). An answer is
+matched by id; an entry with no answer after ``timeout_s`` is expired and counted as lost (a late
+answer after that is counted as late). Results of other requesters on the same topic are ignored.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ggvision.bus import Bus
+from ggvision_camera.errors import TransportError
+from ggvision_camera.transport import Transport
+
+log = logging.getLogger(__name__)
+
+# Local failures, counted beside the classifier's error codes.
+TRANSPORT_FAILED = "TRANSPORT_FAILED"
+PUBLISH_FAILED = "PUBLISH_FAILED"
+
+
+@dataclass
+class FlowStats:
+    sent: int = 0
+    dropped: int = 0
+    answered: int = 0
+    ok: int = 0
+    lost: int = 0
+    late: int = 0
+    errors: dict[str, int] = field(default_factory=lambda: collections.defaultdict(int))
+    in_flight_peak: int = 0
+
+
+@dataclass(slots=True)
+class _Pending:
+    sent_at: float
+    captured_at: float
+
+
+class FramePublisher:
+    """Turns captured frames into requests within the in-flight limit; matches the results.
+
+    :meth:`offer` runs on the capture thread, :meth:`on_result` on the IPC client's thread: it
+    only decodes and updates counters under a short lock, never blocks.
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        transport: Transport,
+        *,
+        camera: str,
+        topic: str,
+        max_in_flight: int,
+        timeout_s: float,
+        print_results: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.bus = bus
+        self.transport = transport
+        self.camera = camera
+        self.topic = topic
+        self.max_in_flight = max_in_flight
+        self.timeout_s = timeout_s
+        self.print_results = print_results
+        self.clock = clock
+        # Ids are unique across restarts, so a late answer to a previous run never matches.
+        self.prefix = f"{camera}-{uuid.uuid4().hex[:8]}-"
+        self.stats = FlowStats()
+        self._pending: dict[str, _Pending] = {}
+        self._expired: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._latencies: collections.deque[float] = collections.deque(maxlen=1000)
+        self._cond = threading.Condition()
+        self._silent = False  # the consumer stopped answering (logged once)
+
+    # --- capture thread ----------------------------------------------------------------------
+    def has_room(self) -> bool:
+        self.expire()
+        with self._cond:
+            return len(self._pending) < self.max_in_flight
+
+    def wait_for_room(self, timeout: float) -> bool:
+        """Block until a request may be sent (or ``timeout``); expires overdue entries."""
+        deadline = self.clock() + timeout
+        while True:
+            self.expire()
+            with self._cond:
+                if len(self._pending) < self.max_in_flight:
+                    return True
+                left = deadline - self.clock()
+                if left <= 0:
+                    return False
+                oldest = min(p.sent_at for p in self._pending.values())
+                self._cond.wait(min(left, max(0.001, oldest + self.timeout_s - self.clock())))
+
+    def offer(self, frame: np.ndarray, index: int, captured_at: float) -> bool:
+        """Publish ``frame`` unless the in-flight limit is reached; True when it was sent."""
+        if not self.has_room():
+            with self._cond:
+                self.stats.dropped += 1
+            return False
+        rid = f"{self.prefix}{index}"
+        try:
+            image = self.transport.image(frame)
+        except TransportError as exc:
+            with self._cond:
+                self.stats.errors[TRANSPORT_FAILED] += 1
+            log.error("frame %s not sent: %s", rid, exc, extra={"event": "camera.transport_error"})
+            return False
+        with self._cond:
+            self._pending[rid] = _Pending(self.clock(), captured_at)
+            self.stats.sent += 1
+            self.stats.in_flight_peak = max(self.stats.in_flight_peak, len(self._pending))
+        request = {"id": rid, "image": image, "source": self.camera}
+        try:
+            fut = self.bus.publish_json(self.topic, request)
+        except Exception as exc:  # boundary: a failed publish is counted, never fatal
+            self._publish_failed(rid, exc)
+            return False
+        fut.add_done_callback(lambda f: self._published(f, rid))
+        return True
+
+    def _published(self, fut: Future[Any], rid: str) -> None:
+        exc = fut.exception()
+        if exc is not None:
+            self._publish_failed(rid, exc)
+
+    def _publish_failed(self, rid: str, exc: BaseException) -> None:
+        with self._cond:
+            if self._pending.pop(rid, None) is None:
+                return
+            self.stats.errors[PUBLISH_FAILED] += 1
+            self._cond.notify_all()
+        log.error(
+            "request %s was not published: %s", rid, exc, extra={"event": "camera.publish_error"}
+        )
+
+    def expire(self) -> int:
+        """Forget requests unanswered for ``timeout_s``; returns how many."""
+        now = self.clock()
+        with self._cond:
+            overdue = [r for r, p in self._pending.items() if now - p.sent_at > self.timeout_s]
+            for rid in overdue:
+                del self._pending[rid]
+                self._expired[rid] = None
+            while len(self._expired) > 1024:
+                self._expired.popitem(last=False)
+            self.stats.lost += len(overdue)
+            if overdue:
+                self._cond.notify_all()
+            first_silence = bool(overdue) and not self._silent
+            self._silent = self._silent or bool(overdue)
+        if first_silence:
+            log.warning(
+                "no answer within %.3g s for %d request(s): is the classifier running?",
+                self.timeout_s,
+                len(overdue),
+                extra={"event": "camera.results_lost", "topic": self.topic},
+            )
+        return len(overdue)
+
+    def in_flight(self) -> int:
+        with self._cond:
+            return len(self._pending)
+
+    # --- IPC thread ----------------------------------------------------------------------------
+    def on_result(self, topic: str, payload: bytes | dict[str, Any]) -> None:
+        """A message on the result topic. Never blocks, never raises."""
+        try:
+            obj = json.loads(payload) if isinstance(payload, bytes | str) else payload
+        except ValueError:
+            return
+        if not isinstance(obj, dict):
+            return
+        rid = obj.get("id")
+        if not isinstance(rid, str) or not rid.startswith(self.prefix):
+            return  # another requester's result
+        now = self.clock()
+        code = None
+        if obj.get("status") != "ok":
+            error = obj.get("error")
+            code = str(error.get("code")) if isinstance(error, dict) else "UNKNOWN"
+        with self._cond:
+            pending = self._pending.pop(rid, None)
+            if pending is None:
+                if rid in self._expired:
+                    del self._expired[rid]
+                    self.stats.late += 1
+                return
+            self.stats.answered += 1
+            if code is None:
+                self.stats.ok += 1
+            else:
+                self.stats.errors[code] += 1
+            latency_ms = (now - pending.captured_at) * 1000
+            self._latencies.append(latency_ms)
+            resumed = self._silent
+            self._silent = False
+            self._cond.notify_all()
+        if resumed:
+            log.info("answers resumed", extra={"event": "camera.results_resumed"})
+        if self.print_results:
+            _print_result(obj, latency_ms)
+
+    # --- status ------------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        self.expire()
+        with self._cond:
+            s = self.stats
+            values = sorted(self._latencies)
+            return {
+                "sent": s.sent,
+                "dropped": s.dropped,
+                "answered": s.answered,
+                "ok": s.ok,
+                "lost": s.lost,
+                "late": s.late,
+                "errors": dict(s.errors),
+                "in_flight": len(self._pending),
+                "in_flight_peak": s.in_flight_peak,
+                "latency_ms": _percentiles(values),
+            }
+
+    def drain(self, timeout: float) -> int:
+        """Wait up to ``timeout`` for the answers still due; returns how many are missing."""
+        deadline = self.clock() + timeout
+        with self._cond:
+            while self._pending and self.clock() < deadline:
+                self._cond.wait(max(0.001, deadline - self.clock()))
+            return len(self._pending)
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    n = len(values)
+    return {
+        "p50": round(values[n // 2], 3),
+        "p95": round(values[min(n - 1, math.ceil(0.95 * n) - 1)], 3),
+    }
+
+
+def _print_result(obj: dict[str, Any], latency_ms: float) -> None:
+    preds = obj.get("predictions") or []
+    top = preds[0] if preds and isinstance(preds[0], dict) else {}
+    error = obj.get("error") if isinstance(obj.get("error"), dict) else None
+    log.info(
+        "%s: %s",
+        obj.get("id"),
+        f"{top.get('label')} {top.get('score')}" if top else (error or {}).get("code", "no label"),
+        extra={
+            "event": "camera.result",
+            "id": obj.get("id"),
+            "status": obj.get("status"),
+            "label": top.get("label"),
+            "score": top.get("score"),
+            "latency_ms": round(latency_ms, 2),
+        },
+    )
