@@ -1,0 +1,1 @@
+"""com.custom.requester: sends the images of a folder to the classifier over Greengrass IPC."""

@@ -1,0 +1,238 @@
+"""Composition root of com.custom.requester: read config, build the bus, feed, outputs and loop.
+
+As a component (the recipe runs ``python -m ggvision_requester``) it reads its configuration over
+IPC, follows deployment updates, and with ``repeat: 0`` runs until stopped. For people::
+
+    ggvision-requester [--once] IMAGES_OR_DIR... [--jsonl F] [--csv F] [--annotate DIR]
+                       [--timeout S] [--retries N]
+
+does one pass over the given files and folders (flags override the configuration) and prints a
+table. It still talks IPC, so run it as a component, e.g. ``ggvision core exec --recipe
+components/com.custom.requester/recipe.yaml -- ggvision-requester --once photos/``.
+
+Exit status: 0 when every request got an answer (error answers included), 1 when some timed out
+after every retry, 2 when it cannot start (configuration, images, outputs, IPC), 3 on a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from ggvision import logs
+from ggvision.bus import Bus, IpcBus, Subscription
+from ggvision.errors import ConfigError, GgvisionError
+from ggvision_requester.config import RequesterConfig
+from ggvision_requester.engine import Requester
+from ggvision_requester.images import Feed, ImageListError, scan
+from ggvision_requester.output import Recorder, print_table
+from ggvision_requester.stats import Summary
+
+log = logging.getLogger("ggvision_requester")
+
+COMPONENT = "com.custom.requester"
+EXIT_OK, EXIT_TIMEOUTS, EXIT_CANNOT_START, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+class RequesterService:
+    """Owns the live configuration and one run; reacts to deployments while it runs."""
+
+    def __init__(
+        self, bus: Bus, cfg: RequesterConfig, *, keep: bool = False, follow_deployments: bool = True
+    ) -> None:
+        self.bus = bus
+        self.cfg = cfg
+        self._follow = follow_deployments
+        self._reload_lock = threading.Lock()
+        self.feed = Feed(lambda: self.cfg)
+        if cfg.repeat != 0:
+            self.feed.check()  # a finite run with nothing to send is a configuration error
+        elif not scan(cfg):
+            log.warning(
+                "no images yet; scanning again every second", extra={"event": "requester.no_images"}
+            )
+        self.recorder = Recorder(
+            cfg.output_jsonl,
+            cfg.output_csv,
+            annotate_directory=lambda: self.cfg.annotate_directory,
+            keep=keep,
+        )
+        self.requester = Requester(bus, lambda: self.cfg, self.feed, self.recorder.record)
+        self._subs: list[Subscription] = []
+
+    def run(self) -> Summary:
+        try:
+            self._subs.append(self.bus.subscribe(self.cfg.result_topic, self.requester.on_message))
+            if self._follow:
+                self._subs.append(self.bus.subscribe_validation(self.validate))
+                self._subs.append(self.bus.subscribe_configuration(self.on_configuration_changed))
+            summary = self.requester.run()
+        finally:
+            for sub in self._subs:
+                try:
+                    sub.close()
+                except Exception:
+                    log.debug("closing a subscription failed", exc_info=True)
+            self.recorder.close()
+        self.publish_summary(summary)
+        return summary
+
+    def stop(self) -> None:
+        self.requester.stop()
+
+    def publish_summary(self, summary: Summary, timeout_s: float = 5.0) -> None:
+        message = {
+            "component": COMPONENT,
+            "type": "summary",
+            "run_id": self.requester.run_id,
+            **summary.to_json(),
+        }
+        try:
+            self.bus.publish_json(self.cfg.status_topic, message).result(timeout_s)
+        except Exception as exc:  # boundary: the summary is also in the log
+            log.error(
+                "could not publish the summary on %s: %s",
+                self.cfg.status_topic,
+                exc,
+                extra={"event": "requester.summary_publish_failed"},
+            )
+
+    # --- deployments ---------------------------------------------------------------------------
+    def validate(self, proposed: dict[str, Any]) -> tuple[bool, str]:
+        """Accept a deployment only if its configuration is valid and its folder can be listed."""
+        try:
+            scan(RequesterConfig.from_raw(proposed))
+        except (ConfigError, ImageListError) as exc:
+            return False, str(exc)
+        return True, ""
+
+    def on_configuration_changed(self, key_path: list[str]) -> None:
+        # Runs on the SDK's thread: fetch the new configuration elsewhere.
+        threading.Thread(target=self.reload, name="requester-reload", daemon=True).start()
+
+    def reload(self) -> None:
+        with self._reload_lock:
+            try:
+                new = RequesterConfig.from_raw(self.bus.get_configuration())
+            except GgvisionError as exc:
+                log.error(
+                    "new configuration rejected: %s",
+                    exc,
+                    extra={"event": "requester.config_rejected"},
+                )
+                return
+            fixed = new.restart_fields_changed(self.cfg)
+            if fixed:
+                log.warning(
+                    "%s change only after a restart",
+                    ", ".join(fixed),
+                    extra={"event": "requester.restart_needed", "fields": fixed},
+                )
+                new = new.model_copy(update={k: getattr(self.cfg, k) for k in fixed})
+            if new != self.cfg:
+                self.cfg = new  # one reference swap: the loop reads it at its next step
+                log.info("configuration updated", extra={"event": "requester.config_updated"})
+
+
+# --- command line ------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="ggvision-requester",
+        description="Send images to the classifier over Greengrass IPC and collect the answers. "
+        "Without arguments it runs as the component, from its configuration.",
+    )
+    parser.add_argument(
+        "paths", nargs="*", metavar="IMAGES_OR_DIR", help="image files and folders (implies --once)"
+    )
+    parser.add_argument(
+        "--once", action="store_true", help="one pass, then print a table (a person's run)"
+    )
+    parser.add_argument("--jsonl", metavar="F", help="write results as JSON Lines (outputJsonl)")
+    parser.add_argument("--csv", metavar="F", help="write results as CSV (outputCsv)")
+    parser.add_argument(
+        "--annotate", metavar="DIR", help="write annotated copies there (annotateDirectory)"
+    )
+    parser.add_argument("--timeout", type=float, metavar="S", help="per-attempt timeout (timeoutS)")
+    parser.add_argument("--retries", type=int, metavar="N", help="retries per request (retries)")
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("GGV_LOG_LEVEL"),
+        help="default: INFO as a component, WARNING with --once",
+    )
+    return parser.parse_args(argv)
+
+
+def cli_config(cfg: RequesterConfig, args: argparse.Namespace) -> RequesterConfig:
+    """The configuration with the command line's overrides (validated like a deployment)."""
+    update: dict[str, Any] = {"repeat": 1} if args.once or args.paths else {}
+    if args.paths:
+        missing = [p for p in args.paths if not Path(p).exists()]
+        if missing:
+            raise ConfigError(f"no such file or folder: {', '.join(missing)}")
+        folders = [p for p in args.paths if Path(p).is_dir()]
+        if len(folders) > 1:
+            raise ConfigError(f"give at most one folder (got {', '.join(folders)})")
+        update["imageDirectory"] = folders[0] if folders else ""
+        update["images"] = [p for p in args.paths if p not in folders]
+    for flag, key in (
+        ("jsonl", "outputJsonl"),
+        ("csv", "outputCsv"),
+        ("annotate", "annotateDirectory"),
+        ("timeout", "timeoutS"),
+        ("retries", "retries"),
+    ):
+        value = getattr(args, flag)
+        if value is not None:
+            update[key] = value
+    if not update:
+        return cfg
+    return RequesterConfig.from_raw({**cfg.model_dump(by_alias=True), **update})
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    human = bool(args.once or args.paths)
+    # A person reads the table on stdout; the JSON log goes to stderr then.
+    level = args.log_level or ("WARNING" if human else "INFO")
+    logs.configure(level=level.upper(), stream=sys.stderr if human else None)
+    try:
+        bus: Bus = IpcBus()
+    except GgvisionError as exc:
+        return _cannot_start(exc, human)
+    try:
+        cfg = cli_config(RequesterConfig.from_raw(bus.get_configuration()), args)
+        service = RequesterService(bus, cfg, keep=human, follow_deployments=not human)
+    except GgvisionError as exc:
+        bus.close()
+        return _cannot_start(exc, human)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        # Not stop() here: the handler may interrupt the loop inside a lock that stop() takes.
+        threading.Thread(target=service.stop, name="requester-stop", daemon=True).start()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    try:
+        summary = service.run()
+    except Exception:  # boundary: a bug; say so in the log rather than die silently
+        log.exception("the run failed", extra={"event": "requester.crashed"})
+        return EXIT_INTERNAL
+    finally:
+        bus.close()
+    if human:
+        print_table(service.recorder.kept or [], summary, sys.stdout)
+    return EXIT_TIMEOUTS if summary.timeouts else EXIT_OK
+
+
+def _cannot_start(exc: GgvisionError, human: bool) -> int:
+    if human:
+        print(f"ggvision-requester: {exc}", file=sys.stderr)
+    else:
+        log.error("cannot start: %s", exc, extra={"event": "requester.start_failed"})
+    return EXIT_CANNOT_START

@@ -1,0 +1,85 @@
+"""The requester's configuration: a typed model of the recipe's configuration (camelCase keys).
+
+The same model validates deployment updates before they apply (accept/reject with the reason).
+Unknown keys at the root are logged, not fatal, so device configuration survives upgrades.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
+
+from ggvision.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# Keys the Nucleus (or our runner) keeps in a component's configuration beside ours.
+_RESERVED = {"accessControl"}
+
+# Changing these needs a restart (new subscriptions, new output files); the rest apply live.
+RESTART_FIELDS = ("inference_topic", "result_topic", "status_topic", "output_jsonl", "output_csv")
+
+
+class RequesterConfig(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True
+    )
+
+    inference_topic: str = Field("local/inference", min_length=1)
+    result_topic: str = Field("local/result", min_length=1)
+    status_topic: str = Field("local/status/com.custom.requester", min_length=1)
+    image_directory: str = Field("", description="folder whose images are sent, sorted by name")
+    images: list[str] = Field(default_factory=list, description="explicit image files")
+    extensions: list[str] = Field(
+        default_factory=lambda: ["jpg", "jpeg", "png", "bmp", "webp"], min_length=1
+    )
+    transport: Literal["path", "inline"] = Field(
+        "path", description="inline: base64 in the request for files up to 128 KB, else path"
+    )
+    request_form: Literal["contract", "seed"] = Field(
+        "contract", description='seed: the original {"image_dir", "fname"} request'
+    )
+    top_k: int = Field(0, ge=0, le=1000, description="0: the classifier's configured topK")
+    source: str = Field("com.custom.requester", max_length=256)
+    max_in_flight: int = Field(4, ge=1, le=1024)
+    timeout_s: float = Field(10.0, gt=0.0, le=3600.0)
+    retries: int = Field(2, ge=0, le=20)
+    backoff_s: float = Field(0.5, ge=0.0, le=600.0, description="first retry delay, doubled")
+    max_backoff_s: float = Field(8.0, ge=0.0, le=3600.0)
+    repeat: int = Field(1, ge=0, description="passes over the images; 0: until stopped")
+    interval_s: float = Field(0.0, ge=0.0, le=86400.0, description="pause between requests")
+    output_jsonl: str = ""
+    output_csv: str = ""
+    annotate_directory: str = ""
+
+    @field_validator("extensions")
+    @classmethod
+    def _normalise_extensions(cls, value: list[str]) -> list[str]:
+        out = [e.lower().lstrip(".") for e in value]
+        if not all(out):
+            raise ValueError("extensions must be non-empty")
+        return out
+
+    @classmethod
+    def from_raw(cls, raw: dict[str, Any]) -> RequesterConfig:
+        known = {f.alias or name for name, f in cls.model_fields.items()} | set(cls.model_fields)
+        unknown = sorted(set(raw) - known - _RESERVED)
+        if unknown:
+            log.warning(
+                "ignoring unknown configuration keys: %s",
+                ", ".join(unknown),
+                extra={"event": "config.unknown_keys", "keys": unknown},
+            )
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ()))
+            raise ConfigError(f"invalid configuration at {where}: {first.get('msg')}") from exc
+
+    def restart_fields_changed(self, other: RequesterConfig) -> list[str]:
+        """The fields that differ from ``other`` and only take effect after a restart."""
+        return [k for k in RESTART_FIELDS if getattr(self, k) != getattr(other, k)]
