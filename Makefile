@@ -43,8 +43,8 @@ run: build samples  ## the whole suite on ggvision core: camera -> classifier ->
 	  --component com.custom.CameraSource --component com.custom.ImageClassifier $(RUN_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench tools components
-	$(BIN)/ruff format --check src tests bench tools components
+	$(BIN)/ruff check src tests bench tools components modelbuild
+	$(BIN)/ruff format --check src tests bench tools components modelbuild
 
 typecheck: $(STAMP)
 	$(BIN)/mypy $(PKG_DIRS)
