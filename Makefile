@@ -31,16 +31,38 @@ $(MODELS): modelbuild/*.py modelbuild/*.sh modelbuild/requirements*.txt
 
 models: $(MODELS)  ## the model store, built offline in its own venv (build/venvs/models)
 
-build: $(STAMP) $(MODELS)  ## component artifacts + recipes/ (greengrass-cli layout)
-	$(BIN)/python tools/build_components.py
+BUILT := greengrass-build/.built
+BUILD_INPUTS := $(shell find src components tools/build_components.py -type f \
+  \( -name '*.py' -o -name '*.yaml' -o -name '*.json' -o -name '*.toml' -o -name '*.txt' \) \
+  -not -path '*/greengrass-build/*' -not -path '*.egg-info/*' 2>/dev/null)
 
-samples: $(STAMP)  ## sample photos and a sample video built from them (build/samples)
+build: $(BUILT)  ## component artifacts + recipes/ (greengrass-cli layout)
+
+$(BUILT): $(STAMP) $(MODELS) $(BUILD_INPUTS)
+	$(BIN)/python tools/build_components.py
+	touch $@
+
+SAMPLES := build/samples/video.mp4
+
+samples: $(SAMPLES)  ## sample photos and a sample video built from them (build/samples)
+
+$(SAMPLES): tools/make_samples.py | $(STAMP)
 	$(BIN)/python tools/make_samples.py build/samples
 
+# make run                      the sample video, until Ctrl-C
+# make run MAX_RESULTS=100      a bounded run
+# make run CAMERA=/dev/video0   a V4L2/USB camera instead of the video
+CAMERA ?=
+MAX_RESULTS ?=
+RUN_CONFIG := $(if $(CAMERA),examples/local-run-v4l2.json,examples/local-run.json)
+
 run: build samples  ## the whole suite on ggvision core: camera -> classifier -> results (Ctrl-C stops)
+	@sed -e 's|@SAMPLES@|$(CURDIR)/build/samples|g' -e 's|@CAMERA@|$(CAMERA)|g' \
+	  $(RUN_CONFIG) > build/local-run.json
 	$(BIN)/ggvision core run --root $(ROOT) --recipe-dir recipes --artifact-dir greengrass-build/artifacts \
-	  --skip-install --update-config examples/local-run.json \
-	  --component com.custom.CameraSource --component com.custom.ImageClassifier $(RUN_ARGS)
+	  --skip-install --update-config build/local-run.json \
+	  --component com.custom.CameraSource --component com.custom.ImageClassifier \
+	  --watch $(if $(MAX_RESULTS),--max-results $(MAX_RESULTS)) $(RUN_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench tools components modelbuild
@@ -49,8 +71,8 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy $(PKG_DIRS)
 
-unit: $(STAMP) $(MODELS)
-	GGV_REQUIRE_MODELS=1 $(BIN)/pytest -q $(PYTEST_ARGS)
+unit: $(STAMP) $(MODELS) $(BUILT)
+	GGV_REQUIRE_MODELS=1 GGV_REQUIRE_BUILD=1 $(BIN)/pytest -q $(PYTEST_ARGS)
 
 test: lint typecheck unit  ## everything CI runs
 

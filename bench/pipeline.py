@@ -38,14 +38,13 @@ import yaml
 
 from ggvision.core.agent import AgentProcess
 from ggvision.core.harness import CoreThread, pubsub_policy
+from tools.make_samples import FRAME_SIZE, PHOTOS, photo_frames, write_video
 
 REPO = Path(__file__).resolve().parents[1]
 CAMERA = "com.custom.CameraSource"
 CLASSIFIER = "com.custom.ImageClassifier"
 STATUS = "local/status/com.custom.CameraSource"
 MODEL_KEY = "tflite-int8"
-PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "stereo_motorcycle")
-FRAME_SIZE = (640, 480)
 FRAMES_PER_PHOTO = 6
 TARGET_BARE = 0.9
 TARGET_SYNC = 1.3
@@ -55,36 +54,6 @@ def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100)."""
     ordered = sorted(values)
     return ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1]
-
-
-# --- media ---------------------------------------------------------------------------------------
-def photo_frames() -> list[np.ndarray]:
-    """Each photo centre-cropped to 4:3 and resized to 640x480, RGB."""
-    import skimage.data
-    from PIL import Image
-
-    frames = []
-    for name in PHOTOS:
-        loaded = getattr(skimage.data, name)()
-        pixels = np.asarray(loaded[0] if name == "stereo_motorcycle" else loaded)
-        h, w = pixels.shape[:2]
-        cw, ch = min(w, h * 4 // 3), min(h, w * 3 // 4)
-        top, left = (h - ch) // 2, (w - cw) // 2
-        crop = Image.fromarray(pixels[top : top + ch, left : left + cw]).convert("RGB")
-        frames.append(np.asarray(crop.resize(FRAME_SIZE, Image.Resampling.BICUBIC)))
-    return frames
-
-
-def write_video(path: Path, frames: list[np.ndarray]) -> Path:
-    import cv2
-
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 30, FRAME_SIZE)
-    for frame in frames:
-        bgr = np.ascontiguousarray(frame[:, :, ::-1])
-        for _ in range(FRAMES_PER_PHOTO):
-            writer.write(bgr)
-    writer.release()
-    return path
 
 
 # --- baselines -----------------------------------------------------------------------------------
@@ -317,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     frames = photo_frames()
     with tempfile.TemporaryDirectory(prefix="ggv-bench-") as tmp:
-        video = write_video(Path(tmp) / "photos.mp4", frames)
+        video = write_video(Path(tmp) / "photos.mp4", frames, FRAMES_PER_PHOTO)
         backend = load_backend(store, args.threads)
         bare = bare_loop(backend, frames, args.seconds)
         sync = sync_loop(backend, video, args.seconds)

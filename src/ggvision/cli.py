@@ -91,6 +91,28 @@ def _install_run(sub: Any) -> None:
         help="stop once every component is FINISHED or BROKEN",
     )
     p.add_argument("--echo", action="store_true", help="echo component output to stderr")
+    p.add_argument(
+        "--watch",
+        nargs="?",
+        const="local/result",
+        default=None,
+        metavar="TOPIC",
+        help="print every result published on TOPIC (default local/result) with live rate and "
+        "request-to-result latency",
+    )
+    p.add_argument(
+        "--watch-requests",
+        default="local/inference",
+        metavar="TOPIC",
+        help="where --watch times requests from (default local/inference)",
+    )
+    p.add_argument(
+        "--max-results",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop after N results on the watched topic (implies --watch)",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument(
         "--stop-timeout",
@@ -115,7 +137,14 @@ def _core_run(args: argparse.Namespace) -> int:
 
     layout = Layout.at(args.root)
     layout.create()
-    logs.configure(args.log_level.upper(), stream=sys.stderr, file=layout.core_log)
+    watching = args.watch is not None or args.max_results is not None
+    logs.configure(
+        args.log_level.upper(),
+        stream=sys.stderr,
+        file=layout.core_log,
+        # The console belongs to the results while watching; the core's log file keeps it all.
+        stream_level=logging.WARNING if watching and not args.echo else None,
+    )
     return asyncio.run(_core_run_async(args, layout))
 
 
@@ -160,6 +189,25 @@ async def _core_run_async(args: argparse.Namespace, layout: Any) -> int:
             restart_backoff_s=args.restart_backoff,
         ),
     )
+    monitor = None
+    if args.max_results is not None and args.max_results < 1:
+        raise GgvisionError("--max-results must be at least 1")
+    if args.watch is not None or args.max_results is not None:
+        from ggvision.runner.monitor import ResultMonitor
+
+        monitor = ResultMonitor(
+            sys.stdout,
+            request_topic=args.watch_requests,
+            result_topic=args.watch or "local/result",
+            max_results=args.max_results,
+        )
+        monitor.attach(core.pubsub)
+        bound = f", stopping after {args.max_results}" if args.max_results else ""
+        print(
+            f"results on {monitor.result_topic} (latency: {monitor.request_topic} -> result)"
+            f"{bound}; Ctrl-C stops; component logs in {layout.logs}",
+            flush=True,
+        )
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -173,6 +221,8 @@ async def _core_run_async(args: argparse.Namespace, layout: Any) -> int:
             waits[asyncio.create_task(asyncio.sleep(args.max_runtime))] = "max-runtime"
         if args.until_done:
             waits[asyncio.create_task(runner.wait_settled())] = "done"
+        if monitor is not None and args.max_results is not None:
+            waits[asyncio.create_task(monitor.done.wait())] = "max-results"
         done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         reason = waits[next(iter(done))]
         for task in pending:
@@ -183,6 +233,9 @@ async def _core_run_async(args: argparse.Namespace, layout: Any) -> int:
         await core.stop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+    if monitor is not None:
+        monitor.detach()
+        print(monitor.summary(), file=sys.stderr if args.json else sys.stdout)
     summary = runner.summary()
     if args.json:
         print(
@@ -190,11 +243,12 @@ async def _core_run_async(args: argparse.Namespace, layout: Any) -> int:
         )
     else:
         print(f"stopped ({reason}); logs in {layout.logs}")
-        print(f"{'COMPONENT':40} {'VERSION':10} {'STATE':10} {'ERRORS':>6} {'STARTS':>6}  EXIT")
+        w = max([40, *(len(s.name) + 1 for s in summary)])
+        print(f"{'COMPONENT':{w}} {'VERSION':10} {'STATE':10} {'ERRORS':>6} {'STARTS':>6}  EXIT")
         for s in summary:
             exit_code = "-" if s.last_exit is None else str(s.last_exit)
             print(
-                f"{s.name:40} {s.version:10} {s.state:10} {s.errors:6d} {s.starts:6d}  {exit_code}"
+                f"{s.name:{w}} {s.version:10} {s.state:10} {s.errors:6d} {s.starts:6d}  {exit_code}"
             )
     return 1 if any(s.state == BROKEN for s in summary) else 0
 

@@ -53,9 +53,11 @@ def configure(
     *,
     stream: TextIO | None = None,
     file: Path | None = None,
+    stream_level: int | str | None = None,
 ) -> None:
     """Route the root logger to JSON lines on ``stream`` (default stdout) and optionally a file.
 
+    ``stream_level`` raises the bar for the stream only (the file still gets ``level``).
     Replaces handlers previously installed by this function, so calling it twice is harmless.
     """
     root = logging.getLogger()
@@ -65,6 +67,8 @@ def configure(
             handler.close()
     formatter = JsonFormatter()
     handlers: list[logging.Handler] = [logging.StreamHandler(stream or sys.stdout)]
+    if stream_level is not None:
+        handlers[0].setLevel(stream_level)
     if file is not None:
         file.parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(file, encoding="utf-8"))

@@ -8,6 +8,8 @@ a bare ``#`` matches everything. The event carries the published topic, not the 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +17,8 @@ from ggvision.core.auth import PUBSUB
 from ggvision.core.rpc import Stream
 from ggvision.core.services import Call, Operation, Streaming, str_field
 from ggvision.errors import IpcError
+
+log = logging.getLogger(__name__)
 
 PUBLISH = "aws.greengrass#PublishToTopic"
 SUBSCRIBE = "aws.greengrass#SubscribeToTopic"
@@ -53,12 +57,26 @@ class Subscription:
     stream: Stream
 
 
+Observer = Callable[[str, str, dict[str, Any]], None]
+
+
 class PubSub:
     def __init__(self) -> None:
         # Exact-topic subscriptions are indexed; wildcard ones are scanned.
         self._exact: dict[str, list[Subscription]] = {}
         self._wild: list[Subscription] = []
+        self._observers: list[tuple[list[str], Observer]] = []
         self.delivered = 0
+
+    def observe(self, topic_filter: str, observer: Observer) -> Callable[[], None]:
+        """Call ``observer(publisher, topic, event)`` in the core's loop for each matching publish.
+
+        For the operator's own console (``ggvision core run --watch``): not a component, so not
+        subject to accessControl, and never counted as a delivery. Returns the remover.
+        """
+        entry = (split_topic(topic_filter), observer)
+        self._observers.append(entry)
+        return lambda: self._observers.remove(entry) if entry in self._observers else None
 
     def subscriptions(self) -> int:
         return sum(len(v) for v in self._exact.values()) + len(self._wild)
@@ -83,6 +101,12 @@ class PubSub:
     def publish(self, publisher: str, topic: str, event: dict[str, Any]) -> int:
         """Deliver ``event`` (the event body) to every matching subscription; returns the count."""
         levels = split_topic(topic)
+        for filter_levels, observer in self._observers:
+            if topic_matches(filter_levels, levels):
+                try:
+                    observer(publisher, topic, event)
+                except Exception:  # boundary: a console bug never breaks delivery
+                    log.exception("pubsub observer failed on %s", topic)
         targets = list(self._exact.get("/".join(levels), ()))
         targets += [s for s in self._wild if topic_matches(s.levels, levels)]
         if not targets:
