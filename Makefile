@@ -78,6 +78,7 @@ test: lint typecheck unit  ## everything CI runs
 
 bench: $(STAMP) $(MODELS)  ## benchmarks: ratios against baselines measured in the same run
 	$(BIN)/python -m bench.ipc
+	$(BIN)/python -m bench.classifier
 	$(BIN)/python -m bench.pipeline
 
 clean:
