@@ -1,10 +1,12 @@
 """Pipeline benchmark: frames per second through the suite, beside two baselines in the same run.
 
-    python -m bench.pipeline [--seconds 8] [--warmup 2] [--threads 2] [--max-in-flight 2]
+    python -m bench.pipeline [--seconds 8] [--warmup 2] [--threads N] [--max-in-flight 2]
 
 * suite: a CameraSource process (video file of real photos, ``fps`` 0: as fast as answers come
   back, frames through the shared-memory ring) -> the classifier process (``tflite-int8``,
-  ``--threads``) on a :class:`CoreThread` IPC core -> results back at the camera. Throughput is
+  ``--threads``; default: the classifier's ``threads: 0`` rule, one per core but one, at most 4,
+  so capture and preprocessing have a core beside inference) on a :class:`CoreThread` IPC core
+  -> results back at the camera. Throughput is
   answers per second over the measured window, from the camera's own status reports; latency is
   frame capture -> result received by the camera (its p50/p95 over the last 1000 frames).
 * bare (the limit): the backend's ``infer`` alone, looping over preprocessed tensors of the same
@@ -272,10 +274,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seconds", type=float, default=8.0, help="measured time per pipeline")
     parser.add_argument("--warmup", type=float, default=2.0)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=0, help="0: the classifier's auto rule")
     parser.add_argument("--max-in-flight", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO / "build" / "bench")
     args = parser.parse_args(argv)
+    if args.threads == 0:
+        from ggvision_classifier.config import ClassifierConfig
+
+        args.threads = ClassifierConfig(threads=0).inference_threads
 
     env_store = os.environ.get("GGV_MODEL_STORE")
     store = Path(env_store) if env_store else REPO / "build" / "model-store"

@@ -114,7 +114,8 @@ class ResultMonitor:
         lat = f"{latency_ms:7.1f} ms" if latency_ms is not None else "      - ms"
         head = f"{self.results:6d}  {fps:5.1f} fps  {lat}  "
         if msg.get("status") != "ok":
-            error = msg.get("error") if isinstance(msg.get("error"), dict) else {}
+            raw = msg.get("error")
+            error: dict[str, Any] = raw if isinstance(raw, dict) else {}
             code = str(error.get("code", "UNKNOWN"))
             self.errors[code] += 1
             return head + f"ERROR {code}: {error.get('message', '')}"

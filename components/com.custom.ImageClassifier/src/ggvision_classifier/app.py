@@ -49,7 +49,7 @@ def load_active(cfg: ClassifierConfig) -> ActiveModel:
     options: dict[str, Any] = {}
     if cfg.delegate:
         options = {"delegate": cfg.delegate, "delegate_fallback": cfg.delegate_fallback}
-    backend = backends.create(name, model, threads=cfg.threads, options=options)
+    backend = backends.create(name, model, threads=cfg.inference_threads, options=options)
     backend.load()
     spec = model.manifest.input
     warm = np.zeros(spec.shape, dtype=np.dtype(spec.dtype))

@@ -7,6 +7,7 @@ Unknown keys at the root are logged, not fatal, so device configuration survives
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -30,7 +31,9 @@ class ClassifierConfig(BaseModel):
     model_key: str = Field("tflite-int8", min_length=1, description="variant dir in the store")
     model_store_path: str = Field("", description="overrides $GGV_MODEL_STORE when set")
     backend: Literal["", "tflite", "onnx", "torch", "dlr", "fake"] = ""
-    threads: int = Field(2, ge=1, le=64)
+    threads: int = Field(
+        2, ge=0, le=64, description="inference threads; 0 = auto (one per core but one, at most 4)"
+    )
     top_k: int = Field(5, ge=1, le=1000)
     threshold: float = Field(0.0, ge=0.0, le=1.0)
     allowed_directories: list[str] = Field(default_factory=list)
@@ -58,6 +61,14 @@ class ClassifierConfig(BaseModel):
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first.get("loc", ()))
             raise ConfigError(f"invalid configuration at {where}: {first.get('msg')}") from exc
+
+    @property
+    def inference_threads(self) -> int:
+        """``threads``, with 0 resolved: leave a core to capture and preprocessing, which run
+        beside inference in the pipeline."""
+        if self.threads:
+            return self.threads
+        return max(1, min(4, (os.cpu_count() or 1) - 1))
 
     def model_fields_changed(self, other: ClassifierConfig) -> bool:
         """True when a change needs a new model (key, store, backend, threads, delegate)."""
