@@ -9,25 +9,14 @@ old type's keys behind.
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, model_validator
 
-from ggvision.errors import ConfigError
+from ggvision.config import ComponentConfig, ConfigModel, known_keys
 from ggvision.frames import DEFAULT_DIR
 
-log = logging.getLogger(__name__)
-
-# Keys the Nucleus (or our runner) keeps in a component's configuration beside ours.
-_RESERVED = {"accessControl"}
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True
-    )
+_Model = ConfigModel
 
 
 # --- frame sources ---------------------------------------------------------------------------
@@ -96,7 +85,7 @@ SourceConfig = Annotated[
 
 
 # --- the component -----------------------------------------------------------------------------
-class CameraConfig(_Model):
+class CameraConfig(ComponentConfig):
     camera_name: str = Field("camera", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     source: SourceConfig = Field(default_factory=SyntheticSource)
     fps: float = Field(5.0, ge=0.0, le=1000.0, description="target rate; 0 = as fast as possible")
@@ -138,25 +127,14 @@ class CameraConfig(_Model):
         return self
 
     @classmethod
-    def from_raw(cls, raw: dict[str, Any]) -> CameraConfig:
-        unknown = sorted(set(raw) - _known(cls) - _RESERVED)
+    def unknown_keys(cls, raw: dict[str, Any]) -> list[str]:
+        unknown = super().unknown_keys(raw)
         source = raw.get("source")
         if isinstance(source, dict):
             model = _SOURCE_MODELS.get(str(source.get("type", "synthetic")))
             if model is not None:
-                unknown += [f"source.{k}" for k in sorted(set(source) - _known(model))]
-        if unknown:
-            log.warning(
-                "ignoring unknown configuration keys: %s",
-                ", ".join(unknown),
-                extra={"event": "config.unknown_keys", "keys": unknown},
-            )
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first.get("loc", ())) or "configuration"
-            raise ConfigError(f"invalid configuration at {where}: {first.get('msg')}") from exc
+                unknown += [f"source.{k}" for k in sorted(set(source) - known_keys(model))]
+        return unknown
 
     @property
     def max_frame_bytes(self) -> int:
@@ -175,7 +153,3 @@ _SOURCE_MODELS: dict[str, type[_Model]] = {
     )
 }
 SOURCE_TYPES = frozenset(_SOURCE_MODELS)
-
-
-def _known(model: type[BaseModel]) -> set[str]:
-    return {f.alias or name for name, f in model.model_fields.items()} | set(model.model_fields)

@@ -1,31 +1,19 @@
 """The classifier's configuration: a typed model of the recipe's configuration (camelCase keys).
 
-The same model validates deployment updates before they apply (accept/reject with the reason).
-Unknown keys at the root are logged, not fatal, so device configuration survives upgrades.
+Validation, unknown keys and errors: :class:`ggvision.config.ComponentConfig`.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic.alias_generators import to_camel
+from pydantic import Field
 
-from ggvision.errors import ConfigError
-
-log = logging.getLogger(__name__)
-
-# Keys the Nucleus (or our runner) keeps in a component's configuration beside ours.
-_RESERVED = {"accessControl"}
+from ggvision.config import ComponentConfig
 
 
-class ClassifierConfig(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True
-    )
-
+class ClassifierConfig(ComponentConfig):
     inference_topic: str = Field("local/inference", min_length=1)
     result_topic: str = Field("local/result", min_length=1)
     model_key: str = Field("tflite-int8", min_length=1, description="variant dir in the store")
@@ -44,23 +32,6 @@ class ClassifierConfig(BaseModel):
     frame_directory: str = "/dev/shm"  # noqa: S108 - POSIX shared memory, the frame ring
     delegate: str = ""
     delegate_fallback: Literal["error", "cpu"] = "error"
-
-    @classmethod
-    def from_raw(cls, raw: dict[str, Any]) -> ClassifierConfig:
-        known = {f.alias or name for name, f in cls.model_fields.items()} | set(cls.model_fields)
-        unknown = sorted(set(raw) - known - _RESERVED)
-        if unknown:
-            log.warning(
-                "ignoring unknown configuration keys: %s",
-                ", ".join(unknown),
-                extra={"event": "config.unknown_keys", "keys": unknown},
-            )
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first.get("loc", ()))
-            raise ConfigError(f"invalid configuration at {where}: {first.get('msg')}") from exc
 
     @property
     def inference_threads(self) -> int:

@@ -1,33 +1,21 @@
 """The requester's configuration: a typed model of the recipe's configuration (camelCase keys).
 
-The same model validates deployment updates before they apply (accept/reject with the reason).
-Unknown keys at the root are logged, not fatal, so device configuration survives upgrades.
+Validation, unknown keys and errors: :class:`ggvision.config.ComponentConfig`.
 """
 
 from __future__ import annotations
 
-import logging
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, field_validator
 
-from ggvision.errors import ConfigError
-
-log = logging.getLogger(__name__)
-
-# Keys the Nucleus (or our runner) keeps in a component's configuration beside ours.
-_RESERVED = {"accessControl"}
+from ggvision.config import ComponentConfig
 
 # Changing these needs a restart (new subscriptions, new output files); the rest apply live.
 RESTART_FIELDS = ("inference_topic", "result_topic", "status_topic", "output_jsonl", "output_csv")
 
 
-class RequesterConfig(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True
-    )
-
+class RequesterConfig(ComponentConfig):
     inference_topic: str = Field("local/inference", min_length=1)
     result_topic: str = Field("local/result", min_length=1)
     status_topic: str = Field("local/status/com.custom.requester", min_length=1)
@@ -62,23 +50,6 @@ class RequesterConfig(BaseModel):
         if not all(out):
             raise ValueError("extensions must be non-empty")
         return out
-
-    @classmethod
-    def from_raw(cls, raw: dict[str, Any]) -> RequesterConfig:
-        known = {f.alias or name for name, f in cls.model_fields.items()} | set(cls.model_fields)
-        unknown = sorted(set(raw) - known - _RESERVED)
-        if unknown:
-            log.warning(
-                "ignoring unknown configuration keys: %s",
-                ", ".join(unknown),
-                extra={"event": "config.unknown_keys", "keys": unknown},
-            )
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first.get("loc", ()))
-            raise ConfigError(f"invalid configuration at {where}: {first.get('msg')}") from exc
 
     def restart_fields_changed(self, other: RequesterConfig) -> list[str]:
         """The fields that differ from ``other`` and only take effect after a restart."""
