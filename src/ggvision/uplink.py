@@ -415,8 +415,9 @@ class Uplink:
             self.stats.failed_publishes += 1
             if self.stats.online:
                 log.warning(
-                    "IoT Core unreachable, buffering results: %s",
-                    exc,
+                    "IoT Core unreachable, buffering results: %s: %s",
+                    type(exc).__name__,
+                    getattr(exc, "message", None) or exc,
                     extra={"event": "uplink.offline"},
                 )
             self.stats.online = False

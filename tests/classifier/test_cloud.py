@@ -49,6 +49,7 @@ class Cloudy:
             "allowedDirectories": [str(self.images)],
             "modelKey": "tflite-int8",
             "threads": 1,
+            "queueSize": 100,
             "statusIntervalSeconds": 0.3,
             "uplink": {
                 "enabled": True,

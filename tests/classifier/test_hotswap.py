@@ -180,8 +180,8 @@ def test_swap_under_continuous_load_fails_and_loses_nothing(swapping: Swapping) 
 @pytest.mark.parametrize(
     ("key", "reason"),
     [
-        ("corrupt", "could not load"),
-        ("wrong-shape", "wrong shape"),
+        ("corrupt", "cannot load"),
+        ("wrong-shape", "outputs 1000 scores for 10"),
         ("not-there", "no model at"),
         ("../tflite-int8", "bad model key"),
     ],
