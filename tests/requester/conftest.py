@@ -145,16 +145,17 @@ class Bench:
     def summaries(self, n: int = 1, timeout: float = 5) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         deadline = time.monotonic() + timeout
-        while len(out) < n and time.monotonic() < deadline:
+        while True:
             wait = max(0.0, deadline - time.monotonic())
-            events = self.listener("events", sub=self.status_sub, n=1, timeout=wait)["events"]
+            events = self.listener("events", sub=self.status_sub, n=n, timeout=wait)["events"]
             messages = [
                 e["json"] if "json" in e else json.loads(base64.b64decode(e["binary"]))
                 for e in events
             ]
             # Periodic status reports share the topic with the summary.
             out += [m for m in messages if m.get("type") != "status"]
-        return out
+            if len(out) >= n or time.monotonic() >= deadline:
+                return out
 
     def close(self) -> None:
         self.listener.close()
