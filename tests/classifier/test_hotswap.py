@@ -245,3 +245,24 @@ def test_status_and_telemetry_reports(swapping: Swapping) -> None:
     assert all(set(m) == {"NS", "N", "U", "A", "V", "TS"} for m in metrics)
     names = {m["N"] for m in metrics}
     assert {f"{NAME}.Fps", f"{NAME}.QueueDepth", f"{NAME}.LatencyP95"} <= names
+
+
+def test_without_a_model_the_state_is_errored_until_a_deployment_brings_one(
+    store: Path, tmp_path: Path
+) -> None:
+    require_runtime("ai_edge_litert")
+    (tmp_path / "store").mkdir()
+    test_store = make_store(store, tmp_path / "store")
+    with CoreThread(validation_timeout_s=30.0) as core:
+        proc = start_classifier(core, test_store, {"modelKey": "corrupt", "threads": 1})
+        try:
+            assert core.state_of(NAME) == "ERRORED"
+            result = core.deploy({NAME: {"MERGE": {"modelKey": "tflite-int8"}}})
+            assert result.status == "SUCCEEDED", result.message
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and core.state_of(NAME) != "RUNNING":
+                time.sleep(0.05)
+            assert core.state_of(NAME) == "RUNNING"
+        finally:
+            proc.terminate()
+            proc.wait(15)
