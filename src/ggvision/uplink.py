@@ -260,9 +260,12 @@ class Uplink:
     def offer(self, result: InferenceResult) -> None:
         """Filter and enqueue one result; never blocks, never raises."""
         try:
-            self.stats.offered += 1
-            if not self._wanted(result):
-                self.stats.filtered += 1
+            with self._cond:  # called from the worker and the intake threads
+                self.stats.offered += 1
+                wanted = self._wanted(result)
+                if not wanted:
+                    self.stats.filtered += 1
+            if not wanted:
                 return
             payload = payload_of(result, self.component, self.cfg.top_k)
         except Exception:  # boundary: the uplink never breaks the reply path

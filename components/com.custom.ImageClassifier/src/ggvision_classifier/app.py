@@ -65,6 +65,9 @@ def load_active(cfg: ClassifierConfig) -> ActiveModel:
 NAME = "com.custom.ImageClassifier"
 INDEX_FILE = "index.json"
 BACKENDS = ("tflite", "onnx", "torch", "dlr", "fake")
+# A model validated for a deployment that never applied (another component rejected it) is
+# released after this long.
+CANDIDATE_TTL_S = 120.0
 
 
 def check_output(active: ActiveModel) -> None:
@@ -336,6 +339,14 @@ class ClassifierService:
     def _keep_candidate(self, cfg: ClassifierConfig, active: ActiveModel) -> None:
         self._drop_candidate()
         self._candidate = (_model_fields(cfg), active)
+        timer = threading.Timer(CANDIDATE_TTL_S, self._expire_candidate, args=(active,))
+        timer.daemon = True
+        timer.start()
+
+    def _expire_candidate(self, active: ActiveModel) -> None:
+        with self._swap_lock:
+            if self._candidate is not None and self._candidate[1] is active:
+                self._drop_candidate()
 
     def _take_candidate(self, cfg: ClassifierConfig) -> ActiveModel | None:
         cand, self._candidate = self._candidate, None
