@@ -153,12 +153,17 @@ def test_results_reach_iot_core_and_survive_an_outage_and_a_restart(cloudy: Clou
         cloud.subscribe("ggvision/+/results")
         cloudy.start()
         got = received(cloud, len(offline), 60)
+        # At least once: a copy the bridge's MQTT client re-sent may come too; wait for all ids.
+        deadline = time.monotonic() + 30
+        while {p["request_id"] for _, p in got} < set(offline) and time.monotonic() < deadline:
+            got += received(cloud, 1, 1)
     finally:
         cloud.close()
     ids = [p["request_id"] for _, p in got]
-    assert sorted(set(ids)) == sorted(offline), f"missing {set(offline) - set(ids)}"
-    assert ids == offline  # drained oldest first
-    assert len({p["result_id"] for _, p in got}) == len(offline)
+    assert set(ids) == set(offline), f"missing {set(offline) - set(ids)}"
+    assert list(dict.fromkeys(ids)) == offline  # drained oldest first
+    first_copies = {p["request_id"]: p["result_id"] for _, p in reversed(got)}
+    assert len(set(first_copies.values())) == len(offline)  # one result_id per result
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and outbox_rows(cloudy.outbox):
         time.sleep(0.2)
@@ -180,7 +185,7 @@ def test_filters_and_sampling_choose_what_goes_up(cloudy: Cloudy) -> None:
         )
         cloudy.classify([f"cat-{i}" for i in range(4)], photo="chelsea.jpg")
         cloudy.classify([f"cup-{i}" for i in range(4)], photo="coffee.jpg")
-        got = received(cloud, 3, 10)
+        got = received(cloud, 3, 5)
     finally:
         cloud.close()
     assert [p["request_id"] for _, p in got] == ["cup-0", "cup-2"]
