@@ -24,7 +24,7 @@ from ggvision.errors import ConfigError, GgvisionError
 from ggvision_classifier import backends
 from ggvision_classifier.config import ClassifierConfig
 from ggvision_classifier.images import ImageLoader
-from ggvision_classifier.modelstore import DEFAULT_BACKEND, Model, ModelError, resolve_model_dir
+from ggvision_classifier.modelstore import DEFAULT_BACKEND, ModelError, configured_model
 from ggvision_classifier.worker import ActiveModel, Classifier
 
 log = logging.getLogger("ggvision_classifier")
@@ -44,7 +44,7 @@ def store_root(cfg: ClassifierConfig) -> Path:
 
 def load_active(cfg: ClassifierConfig) -> ActiveModel:
     """Load and warm the configured model; ModelError when it cannot serve."""
-    model = Model.load(resolve_model_dir(store_root(cfg), cfg.model_key))
+    model = configured_model(cfg, store_root(cfg))
     name = cfg.backend or DEFAULT_BACKEND[model.manifest.format]
     options: dict[str, Any] = {}
     if cfg.delegate:
@@ -126,7 +126,7 @@ class ClassifierService:
             return False, str(exc)
         if cfg.model_fields_changed(self.cfg):
             try:
-                Model.load(resolve_model_dir(store_root(cfg), cfg.model_key))
+                configured_model(cfg, store_root(cfg))
             except ModelError as exc:
                 return False, str(exc)
         return True, ""

@@ -19,6 +19,15 @@ class ClassifierConfig(ComponentConfig):
     model_key: str = Field("tflite-int8", min_length=1, description="variant dir in the store")
     model_store_path: str = Field("", description="overrides $GGV_MODEL_STORE when set")
     backend: Literal["", "tflite", "onnx", "torch", "dlr", "fake"] = ""
+    model_store_layout: Literal["ggvision", "aws-dlr"] = Field(
+        "ggvision",
+        description="ggvision: modelKey names a variant dir with manifest.json; aws-dlr: AWS's "
+        "DLR model store, modelResourceKey names the dir by architecture (docs/dlr.md)",
+    )
+    model_resource_key: dict[str, str] = Field(
+        default_factory=dict,
+        description="aws-dlr layout: machine architecture (armv7l, aarch64, x86_64) -> model dir",
+    )
     threads: int = Field(
         2, ge=0, le=64, description="inference threads; 0 = auto (one per core but one, at most 4)"
     )
@@ -46,6 +55,8 @@ class ClassifierConfig(ComponentConfig):
         keys = (
             "model_key",
             "model_store_path",
+            "model_store_layout",
+            "model_resource_key",
             "backend",
             "threads",
             "delegate",
