@@ -25,8 +25,12 @@ class ClassifierConfig(ComponentConfig):
         "DLR model store, modelResourceKey names the dir by architecture (docs/dlr.md)",
     )
     model_resource_key: dict[str, str] = Field(
-        default_factory=dict,
-        description="aws-dlr layout: machine architecture (armv7l, aarch64, x86_64) -> model dir",
+        default_factory=lambda: {
+            arch: f"DLR-resnet50-{arch}-cpu-ImageClassification"
+            for arch in ("armv7l", "aarch64", "x86_64")
+        },
+        description="aws-dlr layout: machine architecture (armv7l, aarch64, x86_64) -> model "
+        "dir; the default is AWS's ResNet-50 store",
     )
     threads: int = Field(
         2, ge=0, le=64, description="inference threads; 0 = auto (one per core but one, at most 4)"
