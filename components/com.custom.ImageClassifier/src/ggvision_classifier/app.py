@@ -47,8 +47,12 @@ def load_active(cfg: ClassifierConfig) -> ActiveModel:
     model = configured_model(cfg, store_root(cfg))
     name = cfg.backend or DEFAULT_BACKEND[model.manifest.format]
     options: dict[str, Any] = {}
-    if cfg.delegate:
-        options = {"delegate": cfg.delegate, "delegate_fallback": cfg.delegate_fallback}
+    if name == "tflite":  # the delegate, or libedgetpu.so.1 for a *_edgetpu.tflite model
+        options = {"delegate_fallback": cfg.delegate_fallback}
+        if cfg.delegate:
+            options["delegate"] = cfg.delegate
+        if cfg.delegate_options:
+            options["delegate_options"] = dict(cfg.delegate_options)
     backend = backends.create(name, model, threads=cfg.inference_threads, options=options)
     backend.load()
     spec = model.manifest.input

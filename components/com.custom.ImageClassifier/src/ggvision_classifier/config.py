@@ -43,8 +43,16 @@ class ClassifierConfig(ComponentConfig):
     max_image_pixels: int = Field(40_000_000, ge=1024)
     decode: Literal["accurate", "fast"] = "accurate"
     frame_directory: str = "/dev/shm"  # noqa: S108 - POSIX shared memory, the frame ring
-    delegate: str = ""
-    delegate_fallback: Literal["error", "cpu"] = "error"
+    delegate: str = Field(
+        "",
+        description="TFLite delegate library; a *_edgetpu.tflite model gets libedgetpu.so.1",
+    )
+    delegate_options: dict[str, str] = Field(
+        default_factory=dict, description='delegate options, e.g. {"device": "usb"} (Edge TPU)'
+    )
+    delegate_fallback: Literal["error", "cpu"] = Field(
+        "error", description="when the delegate cannot be loaded: refuse the model, or use the CPU"
+    )
 
     @property
     def inference_threads(self) -> int:
@@ -64,6 +72,7 @@ class ClassifierConfig(ComponentConfig):
             "backend",
             "threads",
             "delegate",
+            "delegate_options",
             "delegate_fallback",
         )
         return any(getattr(self, k) != getattr(other, k) for k in keys)
