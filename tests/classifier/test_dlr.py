@@ -31,7 +31,14 @@ from ggvision_classifier.preprocess import decode, preprocess
 
 from ggvision.core.agent import AgentProcess
 from ggvision.core.harness import CoreThread, pubsub_policy
-from tests.classifier.conftest import PHOTOS, REPO, Loaded, load_variant, require
+from tests.classifier.conftest import (
+    PHOTOS,
+    REPO,
+    Loaded,
+    load_variant,
+    require,
+    require_runtime,
+)
 from tests.classifier.test_service import Running, start_classifier
 
 VARIANT = "dlr-fp32"
@@ -45,7 +52,7 @@ def aws_store_root() -> Path:
 
 @pytest.fixture(scope="module")
 def dlr_dir(store: Path) -> Path:
-    pytest.importorskip("dlr", reason="extra [dlr] is not installed")
+    require_runtime("dlr")  # extra [dlr]
     directory = store / VARIANT
     if not (directory / "manifest.json").is_file():
         require(f"variant {VARIANT} is not in {store} (build it with `make models-dlr`)")
