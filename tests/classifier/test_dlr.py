@@ -273,8 +273,9 @@ _PROBE = textwrap.dedent(
         def no_write(self, *args, **kwargs):
             raise PermissionError("read-only install")
         pathlib.Path.write_text = no_write
-    if mode == "plain":
+    if mode in ("plain", "imported-first"):
         import dlr
+    if mode == "plain":
         dlr.DLRModel(sys.argv[2] + "/dlr", "cpu", 0)  # DLR reports a model load
         how = "none"
     else:
@@ -342,6 +343,15 @@ def test_the_backend_switches_phone_home_off_before_import_without_any_network_c
     assert result["attempts"] == []
     config = json.loads((site / "dlr" / "counter" / "ccm_config.json").read_text())
     assert config["enable_phone_home"] is False
+    assert result["threads_env"] == "3"
+
+
+def test_dlr_imported_before_the_backend_sends_nothing_on_model_load(
+    dlr_dir: Path, tmp_path: Path
+) -> None:
+    site = _fresh_dlr(tmp_path)
+    result = _probe(site, "imported-first", dlr_dir)
+    assert result["attempts"] == []
     assert result["threads_env"] == "3"
 
 

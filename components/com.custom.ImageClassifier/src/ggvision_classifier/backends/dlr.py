@@ -69,7 +69,13 @@ def import_dlr() -> Any:
     """``dlr``, imported with its phone-home off."""
     if "dlr" not in sys.modules:
         disable_phone_home()
-    return importlib.import_module("dlr")
+    module = importlib.import_module("dlr")
+    # Imported before us (by someone else): its reporter is dropped in memory, which sends
+    # nothing either (a model load reports only while the module's MGR is set).
+    reporter = sys.modules.get("dlr.counter.phone_home")
+    if reporter is not None and getattr(reporter, "MGR", None) is not None:
+        reporter.MGR = None
+    return module
 
 
 dlr = import_dlr()
