@@ -364,6 +364,22 @@ def test_a_read_only_dlr_install_gets_a_silent_counter_instead(
     assert not (site / "dlr" / "counter" / "ccm_config.json").exists()
 
 
+def test_libdlr_itself_cannot_open_a_socket(dlr_dir: Path) -> None:
+    # The probes above patch Python's sockets; the native runtime imports no socket function.
+    if shutil.which("nm") is None:
+        pytest.skip("nm (binutils) is needed to list libdlr.so's imports")
+    import ggvision_classifier.backends.dlr  # noqa: F401 - dlr, imported without phone-home
+    from dlr.libpath import find_lib_path
+
+    library = find_lib_path()
+    imports = subprocess.run(
+        ["nm", "-D", "--undefined-only", library], capture_output=True, text=True, check=True
+    ).stdout
+    symbols = {line.split()[-1].split("@")[0] for line in imports.splitlines() if line.strip()}
+    assert "malloc" in symbols  # the listing is real
+    assert not symbols & {"socket", "connect", "getaddrinfo", "gethostbyname", "sendto"}
+
+
 def test_without_the_extra_the_error_names_it() -> None:
     code = textwrap.dedent(
         """
