@@ -245,6 +245,32 @@ def test_aws_layout_element_count_mismatch_is_a_clear_error(aws_dir: Path, tmp_p
         backends.create("dlr", model).load()
 
 
+def _with_meta(aws_dir: Path, tmp_path: Path, shape: list[int], layout: str) -> Path:
+    directory = tmp_path / aws_dir.name
+    shutil.copytree(aws_dir, directory)
+    entry = {"name": "data", "dtype": "float32", "shape": shape, "layout": layout}
+    (directory / "compiled.meta").write_text(json.dumps({"Model": {"Inputs": [entry]}}))
+    return directory
+
+
+def test_aws_layout_with_a_meta_layout_gets_that_layout_checked_exactly(
+    aws_dir: Path, tmp_path: Path, photo_files: dict[str, Path]
+) -> None:
+    right = aws_dlr_model(_with_meta(aws_dir, tmp_path / "a", [1, 224, 224, 3], "NHWC"))
+    assert not right.manifest.input_as_is
+    backend = backends.create("dlr", right)
+    backend.load()
+    image = decode(photo_files["coffee"].read_bytes())
+    assert right.labels[int(np.argmax(backend.infer(preprocess(image, right.manifest))))] == (
+        "espresso"
+    )
+    backend.close()
+    wrong = aws_dlr_model(_with_meta(aws_dir, tmp_path / "b", [1, 3, 224, 224], "NCHW"))
+    assert wrong.manifest.input.shape == [1, 3, 224, 224]
+    with pytest.raises(ModelError, match=r"input shape is \[1, 224, 224, 3\].*\(NCHW\)"):
+        backends.create("dlr", wrong).load()
+
+
 def test_aws_layout_refuses_a_directory_without_exactly_one_model(
     aws_dir: Path, tmp_path: Path
 ) -> None:

@@ -159,8 +159,10 @@ def aws_dlr_model(directory: Path) -> Model:
     ``{0: 'tench, Tinca tinca', ...}``, or one label a line), preprocessing baked into the model.
 
     As AWS's DLR image classification does, the image is resized (not cropped) to the model's
-    input size and fed as it is: RGB pixel values 0..255 in the input's dtype, reshaped to the
-    model's input shape. The model is expected to output probabilities."""
+    input size and fed as it is: RGB pixel values 0..255 in the input's dtype, HWC, reshaped to
+    the model's input shape. A ``.meta`` whose input names a ``layout`` (NCHW or NHWC) gets the
+    image in that layout instead, and the shape is checked exactly. The model is expected to
+    output probabilities."""
     directory = Path(directory)
     if not directory.is_dir():
         raise ModelError(f"no model at {directory} (no such directory)")
@@ -171,8 +173,14 @@ def aws_dlr_model(directory: Path) -> Model:
         raise ModelError(f"labels file of {directory} is missing: {exc}") from exc
     except ValueError as exc:
         raise ModelError(f"{directory / SYNSET}: {exc}") from exc
-    shape, dtype = dlr_input(files)
+    shape, dtype, layout = dlr_input(files)
     size = _square_side(shape, directory)
+    # A .meta that names the layout gets it (the shape then checked exactly); without one the
+    # image goes in as it is (HWC), as AWS's component feeds it.
+    if layout == "NCHW":
+        fed = {"shape": [1, 3, size, size], "layout": "NCHW"}
+    else:
+        fed = {"shape": [1, size, size, 3], "layout": "NHWC"}
     quant = None if dtype == "float32" else Quantization(scale=1.0, zero_point=0)
     try:
         manifest = Manifest.model_validate(
@@ -186,8 +194,7 @@ def aws_dlr_model(directory: Path) -> Model:
                 "labels": SYNSET,
                 "num_classes": len(labels),
                 "input": {
-                    "shape": [1, size, size, 3],
-                    "layout": "NHWC",
+                    **fed,
                     "dtype": dtype,
                     "quantization": quant,
                 },
@@ -200,7 +207,7 @@ def aws_dlr_model(directory: Path) -> Model:
                     "mean": [0.0],
                     "std": [1.0],
                 },
-                "input_as_is": True,
+                "input_as_is": layout is None,
             }
         )
     except ValidationError as exc:
@@ -244,16 +251,19 @@ def dlr_files(directory: Path) -> dict[str, Path]:
     return found
 
 
-def dlr_input(files: dict[str, Path]) -> tuple[list[int], str]:
-    """The input's (shape, dtype): from the ``.meta`` when it has them, else from the graph
-    JSON (the one argument node that is not a parameter)."""
+def dlr_input(files: dict[str, Path]) -> tuple[list[int], str, str | None]:
+    """The input's (shape, dtype, layout or None): from the ``.meta`` when it has them, else
+    from the graph JSON (the one argument node that is not a parameter; no layout)."""
     try:
         if "meta" in files:
             meta = json.loads(files["meta"].read_text(encoding="utf-8"))
             model = meta.get("Model", meta) if isinstance(meta, dict) else {}
             inputs = model.get("Inputs") or meta.get("Inputs") or []
             if len(inputs) == 1 and "shape" in inputs[0] and "dtype" in inputs[0]:
-                return [int(d) for d in inputs[0]["shape"]], str(inputs[0]["dtype"])
+                layout = inputs[0].get("layout")
+                if layout not in (None, "NCHW", "NHWC"):
+                    raise ModelError(f"{files['meta']}: unknown input layout {layout!r}")
+                return [int(d) for d in inputs[0]["shape"]], str(inputs[0]["dtype"]), layout
         graph = json.loads(files["json"].read_text(encoding="utf-8"))
         weights = set(_param_names(files["params"]))
         nodes, attrs = graph["nodes"], graph["attrs"]
@@ -264,7 +274,7 @@ def dlr_input(files: dict[str, Path]) -> tuple[list[int], str]:
             raise ModelError(f"{files['json']}: expected 1 input, found {names}")
         entry = row[inputs[0]]
         shape = [int(d) for d in attrs["shape"][1][entry]]
-        return shape, str(attrs["dltype"][1][entry])
+        return shape, str(attrs["dltype"][1][entry]), None
     except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
         where = files["so"].parent
         raise ModelError(f"cannot read the input of the DLR model {where}: {exc}") from exc
