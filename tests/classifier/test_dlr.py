@@ -159,6 +159,23 @@ def test_a_dtype_or_class_count_mismatch_is_a_clear_error(dlr_dir: Path, tmp_pat
         backends.create("dlr", Model.load(directory)).load()
 
 
+def test_no_libdlr_for_this_machine_is_a_clear_error(
+    dlr_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What aarch64/armv7l get from PyPI: dlr 1.6.0 without libdlr.so (DLR's own search fails).
+    import dlr.dlr_model
+    from dlr.libpath import DLRLibraryNotFound
+
+    def not_found(*args: Any, **kwargs: Any) -> str:
+        raise DLRLibraryNotFound("Cannot find DLR Library in the candidate path")
+
+    monkeypatch.setattr(dlr.dlr_model, "find_lib_path", not_found)
+    with pytest.raises(
+        ModelError, match=r"libdlr\.so built for this machine in the model directory"
+    ):
+        backends.create("dlr", Model.load(dlr_dir)).load()
+
+
 def test_a_second_model_file_is_refused_as_dlr_refuses_it(dlr_dir: Path, tmp_path: Path) -> None:
     directory = _copy(dlr_dir, tmp_path)
     shutil.copy(directory / "dlr" / "compiled.params", directory / "dlr" / "other.params")

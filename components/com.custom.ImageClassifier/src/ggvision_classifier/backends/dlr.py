@@ -94,7 +94,13 @@ class DLRBackend(Backend):
         try:
             model = dlr.DLRModel(str(directory), "cpu", 0)
         except Exception as exc:  # DLRError, ValueError (several .so/.json/.params), OSError
-            raise ModelError(f"dlr cannot load {directory}: {_dlr_message(exc)}") from exc
+            hint = ""
+            if type(exc).__name__ == "DLRLibraryNotFound":
+                hint = (
+                    " (PyPI's dlr 1.6.0 carries libdlr.so only in its x86_64 wheel: put a "
+                    "libdlr.so built for this machine in the model directory)"
+                )
+            raise ModelError(f"dlr cannot load {directory}: {_dlr_message(exc)}{hint}") from exc
         names = list(model.get_input_names())
         if len(names) != 1:
             raise ModelError(f"{directory}: expected 1 input, the model has {names}")
