@@ -9,7 +9,7 @@ COMPONENTS := components/com.custom.ImageClassifier components/com.custom.Camera
 PKG_DIRS := src/ggvision $(foreach c,$(COMPONENTS),$(c)/src)
 ROOT ?= /tmp/ggvision-$(shell id -u)
 
-.PHONY: setup run test lint typecheck unit bench models build deploy-local samples clean
+.PHONY: setup run test lint typecheck unit bench models build deploy-local samples clean models-dlr
 
 setup: $(STAMP)  ## .venv with the library, every component (all backends), dev tools; mosquitto
 	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || \
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml $(foreach c,$(COMPONENTS),$(c)/pyproject.toml)
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,mqtt]' \
-	  -e 'components/com.custom.ImageClassifier[tflite,onnx,torch]' \
+	  -e 'components/com.custom.ImageClassifier[tflite,onnx,torch,dlr]' \
 	  -e 'components/com.custom.CameraSource[opencv]' \
 	  -e components/com.custom.requester
 	touch $(STAMP)
@@ -30,6 +30,13 @@ $(MODELS): modelbuild/*.py modelbuild/*.sh modelbuild/requirements*.txt
 	bash modelbuild/build.sh
 
 models: $(MODELS)  ## the model store, built offline in its own venv (build/venvs/models)
+
+DLR_MODELS := build/model-store/dlr-fp32/.built
+
+$(DLR_MODELS): $(MODELS) modelbuild/dlr/*.py modelbuild/dlr/*.c modelbuild/dlr/*.sh modelbuild/dlr/requirements.txt
+	bash modelbuild/dlr/build.sh
+
+models-dlr: $(DLR_MODELS)  ## the DLR model (TVM 0.25, venv build/venvs/dlr; needs gcc) + AWS layout copy
 
 BUILT := greengrass-build/.built
 BUILD_INPUTS := $(shell find src components tools/build_components.py -type f \
@@ -71,7 +78,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy $(PKG_DIRS)
 
-unit: $(STAMP) $(MODELS) $(BUILT)
+unit: $(STAMP) $(MODELS) $(BUILT) $(DLR_MODELS)
 	GGV_REQUIRE_MODELS=1 GGV_REQUIRE_BUILD=1 $(BIN)/pytest -q $(PYTEST_ARGS)
 
 test: lint typecheck unit  ## everything CI runs

@@ -28,7 +28,7 @@ from ggvision.uplink import Uplink, resolve_topic
 from ggvision_classifier import backends
 from ggvision_classifier.config import ClassifierConfig
 from ggvision_classifier.images import ImageLoader
-from ggvision_classifier.modelstore import DEFAULT_BACKEND, Model, ModelError, resolve_model_dir
+from ggvision_classifier.modelstore import DEFAULT_BACKEND, ModelError, configured_model
 from ggvision_classifier.worker import ActiveModel, Classifier
 
 log = logging.getLogger("ggvision_classifier")
@@ -48,11 +48,15 @@ def store_root(cfg: ClassifierConfig) -> Path:
 
 def load_active(cfg: ClassifierConfig) -> ActiveModel:
     """Load and warm the configured model; ModelError when it cannot serve."""
-    model = Model.load(resolve_model_dir(store_root(cfg), cfg.model_key))
+    model = configured_model(cfg, store_root(cfg))
     name = cfg.backend or DEFAULT_BACKEND[model.manifest.format]
     options: dict[str, Any] = {}
-    if cfg.delegate:
-        options = {"delegate": cfg.delegate, "delegate_fallback": cfg.delegate_fallback}
+    if name == "tflite":  # the delegate, or libedgetpu.so.1 for a *_edgetpu.tflite model
+        options = {"delegate_fallback": cfg.delegate_fallback}
+        if cfg.delegate:
+            options["delegate"] = cfg.delegate
+        if cfg.delegate_options:
+            options["delegate_options"] = dict(cfg.delegate_options)
     backend = backends.create(name, model, threads=cfg.inference_threads, options=options)
     backend.load()
     spec = model.manifest.input
@@ -120,17 +124,6 @@ def store_keys(cfg: ClassifierConfig) -> list[str]:
     if not keys:
         keys = {p.parent.name for p in root.glob("*/manifest.json")}
     return sorted(k for k in keys if (root / k / "manifest.json").is_file())
-
-
-def _model_fields(cfg: ClassifierConfig) -> tuple[Any, ...]:
-    return (
-        cfg.model_key,
-        cfg.model_store_path,
-        cfg.backend,
-        cfg.threads,
-        cfg.delegate,
-        cfg.delegate_fallback,
-    )
 
 
 class ClassifierService:
@@ -253,7 +246,7 @@ class ClassifierService:
             cfg = ClassifierConfig.from_raw(proposed)
         except ConfigError as exc:
             return False, str(exc)
-        if _model_fields(cfg) == _model_fields(self.cfg) and self.classifier.active is not None:
+        if cfg.model_identity() == self.cfg.model_identity() and self.classifier.active is not None:
             return True, ""
         with self._swap_lock:
             try:
@@ -338,7 +331,7 @@ class ClassifierService:
 
     def _keep_candidate(self, cfg: ClassifierConfig, active: ActiveModel) -> None:
         self._drop_candidate()
-        self._candidate = (_model_fields(cfg), active)
+        self._candidate = (cfg.model_identity(), active)
         timer = threading.Timer(CANDIDATE_TTL_S, self._expire_candidate, args=(active,))
         timer.daemon = True
         timer.start()
@@ -352,7 +345,7 @@ class ClassifierService:
         cand, self._candidate = self._candidate, None
         if cand is None:
             return None
-        if cand[0] == _model_fields(cfg):
+        if cand[0] == cfg.model_identity():
             return cand[1]
         cand[1].backend.close()
         return None
