@@ -30,7 +30,8 @@ class CoreThread:
 
     def __init__(self, root: str | os.PathLike[str] | None = None, **core_kwargs: Any) -> None:
         self._own_root = root is None
-        self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="ggv-", dir="/tmp"))
+        short = "/tmp"  # noqa: S108 # short socket paths; mkdtemp: 0700 # nosec B108
+        self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="ggv-", dir=short))
         self._core_kwargs = core_kwargs
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="ipc-core", daemon=True)

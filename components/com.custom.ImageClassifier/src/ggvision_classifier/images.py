@@ -32,7 +32,7 @@ class ImageLoader:
         *,
         max_bytes: int,
         max_pixels: int,
-        frame_directory: str = "/dev/shm",  # noqa: S108 - POSIX shared memory
+        frame_directory: str = "/dev/shm",  # noqa: S108 # POSIX shared memory # nosec B108
         draft_size: int | None = None,
     ) -> None:
         self.allowed = [Path(os.path.realpath(d)) for d in allowed_directories]
