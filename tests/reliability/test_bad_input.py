@@ -20,7 +20,6 @@ import pytest
 from PIL import Image
 
 from ggvision.frames import FrameWriter
-
 from tests.classifier.test_service import _result
 
 from .conftest import Running
