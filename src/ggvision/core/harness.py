@@ -60,6 +60,37 @@ class CoreThread:
 
         self.core = self.run(_start())
 
+    def restart(self) -> None:
+        """Stop the core and start a new one on the same sockets, with every registered
+        component's token, configuration and version: running components see the core go away
+        and come back, as after a Nucleus restart, and may reconnect with the token they hold."""
+        old = self.ipc
+        kept = self.call(
+            lambda: [
+                (
+                    name,
+                    old.token_of(name),
+                    old.config.snapshot(name),
+                    old.defaults_of(name),
+                    old.versions.get(name, "0.0.0"),
+                )
+                for name in old.components()
+            ]
+        )
+        self.run(old.stop())
+        self.core = None
+
+        async def _start() -> IpcCore:
+            core = IpcCore(
+                self.socket_path, admin_socket_path=self.root / "admin.socket", **self._core_kwargs
+            )
+            for name, token, cfg, defaults, version in kept:
+                core.register_component(name, cfg, defaults=defaults, version=version, token=token)
+            await core.start()
+            return core
+
+        self.core = self.run(_start())
+
     def stop(self) -> None:
         if self.core is not None:
             self.run(self.core.stop())

@@ -1,0 +1,184 @@
+"""Faults: a classifier killed with SIGKILL mid-stream (the runner restarts it; the requester's
+bounded retries complete every request), a camera source that vanishes and returns, and a core
+restart that the running components survive by reconnecting on their own.
+
+Not here: the uplink buffer on a full disk belongs to the uplink component (issue 6)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ggvision.core.agent import AgentProcess
+from ggvision.core.harness import CoreThread, pubsub_policy
+from ggvision.core.server import IpcCore
+from ggvision.runner.layout import Layout
+from ggvision.runner.recipe import parse_recipe
+from ggvision.runner.resolve import resolve
+from ggvision.runner.runner import Runner, RunnerOptions
+from tests.classifier.conftest import sample_photo
+from tests.classifier.test_service import _result, start_classifier
+
+from .conftest import REPO, default_store
+
+CLASSIFIER = "com.custom.ImageClassifier"
+REQUESTER = "com.custom.requester"
+
+
+def component_recipe(name: str, run: str, config: dict[str, Any], **setenv: str) -> Any:
+    import yaml
+
+    recipe = yaml.safe_load((REPO / "components" / name / "recipe.yaml").read_text())
+    doc = {
+        "RecipeFormatVersion": "2020-01-25",
+        "ComponentName": name,
+        "ComponentVersion": recipe["ComponentVersion"],
+        "ComponentConfiguration": {
+            "DefaultConfiguration": {
+                **recipe["ComponentConfiguration"]["DefaultConfiguration"],
+                **config,
+            }
+        },
+        "Manifests": [{"Platform": {"os": "linux"}, "Lifecycle": {"Setenv": setenv, "Run": run}}],
+    }
+    return parse_recipe(doc, f"{name}.yaml")
+
+
+@pytest.fixture
+def photos() -> Iterator[Path]:
+    from PIL import Image
+
+    folder = Path(tempfile.mkdtemp(prefix="ggv-photos-", dir="/tmp"))
+    for name in ("chelsea", "coffee", "rocket"):
+        Image.fromarray(sample_photo(name)).resize((320, 240)).save(folder / f"{name}.jpg")
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_kill_9_of_the_classifier_mid_stream_loses_no_request(photos: Path) -> None:
+    store = default_store()
+    root = Path(tempfile.mkdtemp(prefix="ggv", dir="/tmp"))
+    out = root / "results.jsonl"
+    pidfile = root / "classifier.pid"
+    repeat = 60  # 180 requests: the kill lands mid-stream
+    classifier = component_recipe(
+        CLASSIFIER,
+        f"echo $$ > {pidfile}; exec {sys.executable} -u -m ggvision_classifier",
+        {"allowedDirectories": [str(photos)], "threads": 1},
+        GGV_MODEL_STORE=str(store),
+    )
+    requester = component_recipe(
+        REQUESTER,
+        f"exec {sys.executable} -u -m ggvision_requester",
+        {
+            "imageDirectory": str(photos),
+            "repeat": repeat,
+            "maxInFlight": 2,
+            "intervalS": 0.02,
+            "timeoutS": 1.5,
+            "retries": 8,
+            "backoffS": 0.2,
+            "maxBackoffS": 1.0,
+            "outputJsonl": str(out),
+        },
+    )
+    killed: list[int] = []
+
+    async def scenario() -> dict[str, Any]:
+        layout = Layout.at(root)
+        core = IpcCore(layout.ipc_socket)
+        runner = Runner(
+            core,
+            resolve([classifier, requester]),
+            RunnerOptions(layout=layout, restart_backoff_s=0.2, stop_timeout_s=5.0),
+        )
+        await core.start()
+        try:
+            await runner.start()
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:  # some answers in, then SIGKILL
+                if out.exists() and len(out.read_text().splitlines()) >= 20:
+                    break
+                await asyncio.sleep(0.05)
+            pid = int(pidfile.read_text())
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+            while time.monotonic() < deadline and core.state_of(REQUESTER) != "FINISHED":
+                await asyncio.sleep(0.1)
+            return {s.name: s for s in runner.summary()}
+        finally:
+            await runner.stop()
+            await core.stop()
+
+    try:
+        summary = asyncio.run(scenario())
+        records = [json.loads(line) for line in out.read_text().splitlines()]
+        restarted_pid = int(pidfile.read_text())
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    assert summary[REQUESTER].state == "FINISHED"
+    assert summary[REQUESTER].last_exit == 0  # every request answered
+    assert summary[CLASSIFIER].starts == 2, "the runner restarted the killed classifier once"
+    assert restarted_pid != killed[0]
+    assert len(records) == 3 * repeat
+    assert len({r["id"] for r in records}) == len(records)  # exactly one outcome per request
+    assert [r for r in records if r["status"] != "ok"] == []
+    assert any(r["attempts"] > 1 for r in records), "no request needed a retry: killed too late?"
+    retried = sum(r["attempts"] > 1 for r in records)
+    print(f"\n[faults] kill -9: {len(records)} requests all ok; {retried} needed a retry")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_components_reconnect_after_a_core_restart(photos: Path) -> None:
+    store = default_store()
+    with CoreThread() as core:
+        proc = start_classifier(core, store, {"allowedDirectories": [str(photos)]})
+        request = {"image": {"path": str(photos / "coffee.jpg")}}
+        try:
+            with AgentProcess(
+                core.component_env(
+                    "com.test.Requester",
+                    pubsub_policy(publish=["local/inference"], subscribe=["local/result"]),
+                )
+            ) as agent:
+                sub = agent("subscribe", topic="local/result")["sub"]
+                agent("publish", topic="local/inference", json={"id": "before", **request})
+                events = agent("events", sub=sub, timeout=20)["events"]
+                assert [_result(e)["id"] for e in events] == ["before"]
+            core.restart()
+            assert core.state_of(CLASSIFIER) == "NEW"  # the new core knows nothing yet
+            with AgentProcess(
+                core.component_env(
+                    "com.test.Requester",
+                    pubsub_policy(publish=["local/inference"], subscribe=["local/result"]),
+                )
+            ) as agent:
+                sub = agent("subscribe", topic="local/result")["sub"]
+                answered: list[str] = []
+                deadline = time.monotonic() + 30
+                n = 0
+                while not answered and time.monotonic() < deadline:
+                    n += 1
+                    agent("publish", topic="local/inference", json={"id": f"after-{n}", **request})
+                    events = agent("events", sub=sub, timeout=1)["events"]
+                    answered = [r["id"] for r in map(_result, events) if r["status"] == "ok"]
+                assert answered, "the classifier never came back after the core restart"
+            assert core.state_of(CLASSIFIER) == "RUNNING"  # reported again on reconnect
+            assert proc.poll() is None, "the classifier process itself was not restarted"
+        finally:
+            proc.terminate()
+            proc.wait(15)
