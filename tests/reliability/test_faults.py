@@ -182,3 +182,58 @@ def test_components_reconnect_after_a_core_restart(photos: Path) -> None:
         finally:
             proc.terminate()
             proc.wait(15)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_camera_source_that_vanishes_and_returns_resumes_end_to_end(tmp_path: Path) -> None:
+    pytest.importorskip("cv2", reason="install extra [opencv]: opencv-python-headless")
+    from tests.camera.conftest import CameraProcess, collect, photo_video_frames, write_video
+
+    store = default_store()
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    video = write_video(tmp_path / "clip.avi", photo_video_frames())
+    with CoreThread() as core:
+        listener = AgentProcess(
+            core.component_env("com.test.Listener", pubsub_policy(subscribe=["local/result"]))
+        )
+        results = listener("subscribe", topic="local/result")["sub"]
+        classifier = start_classifier(
+            core, store, {"frameDirectory": str(frames), "queueSize": 4, "threads": 1}
+        )
+        overrides = {
+            "source": {"type": "video", "path": str(video)},
+            "fps": 10,
+            "maxInFlight": 2,
+            "ringDirectory": str(frames),
+            "reconnectInitialSeconds": 0.2,
+            "reconnectMaxSeconds": 0.5,
+        }
+        try:
+            with CameraProcess(core, overrides) as camera:
+                camera.wait_running()
+                before = collect(listener, results, time.monotonic() + 2.0)
+                video.rename(tmp_path / "gone.avi")  # the file plays to its end, then is missed
+                deadline = time.monotonic() + 15
+                while not any(r["event"] == "camera.reconnecting" for r in camera.logs()):
+                    assert time.monotonic() < deadline, "the camera never missed its source"
+                    time.sleep(0.1)
+                collect(listener, results, time.monotonic() + 1.0)  # in flight: drained
+                gone = collect(listener, results, time.monotonic() + 1.0)
+                assert camera.proc.poll() is None, "the camera died with its source"
+                (tmp_path / "gone.avi").rename(video)
+                after = collect(listener, results, time.monotonic() + 3.0)
+                assert camera.stop() == 0
+                events = [r["event"] for r in camera.logs()]
+        finally:
+            listener.close()
+            classifier.terminate()
+            classifier.wait(15)
+    assert before and all(r["status"] == "ok" for r in before)
+    assert gone == [], "results while the source was gone"
+    assert after, "no results after the source came back"
+    assert events.count("camera.reconnecting") == 1
+    assert events.count("camera.streaming") == 2  # at the start, and again once it was back
+    assert all(r["status"] == "ok" and r["source"] == "camera" for r in after)
+    print(f"\n[faults] camera: {len(before)} results, source gone, {len(after)} after its return")
