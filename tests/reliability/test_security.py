@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import base64
 import json
+import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -265,3 +266,15 @@ def test_frame_rings_are_owner_only(tmp_path: Path) -> None:
         assert mode(tmp_path / "ring") == 0o600
     finally:
         writer.unlink()
+
+
+def test_the_runner_root_is_made_owner_only_even_if_it_existed(tmp_path: Path) -> None:
+    from ggvision.runner.layout import Layout
+
+    root = tmp_path / "root"
+    root.mkdir(mode=0o755)
+    os.chmod(root, 0o755)
+    layout = Layout.at(root)
+    layout.create()
+    assert mode(root) == 0o700
+    assert all(mode(root / sub) == 0o700 for sub in ("work", "logs", "packages/artifacts"))
