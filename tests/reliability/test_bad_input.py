@@ -499,6 +499,20 @@ def test_the_corpus_is_big_enough() -> None:
     assert len({c[0] for c in CORPUS}) == len(CORPUS)
 
 
+def test_a_stale_frame_is_an_error(classifier: Running, env: Env) -> None:
+    pixels = np.zeros((48, 64, 3), np.uint8)
+    writer = FrameWriter("stale", slots=2, slot_bytes=pixels.nbytes, directory=env.frames)
+    try:
+        first = writer.write(pixels)
+        writer.write(pixels)
+        writer.write(pixels)  # the first frame's slot now holds the third
+        result = ask(classifier, {"id": "stale", "image": {"frame": first.model_dump()}})
+        check(result, "stale", {"IMAGE_NOT_FOUND"})
+        assert "stale" in result["error"]["message"]
+    finally:
+        writer.unlink()
+
+
 def test_a_ring_shrunk_under_the_reader_is_an_error_not_a_crash(
     classifier: Running, env: Env
 ) -> None:

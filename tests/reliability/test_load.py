@@ -21,7 +21,7 @@ from ggvision.core.harness import pubsub_policy
 from .conftest import REPO, Running, default_store, fake_store, serve
 
 REQUESTERS = 4
-RSS_LIMIT_MB = 1024  # the tflite model peaks near 150 MB; a leak over 10k requests would not
+RSS_LIMIT_MB = 512  # measured: about 100-130 MB; a leak over 10k requests would not fit
 
 
 def acl_with_reply_topics() -> dict[str, Any]:

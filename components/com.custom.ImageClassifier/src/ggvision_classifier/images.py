@@ -131,7 +131,9 @@ class ImageLoader:
         except StaleFrame as exc:
             raise RequestError(ErrorCode.IMAGE_NOT_FOUND, f"stale frame: {exc}") from exc
         except FrameError as exc:
-            self._rings.pop(ref.ring, None)
+            gone = self._rings.pop(ref.ring, None)
+            if gone is not None:
+                gone.close()  # its mapping and file descriptor
             raise RequestError(ErrorCode.IMAGE_NOT_FOUND, str(exc)) from exc
         if pixels.shape[2] == 1:
             pixels = np.repeat(pixels, 3, axis=2)
