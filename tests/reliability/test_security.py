@@ -278,3 +278,20 @@ def test_the_runner_root_is_made_owner_only_even_if_it_existed(tmp_path: Path) -
     layout.create()
     assert mode(root) == 0o700
     assert all(mode(root / sub) == 0o700 for sub in ("work", "logs", "packages/artifacts"))
+
+
+def test_a_restarted_core_reissues_a_token_only_to_its_own_component(tmp_path: Path) -> None:
+    from ggvision.core.server import IpcCore
+    from ggvision.errors import GgvisionError
+
+    core = IpcCore(tmp_path / "ipc.socket")
+    mine = core.register_component("com.test.A", {}, token="kept-token")
+    assert mine == "kept-token"
+    assert core.component_for_token("kept-token") == "com.test.A"
+    assert core.register_component("com.test.A", {}) == "kept-token"  # stable per name
+    with pytest.raises(GgvisionError):
+        core.register_component("com.test.B", {}, token="kept-token")  # someone else's
+    with pytest.raises(GgvisionError):
+        core.register_component("com.test.A", {}, token="another")  # not its own
+    assert core.component_for_token("another") is None
+    assert "com.test.B" not in core.components()
