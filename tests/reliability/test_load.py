@@ -97,12 +97,20 @@ def check_and_report(label: str, outs: list[dict[str, Any]], total: int, pid: in
     assert codes.get("ok", 0) > 0, codes
     rss = peak_rss_mb(pid)
     elapsed = max(o["elapsed_s"] for o in outs)
-    print(
-        f"\n[load] {label}: {total} requests from {REQUESTERS} requesters in {elapsed:.1f} s; "
-        f"{codes}; latency ms p50 {percentile(latencies, 50):.1f} p95 "
-        f"{percentile(latencies, 95):.1f} p99 {percentile(latencies, 99):.1f}; "
-        f"classifier peak RSS {rss:.0f} MB"
-    )
+    figures = {
+        "requests": total,
+        "requesters": REQUESTERS,
+        "seconds": round(elapsed, 2),
+        "codes": codes,
+        "latency_ms": {f"p{q}": round(percentile(latencies, q), 2) for q in (50, 95, 99)},
+        "classifier_peak_rss_mb": round(rss, 1),
+    }
+    line = f"[load] {label}: {json.dumps(figures)}"
+    print("\n" + line)  # shown with -s; kept in build/reliability/load.txt as well
+    report = REPO / "build" / "reliability" / "load.txt"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    with report.open("a", encoding="utf-8") as f:
+        f.write(line + "\n")
     assert rss < RSS_LIMIT_MB
 
 
