@@ -159,7 +159,7 @@ def test_components_reconnect_after_a_core_restart(photos: Path) -> None:
                 agent("publish", topic="local/inference", json={"id": "before", **request})
                 events = agent("events", sub=sub, timeout=20)["events"]
                 assert [_result(e)["id"] for e in events] == ["before"]
-            core.restart()
+            core.restart(down_s=1.5)  # a few reconnect attempts fail first
             with AgentProcess(
                 core.component_env(
                     "com.test.Requester",

@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -60,10 +61,11 @@ class CoreThread:
 
         self.core = self.run(_start())
 
-    def restart(self) -> None:
-        """Stop the core and start a new one on the same sockets, with every registered
-        component's token, configuration and version: running components see the core go away
-        and come back, as after a Nucleus restart, and may reconnect with the token they hold."""
+    def restart(self, down_s: float = 0.0) -> None:
+        """Stop the core and, ``down_s`` seconds later, start a new one on the same sockets with
+        every registered component's token, configuration and version: running components see
+        the core go away and come back, as after a Nucleus restart, and may reconnect with the
+        token they hold."""
         old = self.ipc
         kept = self.call(
             lambda: [
@@ -79,6 +81,7 @@ class CoreThread:
         )
         self.run(old.stop())
         self.core = None
+        time.sleep(down_s)
 
         async def _start() -> IpcCore:
             core = IpcCore(
