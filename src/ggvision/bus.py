@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 MessageHandler = Callable[[str, bytes | dict[str, Any]], None]
 ConfigHandler = Callable[[list[str]], None]
+# (topic, payload) of a message from AWS IoT Core.
+IotHandler = Callable[[str, bytes], None]
 # Returns (accepted, message) for a proposed configuration of a deployment.
 Validator = Callable[[dict[str, Any]], tuple[bool, str]]
 
@@ -46,6 +48,9 @@ class Bus(Protocol):
     def subscribe_validation(self, validator: Validator) -> Subscription: ...
     def update_state(self, state: str) -> None: ...
     def publish_iot(self, topic: str, payload: bytes, qos: int = 1) -> Future[Any]: ...
+    def publish_bytes(self, topic: str, data: bytes) -> Future[Any]: ...
+    def update_configuration(self, key_path: list[str], value: dict[str, Any]) -> None: ...
+    def subscribe_iot(self, topic: str, handler: IotHandler, qos: int = 1) -> Subscription: ...
     def close(self) -> None: ...
 
 
@@ -165,6 +170,14 @@ class IpcBus:
         fut: Future[Any] = self._client.publish_to_topic_async(topic=topic, publish_message=msg)
         return fut
 
+    def publish_bytes(self, topic: str, data: bytes) -> Future[Any]:
+        """Publish raw bytes (e.g. a JSON array) without blocking."""
+        from awsiot.greengrasscoreipc.model import BinaryMessage, PublishMessage
+
+        msg = PublishMessage(binary_message=BinaryMessage(message=data))
+        fut: Future[Any] = self._client.publish_to_topic_async(topic=topic, publish_message=msg)
+        return fut
+
     def subscribe(self, topic: str, handler: MessageHandler) -> Subscription:
         def on_event(event: Any) -> None:
             try:
@@ -197,6 +210,19 @@ class IpcBus:
             raise _err(exc) from exc
         value: dict[str, Any] = resp.value or {}
         return value
+
+    def update_configuration(self, key_path: list[str], value: dict[str, Any]) -> None:
+        """Merge ``value`` into this component's configuration at ``key_path`` (blocking)."""
+        import datetime
+
+        try:
+            self._client.update_configuration(
+                key_path=key_path,
+                timestamp=datetime.datetime.now(datetime.UTC),
+                value_to_merge=value,
+            )
+        except Exception as exc:
+            raise _err(exc) from exc
 
     def subscribe_configuration(self, handler: ConfigHandler) -> Subscription:
         def on_event(event: Any) -> None:
@@ -266,6 +292,30 @@ class IpcBus:
             topic_name=topic, qos=str(qos), payload=payload
         )
         return fut
+
+    def subscribe_iot(self, topic: str, handler: IotHandler, qos: int = 1) -> Subscription:
+        """SubscribeToIoTCore: ``handler(topic, payload)`` on the SDK's thread."""
+
+        def on_event(event: Any) -> None:
+            try:
+                msg = event.message
+                if msg is not None:
+                    handler(str(msg.topic_name), bytes(msg.payload or b""))
+            except Exception:  # boundary: never raise into the SDK's threads
+                log.exception(
+                    "IoT Core handler failed", extra={"event": "bus.handler_error", "topic": topic}
+                )
+
+        def open_(client: Any) -> Any:
+            _, operation = client.subscribe_to_iot_core(
+                topic_name=topic,
+                qos=str(qos),
+                on_stream_event=on_event,
+                on_stream_error=lambda e: _log_stream_error(topic, e),
+            )
+            return operation
+
+        return self._stream(f"IoT Core {topic}", open_)
 
     def close(self) -> None:
         with self._lock:

@@ -35,13 +35,28 @@ def recipe_acl(name: str) -> dict[str, Any]:
     return acl
 
 
-def owned(acl: dict[str, Any], operation: str) -> set[str]:
+def owned(
+    acl: dict[str, Any], operation: str, destination: str = "aws.greengrass.ipc.pubsub"
+) -> set[str]:
     return {
         resource
-        for policy in acl.get("aws.greengrass.ipc.pubsub", {}).values()
+        for policy in acl.get(destination, {}).values()
         if operation in policy["operations"]
         for resource in policy["resources"]
     }
+
+
+MQTT = "aws.greengrass.ipc.mqttproxy"
+IOT_PUBLISH, IOT_SUBSCRIBE = "aws.greengrass#PublishToIoTCore", "aws.greengrass#SubscribeToIoTCore"
+
+
+def concrete(pattern: str) -> str:
+    """An IoT Core topic a ``+`` pattern of a recipe grants (the thing name filled in)."""
+    return pattern.replace("+", "cam-1")
+
+
+def iot_owned(name: str, operation: str) -> set[str]:
+    return {concrete(p) for p in owned(recipe_acl(name), operation, MQTT)}
 
 
 # Every topic any recipe names, plus neighbours an over-broad match would let through.
@@ -95,11 +110,34 @@ def test_pubsub_allowed_exactly_where_the_recipe_says(
             assert refused(sub), sub
 
 
+# Every IoT Core topic any recipe grants, plus neighbours; as concrete topics.
+IOT_TOPICS = sorted(
+    {t for c in COMPONENTS for op in (IOT_PUBLISH, IOT_SUBSCRIBE) for t in iot_owned(c, op)}
+    | {"ggvision/results", "ggvision/cam-1/other", "ggvision/cam-1/results/x", "other/topic"}
+)
+
+
+def test_iot_core_allowed_exactly_where_the_recipe_says(
+    component: tuple[str, AgentProcess],
+) -> None:
+    """Granted: not refused (the core has no broker here, so it may fail otherwise)."""
+    name, agent = component
+    for topic in IOT_TOPICS:
+        pub = agent.request("publish_iot", topic=topic, payload="e30=")
+        assert refused(pub) == (topic not in iot_owned(name, IOT_PUBLISH)), (name, topic, pub)
+        sub = agent.request("subscribe_iot", topic=topic)
+        assert refused(sub) == (topic not in iot_owned(name, IOT_SUBSCRIBE)), (name, topic, sub)
+        if sub["ok"]:
+            agent("close", sub=sub["sub"])
+
+
+def test_some_component_is_granted_iot_core() -> None:
+    assert any(iot_owned(c, IOT_PUBLISH) for c in COMPONENTS)
+
+
 @pytest.mark.parametrize(
     ("method", "kwargs"),
     [
-        ("publish_to_iot_core", {"topic_name": "ggvision/results", "qos": "1", "payload": "e30="}),
-        ("subscribe_to_iot_core", {"topic_name": "ggvision/commands", "qos": "1"}),
         ("create_local_deployment", {"component_to_configuration": {}}),
         ("list_local_deployments", {}),
         ("list_components", {}),
@@ -109,12 +147,8 @@ def test_operations_no_recipe_grants_are_refused(
     component: tuple[str, AgentProcess], method: str, kwargs: dict[str, Any]
 ) -> None:
     _, agent = component
-    if method == "publish_to_iot_core":
-        reply = agent.request("publish_iot", topic=kwargs["topic_name"], payload=kwargs["payload"])
-    elif method == "subscribe_to_iot_core":
-        reply = agent.request("subscribe_iot", topic=kwargs["topic_name"])
-    else:
-        reply = agent.request("call", method=method, kwargs=kwargs)
+    assert not any("aws.greengrass.Cli" in d for d in recipe_acl(component[0]))
+    reply = agent.request("call", method=method, kwargs=kwargs)
     assert refused(reply), reply
 
 

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field
 
 from ggvision.config import ComponentConfig
+from ggvision.uplink import UplinkConfig
 
 
 class ClassifierConfig(ComponentConfig):
@@ -32,6 +33,25 @@ class ClassifierConfig(ComponentConfig):
     frame_directory: str = "/dev/shm"  # noqa: S108 # POSIX shm: the frame ring # nosec B108
     delegate: str = ""
     delegate_fallback: Literal["error", "cpu"] = "error"
+    status_topic: str = Field(
+        "local/status/com.custom.ImageClassifier",
+        min_length=1,
+        description="local topic of the periodic status report",
+    )
+    status_interval_seconds: float = Field(
+        10.0, ge=0.1, le=86400, description="seconds between status reports"
+    )
+    uplink: UplinkConfig = Field(
+        default_factory=UplinkConfig, description="results to AWS IoT Core (see README: Uplink)"
+    )
+    command_topic: str = Field(
+        "",
+        description="IoT Core topic of model-switch commands ({thing}: the thing name); empty: off",
+    )
+    command_reply_topic: str = Field(
+        "",
+        description="IoT Core topic of the answers to commands; empty: <commandTopic>/reply",
+    )
 
     @property
     def inference_threads(self) -> int:

@@ -19,6 +19,9 @@ class RequesterConfig(ComponentConfig):
     inference_topic: str = Field("local/inference", min_length=1)
     result_topic: str = Field("local/result", min_length=1)
     status_topic: str = Field("local/status/com.custom.requester", min_length=1)
+    status_interval_seconds: float = Field(
+        10.0, ge=0.1, le=86400, description="seconds between status reports while running"
+    )
     image_directory: str = Field("", description="folder whose images are sent, sorted by name")
     images: list[str] = Field(default_factory=list, description="explicit image files")
     extensions: list[str] = Field(
