@@ -1,8 +1,7 @@
 """Faults: a classifier killed with SIGKILL mid-stream (the runner restarts it; the requester's
-bounded retries complete every request), a camera source that vanishes and returns, and a core
-restart that the running components survive by reconnecting on their own.
-
-Not here: the uplink buffer on a full disk belongs to the uplink component (issue 6)."""
+bounded retries complete every request), a camera source that vanishes and returns, a core
+restart that the running components survive by reconnecting on their own, and a really full disk
+under the uplink's outbox (counted drops, no crash)."""
 
 from __future__ import annotations
 
@@ -11,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -236,3 +236,99 @@ def test_a_camera_source_that_vanishes_and_returns_resumes_end_to_end(tmp_path: 
     assert events.count("camera.streaming") == 2  # at the start, and again once it was back
     assert all(r["status"] == "ok" and r["source"] == "camera" for r in after)
     print(f"\n[faults] camera: {len(before)} results, source gone, {len(after)} after its return")
+
+
+@pytest.fixture
+def tiny_disk() -> Iterator[Path]:
+    """A real 128 KB filesystem (tmpfs) that fills up: needs root, as CI runs."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
+    mnt = Path(tempfile.mkdtemp(prefix="ggv-full-", dir="/tmp"))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        # Lazy: a file still open (a failed test) must not keep the mount alive.
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+        shutil.rmtree(mnt, ignore_errors=True)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_full_disk_under_the_uplink_outbox_counts_drops_and_keeps_serving(
+    photos: Path, tiny_disk: Path
+) -> None:
+    store = default_store()
+    status_topic = f"local/status/{CLASSIFIER}"
+    n = 200
+    with CoreThread() as core:  # no IoT Core bridge: every uplink publish fails, results buffer
+        proc = start_classifier(
+            core,
+            store,
+            {
+                "allowedDirectories": [str(photos)],
+                "queueSize": n,
+                "statusIntervalSeconds": 0.3,
+                "uplink": {
+                    "enabled": True,
+                    "outboxPath": str(tiny_disk / "outbox.sqlite3"),
+                    "publishTimeoutSeconds": 1.0,
+                    "retryMaxSeconds": 1.0,
+                },
+            },
+        )
+        try:
+            with AgentProcess(
+                core.component_env(
+                    "com.test.Requester",
+                    pubsub_policy(
+                        publish=["local/inference"], subscribe=["local/result", status_topic]
+                    ),
+                )
+            ) as agent:
+                results = agent("subscribe", topic="local/result")["sub"]
+                status = agent("subscribe", topic=status_topic)["sub"]
+                path = str(photos / "coffee.jpg")
+                for i in range(n):
+                    agent(
+                        "publish",
+                        topic="local/inference",
+                        json={"id": f"d{i}", "image": {"path": path}},
+                    )
+                got: dict[str, str] = {}
+                deadline = time.monotonic() + 60
+                while len(got) < n and time.monotonic() < deadline:
+                    for e in agent("events", sub=results, n=n, timeout=1)["events"]:
+                        r = _result(e)
+                        assert r["id"] not in got
+                        got[r["id"]] = r["status"]
+                uplink: dict[str, Any] = {}
+                while time.monotonic() < deadline and not uplink.get("dropped_full"):
+                    for e in agent("events", sub=status, n=1, timeout=1)["events"]:
+                        uplink = _result(e).get("uplink", uplink)
+                agent(
+                    "publish",
+                    topic="local/inference",
+                    json={"id": "after", "image": {"path": path}},
+                )
+                after = [_result(e) for e in agent("events", sub=results, timeout=20)["events"]]
+            assert proc.poll() is None, "the classifier died of a full disk"
+        finally:
+            proc.terminate()
+            proc.wait(15)
+    assert len(got) == n and set(got.values()) == {"ok"}, "local answers must not suffer"
+    assert uplink.get("dropped_full", 0) > 0, uplink
+    assert uplink["buffered"] > 0 and uplink["online"] is False
+    assert [r["status"] for r in after] == ["ok"]
+    print(f"\n[faults] full disk: {n} answered ok; uplink {uplink}")
+
+
+def test_the_outbox_on_a_really_full_disk_drops_counted_without_raising(tiny_disk: Path) -> None:
+    from ggvision.uplink import Outbox
+
+    box = Outbox(tiny_disk / "o.sqlite3", max_messages=100_000, max_bytes=64 << 20)
+    kept = sum(box.put("t", b"x" * 400) for _ in range(600))  # never raises
+    assert 0 < kept < 600
+    assert box.dropped_full > 0
+    assert kept - box.evicted == len(box) > 0
+    box.close()
