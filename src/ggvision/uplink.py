@@ -1,12 +1,14 @@
 """Results to AWS IoT Core (PublishToIoTCore, QoS 1) with a bounded on-disk outbox.
 
-One thread owns the link. While the outbox is empty a result goes straight to IoT Core; when a
-publish fails (IoT Core unreachable) the result, and every later one, goes to a SQLite outbox in
-the component's work directory, which survives restarts and is drained oldest first once a
-publish succeeds again. Delivery is at least once: each payload has a unique ``result_id`` for
-de-duplication. The outbox is bounded by messages and bytes; on overflow the oldest are evicted
-and counted, and a disk that is full (SQLite "database or disk is full") drops the new message,
-counted, without stopping the component.
+One thread owns the link. While the outbox is empty results go straight to IoT Core, up to
+``maxInFlight`` QoS 1 publishes awaiting their PUBACK at once (a distant broker's round trip does
+not cap the rate at one result per round trip); a backlog over half the memory queue moves to the
+outbox rather than being dropped. When a publish fails (IoT Core unreachable) the result, and every
+later one, goes to a SQLite outbox in the component's work directory, which survives restarts and
+is drained oldest first once a publish succeeds again. Delivery is at least once: each payload has
+a unique ``result_id`` for de-duplication. The outbox is bounded by messages and bytes; on overflow
+the oldest are evicted and counted, and a disk that is full (SQLite "database or disk is full")
+drops the new message, counted, without stopping the component.
 
 Payload (UTF-8 JSON, at most 128 KB; ``top`` is trimmed to fit)::
 
@@ -28,6 +30,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,7 +73,13 @@ class UplinkConfig(ConfigModel):
         64 * 1024 * 1024, ge=64 * 1024, description="outbox file size bound (bytes)"
     )
     queue_size: int = Field(
-        1000, ge=1, description="results waiting for the uplink thread; beyond it dropped, counted"
+        1000,
+        ge=1,
+        description="results waiting in memory; a backlog over half of it moves to the outbox, "
+        "beyond it dropped, counted",
+    )
+    max_in_flight: int = Field(
+        16, ge=1, le=1000, description="QoS 1 publishes awaiting their PUBACK at once"
     )
     publish_timeout_seconds: float = Field(10.0, gt=0, description="wait for a PUBACK")
     retry_max_seconds: float = Field(30.0, gt=0, description="longest wait between retries")
@@ -356,13 +365,21 @@ class Uplink:
                 if item is _STOP:
                     break
                 assert isinstance(item, tuple)
-                topic, payload = item
+                batch = [item, *self._take_more(self.cfg.max_in_flight - 1)]
                 if len(outbox):
-                    self._keep(outbox, topic, payload)
-                elif not self._send(topic, payload):
-                    self._keep(outbox, topic, payload)
+                    for topic, payload in batch:
+                        self._keep(outbox, topic, payload)
+                    continue
+                sent = self._send_many(batch)
+                if sent < len(batch):
+                    for topic, payload in batch[sent:]:
+                        self._keep(outbox, topic, payload)
                     next_try = self._clock() + backoff
                     backoff = min(backoff * 2, self.cfg.retry_max_seconds)
+                elif len(self._queue) > self.cfg.queue_size // 2 and self._spill(outbox):
+                    # The link was slower than the results: the bounded outbox took the
+                    # backlog (in order) instead of the memory queue dropping it; stop came too.
+                    break
         finally:
             # Whatever is still in memory survives in the outbox.
             with self._cond:
@@ -381,6 +398,14 @@ class Uplink:
                 return None
             return self._queue.popleft()
 
+    def _take_more(self, n: int) -> list[tuple[str, bytes]]:
+        """Up to ``n`` more queued results without waiting (never the stop marker)."""
+        out: list[tuple[str, bytes]] = []
+        with self._cond:
+            while len(out) < n and self._queue and isinstance(self._queue[0], tuple):
+                out.append(self._queue.popleft())  # type: ignore[arg-type]
+        return out
+
     def _spill(self, outbox: Outbox) -> bool:
         """Move what waits in memory behind the backlog (keeps the order); True on stop."""
         with self._cond:
@@ -396,14 +421,19 @@ class Uplink:
 
     def _drain(self, outbox: Outbox) -> bool:
         """Publish the oldest buffered results in order; False at the first failure."""
-        for seq, topic, payload in outbox.oldest(64):
-            if not self._send(topic, payload):
-                return False
-            outbox.delete(seq)
+        while True:
+            rows = outbox.oldest(self.cfg.max_in_flight)
+            if not rows:
+                break
+            sent = self._send_many([(topic, payload) for _, topic, payload in rows])
+            for seq, _, _ in rows[:sent]:
+                outbox.delete(seq)
             self._sync(outbox)
+            if sent < len(rows):
+                return False
             with self._cond:
-                if self._queue and self._queue[0] is _STOP:
-                    return True
+                if self._queue:
+                    return True  # new results or the stop marker: back to the loop
         if not len(outbox):
             log.info("uplink outbox drained", extra={"event": "uplink.drained"})
         return True
@@ -416,25 +446,44 @@ class Uplink:
             log.exception("uplink outbox write failed", extra={"event": "uplink.outbox_error"})
         self._sync(outbox)
 
-    def _send(self, topic: str, payload: bytes) -> bool:
-        try:
-            self.bus.publish_iot(topic, payload, 1).result(self.cfg.publish_timeout_seconds)
-        except Exception as exc:  # the link is down (ServiceError) or slow: buffer
+    def _send_many(self, items: list[tuple[str, bytes]]) -> int:
+        """Publish ``items`` pipelined (QoS 1, all in flight at once), then await their PUBACKs
+        in order. Returns how many *leading* items were acknowledged; the rest are to be kept
+        (a later one that did arrive is sent again: at-least-once, the ids de-duplicate)."""
+        futures: list[Future[Any]] = []
+        failure: BaseException | None = None
+        for topic, payload in items:
+            try:
+                futures.append(self.bus.publish_iot(topic, payload, 1))
+            except Exception as exc:  # the client refused at once (closed, link down)
+                failure = exc
+                break
+        acked = 0
+        deadline = self._clock() + self.cfg.publish_timeout_seconds
+        for fut in futures:
+            try:
+                fut.result(max(0.0, deadline - self._clock()))
+            except Exception as exc:  # the link is down (ServiceError) or slow: buffer
+                failure = exc
+                break
+            acked += 1
+        with self._cond:
+            self.stats.sent += acked
+        if failure is not None:
             self.stats.failed_publishes += 1
             if self.stats.online:
                 log.warning(
                     "IoT Core unreachable, buffering results: %s: %s",
-                    type(exc).__name__,
-                    getattr(exc, "message", None) or exc,
+                    type(failure).__name__,
+                    getattr(failure, "message", None) or failure,
                     extra={"event": "uplink.offline"},
                 )
             self.stats.online = False
-            return False
+            return acked
         if not self.stats.online:
             log.info("IoT Core reachable again", extra={"event": "uplink.online"})
         self.stats.online = True
-        self.stats.sent += 1
-        return True
+        return acked
 
     def _sync(self, outbox: Outbox) -> None:
         self.stats.buffered = len(outbox)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
+import time
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
 
 from ggvision.contract import InferenceResult, ModelInfo, Prediction, Timing
-from ggvision.uplink import MAX_PAYLOAD, Outbox, UplinkConfig, payload_of
+from ggvision.uplink import MAX_PAYLOAD, Outbox, Uplink, UplinkConfig, payload_of
 
 
 def test_outbox_keeps_order_and_survives_a_reopen(tmp_path: Path) -> None:
@@ -106,3 +109,60 @@ def test_uplink_config_is_camel_case_with_bounds() -> None:
     assert (cfg.enabled, cfg.min_score, cfg.every) == (True, 0.4, 2)
     with pytest.raises(ValueError, match="every"):
         UplinkConfig.model_validate({"every": 0})
+
+
+class _DistantBroker:
+    """The link to a distant IoT Core: each PUBACK arrives ``rtt`` seconds after its publish.
+
+    (A broker 100 ms away cannot exist on this machine; everything above the link is real.)"""
+
+    def __init__(self, rtt: float) -> None:
+        self.rtt = rtt
+        self.received: list[bytes] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+
+    def publish_iot(self, topic: str, payload: bytes, qos: int = 1) -> Future[None]:
+        fut: Future[None] = Future()
+        with self._lock:
+            self.received.append(payload)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+        def ack() -> None:
+            with self._lock:
+                self.in_flight -= 1
+            fut.set_result(None)
+
+        threading.Timer(self.rtt, ack).start()
+        return fut
+
+
+def test_a_distant_broker_gets_every_result_in_order_with_publishes_pipelined(
+    tmp_path: Path,
+) -> None:
+    broker = _DistantBroker(rtt=0.05)
+    cfg = UplinkConfig.model_validate(
+        {"enabled": True, "queueSize": 40, "maxInFlight": 8, "outboxPath": str(tmp_path / "o.db")}
+    )
+    up = Uplink(broker, cfg, component="c")  # type: ignore[arg-type]
+    up.start()
+    # 300 results at 200/s: one publish per 50 ms round trip (20/s) would overflow the 40-slot
+    # memory queue within a second; 8 in flight (160/s) still falls behind, so the backlog has
+    # to go through the outbox, in order.
+    n = 300
+    for i in range(n):
+        res = _result(1)
+        res.id = f"r{i}"
+        up.offer(res)
+        time.sleep(0.005)
+    deadline = time.monotonic() + 20
+    while up.stats.sent < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    up.stop()
+    ids = [json.loads(p)["request_id"] for p in broker.received]
+    assert up.stats.dropped_queue == 0  # the backlog went to the outbox, not to the floor
+    assert up.stats.sent == n
+    assert ids == [f"r{i}" for i in range(n)]
+    assert 1 < broker.max_in_flight <= 8
