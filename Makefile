@@ -9,7 +9,7 @@ COMPONENTS := components/com.custom.ImageClassifier components/com.custom.Camera
 PKG_DIRS := src/ggvision $(foreach c,$(COMPONENTS),$(c)/src)
 ROOT ?= /tmp/ggvision-$(shell id -u)
 
-.PHONY: setup run test lint typecheck unit bench models build deploy-local samples clean models-dlr
+.PHONY: setup run test lint typecheck unit bench models build deploy-local samples clean models-dlr security
 
 setup: $(STAMP)  ## .venv with the library, every component (all backends), dev tools; mosquitto
 	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || \
@@ -81,12 +81,17 @@ typecheck: $(STAMP)
 unit: $(STAMP) $(MODELS) $(BUILT) $(DLR_MODELS)
 	GGV_REQUIRE_MODELS=1 GGV_REQUIRE_BUILD=1 $(BIN)/pytest -q $(PYTEST_ARGS)
 
-test: lint typecheck unit  ## everything CI runs
+# bandit over the shipped code; each `# nosec` carries its reason on the same line.
+security: $(STAMP)  ## static security scan (bandit)
+	$(BIN)/bandit -q -c pyproject.toml -r src $(foreach c,$(COMPONENTS),$(c)/src)
 
-bench: $(STAMP) $(MODELS)  ## benchmarks: ratios against baselines measured in the same run
+test: lint typecheck security unit  ## everything CI runs
+
+bench: $(STAMP) $(MODELS)  ## every benchmark, then one report of ratios: build/bench/REPORT.md
 	$(BIN)/python -m bench.ipc
 	$(BIN)/python -m bench.classifier
 	$(BIN)/python -m bench.pipeline
+	$(BIN)/python -m bench.report
 
 clean:
 	rm -rf build greengrass-build .pytest_cache .mypy_cache .ruff_cache .hypothesis

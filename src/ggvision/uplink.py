@@ -168,8 +168,13 @@ class Outbox:
                     raise
                 if attempt == 0 and self._count:
                     # Full by the byte bound (or the disk): make room from the oldest end.
-                    self._evict(max(1, self._count // 100))
-                    continue
+                    try:
+                        self._evict(max(1, self._count // 100))
+                        continue
+                    except sqlite3.OperationalError as evict_exc:
+                        if not _is_full(evict_exc):
+                            raise
+                        # A full disk refuses even the delete (its journal needs room too).
                 self.dropped_full += 1
                 log.error(
                     "uplink outbox is full; a message is dropped: %s",

@@ -43,7 +43,7 @@ class ClassifierConfig(ComponentConfig):
     max_image_bytes: int = Field(20 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(40_000_000, ge=1024)
     decode: Literal["accurate", "fast"] = "accurate"
-    frame_directory: str = "/dev/shm"  # noqa: S108 - POSIX shared memory, the frame ring
+    frame_directory: str = "/dev/shm"  # noqa: S108 # POSIX shm: the frame ring # nosec B108
     delegate: str = Field(
         "",
         description="TFLite delegate library; a *_edgetpu.tflite model gets libedgetpu.so.1",

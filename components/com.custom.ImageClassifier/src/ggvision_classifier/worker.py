@@ -325,6 +325,8 @@ class Classifier:
             item.active = active
         except RequestError as exc:
             item.error = exc
+        except ValueError as exc:  # preprocess: an image it cannot use (e.g. 1x1 pixels)
+            item.error = RequestError(ErrorCode.IMAGE_DECODE_FAILED, str(exc))
         finally:
             if item.active is None:
                 self._release(active)
