@@ -6,6 +6,7 @@ Commands live in a table of ``name -> installer`` so later ones (``classify``, .
     ggvision core exec   --component NAME (--recipe FILE | --allow SPEC ...) -- CMD ...
     ggvision core deploy --update-config JSON|FILE
     ggvision core status [--json]
+    ggvision recipe validate RECIPE ...
 
 Exit codes: 0 success; 1 a component ended BROKEN, a deployment FAILED or an admin request
 failed; 2 bad input (recipes, configuration, arguments); ``core exec`` exits with CMD's code.
@@ -454,8 +455,40 @@ def _install_plugins(sub: Any) -> None:
         p.set_defaults(handler=module.handle)
 
 
+# --- recipe validate ---------------------------------------------------------------------------
+def _install_recipe(sub: Any) -> None:
+    p = sub.add_parser("recipe", help="component recipe tools")
+    recipe_sub = p.add_subparsers(dest="recipe_command", required=True, metavar="COMMAND")
+    v = recipe_sub.add_parser(
+        "validate",
+        help="check recipes: schema, 16 KB limit, plain version, the runner's parser",
+        description="Validate recipe files (YAML or JSON; keys case-insensitive). Exit 0 when "
+        "every file is valid, 2 otherwise.",
+    )
+    v.add_argument("files", nargs="+", type=Path, metavar="RECIPE")
+    v.set_defaults(handler=_recipe_validate)
+
+
+def _recipe_validate(args: argparse.Namespace) -> int:
+    from ggvision.deploy.recipes import validate_recipe_file
+
+    bad = 0
+    for path in args.files:
+        try:
+            problems = validate_recipe_file(path)
+        except OSError as exc:
+            problems = [exc.strerror or str(exc)]
+        if problems:
+            bad += 1
+            for problem in problems:
+                print(f"{path}: {problem}")
+        else:
+            print(f"{path}: ok")
+    return 2 if bad else 0
+
+
 # Top-level commands; add new ones here.
-COMMANDS: list[Callable[[Any], None]] = [_install_core, _install_plugins]
+COMMANDS: list[Callable[[Any], None]] = [_install_core, _install_recipe, _install_plugins]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,12 +10,12 @@ from typing import Literal
 
 from pydantic import Field
 
-from ggvision.config import ComponentConfig
+from ggvision.config import ComponentConfig, publishes, subscribes
 
 
 class ClassifierConfig(ComponentConfig):
-    inference_topic: str = Field("local/inference", min_length=1)
-    result_topic: str = Field("local/result", min_length=1)
+    inference_topic: str = Field("local/inference", min_length=1, json_schema_extra=subscribes())
+    result_topic: str = Field("local/result", min_length=1, json_schema_extra=publishes())
     model_key: str = Field("tflite-int8", min_length=1, description="variant dir in the store")
     model_store_path: str = Field("", description="overrides $GGV_MODEL_STORE when set")
     backend: Literal["", "tflite", "onnx", "torch", "dlr", "fake"] = ""

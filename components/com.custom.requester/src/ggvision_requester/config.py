@@ -9,16 +9,18 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from ggvision.config import ComponentConfig
+from ggvision.config import ComponentConfig, publishes, subscribes
 
 # Changing these needs a restart (new subscriptions, new output files); the rest apply live.
 RESTART_FIELDS = ("inference_topic", "result_topic", "status_topic", "output_jsonl", "output_csv")
 
 
 class RequesterConfig(ComponentConfig):
-    inference_topic: str = Field("local/inference", min_length=1)
-    result_topic: str = Field("local/result", min_length=1)
-    status_topic: str = Field("local/status/com.custom.requester", min_length=1)
+    inference_topic: str = Field("local/inference", min_length=1, json_schema_extra=publishes())
+    result_topic: str = Field("local/result", min_length=1, json_schema_extra=subscribes())
+    status_topic: str = Field(
+        "local/status/com.custom.requester", min_length=1, json_schema_extra=publishes()
+    )
     image_directory: str = Field("", description="folder whose images are sent, sorted by name")
     images: list[str] = Field(default_factory=list, description="explicit image files")
     extensions: list[str] = Field(
