@@ -24,6 +24,8 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # run as a script: `tools` is the repository's package
 DEFAULT_CLI = Path("/greengrass/v2/bin/greengrass-cli")
 
 
