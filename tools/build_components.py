@@ -161,8 +161,9 @@ def dependency_closure(dist: str, extras: set[str]) -> dict[str, str]:
 
 
 def requirements(component_dir: Path, name: str) -> str:
-    """Exact pins of everything the Install step installs: our wheels (via --find-links) and
-    their dependency closure at the versions of this (``make setup``) environment."""
+    """Exact pins of everything the Install step installs: our wheels (installed first from the
+    artifact, so already satisfied) and their dependency closure at the versions of this
+    (``make setup``) environment."""
     project = tomllib.loads((component_dir / "pyproject.toml").read_text())["project"]
     extra = DEVICE_EXTRAS.get(name)
     extras = {extra} if extra and extra in project.get("optional-dependencies", {}) else set()
