@@ -43,7 +43,7 @@ ARTIFACT_ROOT = "artifacts"
 
 def s3_recipe(recipe: dict[str, Any], bucket_name: str, prefix: str, note: str) -> dict[str, Any]:
     """The recipe with every artifact URI pointing at ``s3://bucket/prefix<file>``."""
-    out = json.loads(json.dumps(recipe))
+    out: dict[str, Any] = json.loads(json.dumps(recipe))
     for manifest in out.get("Manifests") or []:
         for art in manifest.get("Artifacts") or []:
             art["URI"] = f"s3://{bucket_name}/{prefix}{str(art['URI']).rsplit('/', 1)[-1]}"

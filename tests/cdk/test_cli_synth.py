@@ -17,6 +17,7 @@ from tests.cdk.conftest import CDK_DIR
 CLI = CDK_DIR / "node_modules" / ".bin" / "cdk"
 
 
+@pytest.mark.timeout(600)
 def test_cdk_synth_offline_and_cfn_lint(artifact_dir: Path, tmp_path: Path) -> None:
     if not CLI.exists() or shutil.which("node") is None:
         if os.environ.get("GGV_REQUIRE_BUILD"):

@@ -19,6 +19,8 @@ from ggvision.errors import ConfigError
 from tests.cdk.conftest import REPO, Synth
 
 COMPONENTS = {c.name: c for c in project_components(REPO)}
+# The first synthesis starts the jsii runtime (seconds; more under load).
+pytestmark = pytest.mark.timeout(600)
 
 
 def _resources(template: Template, kind: str) -> dict[str, Any]:

@@ -51,6 +51,7 @@ def test_lock_flags_changed_content_without_a_new_version(tmp_path: Path) -> Non
     assert bc.fingerprint(copy, {**recipe, "ComponentDescription": "x"}) != after
 
 
+@pytest.mark.timeout(600)
 def test_python_component_zip_is_reproducible_and_pinned(tmp_path: Path) -> None:
     """`make build` twice (here: the build, then GDK's custom build) gives identical bytes."""
     target = bc.build_python_component(

@@ -134,6 +134,8 @@ def test_configuration_update_follows_topic_changes(c: Component) -> None:
     assert plain == {"merge": {}}
     with pytest.raises(ConfigError):
         configuration_update(c, {key: 12345})
+    with pytest.raises(ConfigError, match="accessControl"):
+        configuration_update(c, {"accessControl": {}})
 
 
 def _fake_paths(c: Component, root: Path) -> ComponentPaths:

@@ -17,6 +17,7 @@ import yaml
 
 from ggvision.config import ComponentConfig
 from ggvision.deploy.access import access_control, used_grants
+from ggvision.errors import ConfigError
 
 # Component name -> "module:Class" of its ComponentConfig; artifact-only components have none.
 CONFIG_MODELS: dict[str, str] = {
@@ -91,7 +92,13 @@ def configuration_update(component: Component, overrides: Mapping[str, Any]) -> 
     ``/accessControl`` and merges the regenerated least-privilege one: a deployment grants what
     the new configuration needs, and nothing more.
     """
-    merge = {k: copy.deepcopy(v) for k, v in overrides.items() if k not in RESERVED_KEYS}
+    reserved = sorted(RESERVED_KEYS & set(overrides))
+    if reserved:
+        raise ConfigError(
+            f"{component.name}: {', '.join(reserved)} is generated from the topic fields; "
+            "set the topics instead"
+        )
+    merge = copy.deepcopy(dict(overrides))
     update: dict[str, Any] = {"merge": merge}
     model = component.model
     if model is None:
