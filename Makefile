@@ -33,6 +33,10 @@ export CDK_DISABLE_CLI_TELEMETRY := true
 
 $(CDK_STAMP): $(STAMP) pyproject.toml cdk/package.json cdk/package-lock.json
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,mqtt,cdk]'
+	@command -v npm >/dev/null || \
+	  { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null); \
+	    else echo "error: install Node.js and npm (Debian: apt-get install nodejs npm)" >&2; exit 1; fi; }
 	cd cdk && npm ci --no-audit --no-fund --silent
 	touch $(CDK_STAMP)
 
