@@ -190,6 +190,8 @@ def test_lifecycle_is_a_venv_install_and_an_unprivileged_unbuffered_run(c: Compo
         for pip in re.findall(r"\S*pip\S*\s+install", install):
             assert pip.startswith('"{work:path}/venv/bin/pip'), f"global pip: {pip}"
         assert "--user" not in install
+        # Our wheels only from the artifact, and always (the venv outlives component versions).
+        assert "--no-index" in install and "--force-reinstall" in install
         assert "-r " in install and "requirements.txt" in install
         run = steps["Run"].script
         assert "{work:path}/venv/bin/python" in run
