@@ -537,19 +537,25 @@ def _publish(args: argparse.Namespace) -> int:
         if not text.lstrip().startswith("{"):
             text = Path(text).read_text()
         configuration = json.loads(text)
+    from botocore.exceptions import BotoCoreError, ClientError
+
     session = boto3.session.Session(region_name=args.region)
-    result = publish(
-        components,
-        bucket=args.bucket,
-        s3=session.client("s3"),
-        greengrass=session.client("greengrassv2"),
-        iot=None if args.no_deploy else session.client("iot"),
-        prefix=args.prefix,
-        thing_group=args.thing_group,
-        thing=args.thing,
-        configuration=configuration,
-        deployment_name=args.deployment_name,
-    )
+    try:
+        result = publish(
+            components,
+            bucket=args.bucket,
+            s3=session.client("s3"),
+            greengrass=session.client("greengrassv2"),
+            iot=None if args.no_deploy else session.client("iot"),
+            prefix=args.prefix,
+            thing_group=args.thing_group,
+            thing=args.thing,
+            configuration=configuration,
+            deployment_name=args.deployment_name,
+        )
+    except (BotoCoreError, ClientError) as exc:
+        print(f"ggvision: error: AWS: {exc}", file=sys.stderr)
+        return 1
     print(json.dumps(dataclasses.asdict(result), sort_keys=True))
     return 0
 

@@ -201,3 +201,24 @@ def test_target_arns_come_from_iot(aws: tuple[Any, Any]) -> None:
         target_arn(iot, thing_group="Nope", thing=None)
     with pytest.raises(GgvisionError):
         target_arn(iot, thing_group=None, thing=None)
+
+
+def test_cli_wiring(
+    built: tuple[Path, Path], aws: tuple[Any, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The command reaches AWS through boto3: moto stores the upload; moto has no Greengrass v2,
+    so CreateComponentVersion fails there and the command reports it (exit 1)."""
+    from ggvision.cli import main
+
+    s3, _ = aws
+    recipes, artifacts = built
+    args = ["publish", "--bucket", BUCKET, "--region", REGION]
+    args += ["--recipe-dir", str(recipes), "--artifact-dir", str(artifacts)]
+    with pytest.raises(SystemExit):
+        main(args)  # no target given
+    assert main([*args, "--no-deploy", "--component", "com.example.Nope"]) == 2
+    rc = main([*args, "--no-deploy", "--component", "com.custom.requester"])
+    assert rc == 1
+    assert "AWS:" in capsys.readouterr().err
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]]
+    assert len(keys) == 1 and keys[0].startswith("artifacts/com.custom.requester/0.1.0/")
