@@ -286,3 +286,16 @@ def test_cdk_nag_fails_without_the_acknowledgments(
     report = json.loads((tmp_path / "validation-report.json").read_text())
     rules = {v["ruleName"].split("[")[0] for p in report["pluginReports"] for v in p["violations"]}
     assert {"AwsSolutions-S1", "AwsSolutions-IAM5"} <= rules
+
+
+def test_component_subset_and_nucleus_version(synth: Synth) -> None:
+    subset = ["com.custom.ImageClassification.ModelStore", "com.custom.ImageClassifier"]
+    _, t = synth(components=",".join(subset), nucleusVersion="2.14.3")
+    assert set(_recipes(t)) == set(subset)
+    specs = _only(t, "AWS::GreengrassV2::Deployment")["Properties"]["Components"]
+    assert set(specs) == {*subset, "aws.greengrass.Nucleus"}
+    assert specs["aws.greengrass.Nucleus"] == {"ComponentVersion": "2.14.3"}
+    with pytest.raises(ValueError, match="unknown"):
+        synth(components="com.example.Nope")
+    with pytest.raises(ValueError, match="stage"):
+        synth(stage="qa")
