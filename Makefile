@@ -9,7 +9,7 @@ COMPONENTS := components/com.custom.ImageClassifier components/com.custom.Camera
 PKG_DIRS := src/ggvision $(foreach c,$(COMPONENTS),$(c)/src)
 ROOT ?= /tmp/ggvision-$(shell id -u)
 
-.PHONY: setup run test lint typecheck unit bench models build deploy-local samples clean lock synth
+.PHONY: setup run test lint typecheck unit bench models build deploy-local samples clean models-dlr security lock synth
 
 setup: $(STAMP) $(CDK_STAMP)  ## .venv with the library, every component (all backends), dev tools; mosquitto
 	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || \
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml $(foreach c,$(COMPONENTS),$(c)/pyproject.toml)
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,mqtt]' \
-	  -e 'components/com.custom.ImageClassifier[tflite,onnx,torch]' \
+	  -e 'components/com.custom.ImageClassifier[tflite,onnx,torch,dlr]' \
 	  -e 'components/com.custom.CameraSource[opencv]' \
 	  -e components/com.custom.requester
 	touch $(STAMP)
@@ -44,6 +44,13 @@ $(MODELS): modelbuild/*.py modelbuild/*.sh modelbuild/requirements*.txt
 	bash modelbuild/build.sh
 
 models: $(MODELS)  ## the model store, built offline in its own venv (build/venvs/models)
+
+DLR_MODELS := build/model-store/dlr-fp32/.built
+
+$(DLR_MODELS): $(MODELS) modelbuild/dlr/*.py modelbuild/dlr/*.c modelbuild/dlr/*.sh modelbuild/dlr/requirements.txt
+	bash modelbuild/dlr/build.sh
+
+models-dlr: $(DLR_MODELS)  ## the DLR model (TVM 0.25, venv build/venvs/dlr; needs gcc) + AWS layout copy
 
 BUILT := greengrass-build/.built
 BUILD_INPUTS := $(shell find src components tools/build_components.py tools/build-constraints.txt -type f \
@@ -106,15 +113,20 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy $(PKG_DIRS)
 
-unit: $(STAMP) $(CDK_STAMP) $(MODELS) $(BUILT)
+unit: $(STAMP) $(CDK_STAMP) $(MODELS) $(BUILT) $(DLR_MODELS)
 	GGV_REQUIRE_MODELS=1 GGV_REQUIRE_BUILD=1 $(BIN)/pytest -q $(PYTEST_ARGS)
 
-test: lint typecheck unit  ## everything CI runs
+# bandit over the shipped code; each `# nosec` carries its reason on the same line.
+security: $(STAMP)  ## static security scan (bandit)
+	$(BIN)/bandit -q -c pyproject.toml -r src $(foreach c,$(COMPONENTS),$(c)/src)
 
-bench: $(STAMP) $(MODELS)  ## benchmarks: ratios against baselines measured in the same run
+test: lint typecheck security unit  ## everything CI runs
+
+bench: $(STAMP) $(MODELS)  ## every benchmark, then one report of ratios: build/bench/REPORT.md
 	$(BIN)/python -m bench.ipc
 	$(BIN)/python -m bench.classifier
 	$(BIN)/python -m bench.pipeline
+	$(BIN)/python -m bench.report
 
 clean:
 	rm -rf build greengrass-build .pytest_cache .mypy_cache .ruff_cache .hypothesis cdk/cdk.out

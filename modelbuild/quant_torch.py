@@ -11,9 +11,9 @@ Stock ``get_default_qconfig_mapping()`` ruins this network (MODELS.md §4.4):
    with a re-quantize after them.  Fix: register ``nn.ZeroPad2d`` as an op whose output shares its
    input's observer; quantized constant padding pads with the zero point, i.e. a real 0.
 
-Weights: per-channel symmetric int8.  Activations: full-range quint8, MinMax.  Engines: ``onednn``
-(x86) and ``qnnpack`` (ARM).  ``x86``/``fbgemm`` need 7-bit activations (int16 accumulator overflow
-in the 1152-channel blocks) and are not offered.
+Weights: per-channel symmetric int8 (7-bit on ``onednn``, see ``_WEIGHT_7BIT``).  Activations:
+full-range quint8, MinMax.  Engines: ``onednn`` (x86) and ``qnnpack`` (ARM).  ``x86``/``fbgemm``
+need 7-bit activations (int16 accumulator overflow in the 1152-channel blocks) and are not offered.
 """
 
 import copy
@@ -49,13 +49,23 @@ _ACT = MinMaxObserver.with_args(
 _WEIGHT = PerChannelMinMaxObserver.with_args(
     dtype=torch.qint8, qscheme=torch.per_channel_symmetric, quant_min=-127, quant_max=127, ch_axis=0
 )
+# onednn on x86 CPUs without VNNI (AVX2 only, e.g. many AMD EPYC) multiplies u8 activations by s8
+# weights with vpmaddubsw, which sums pairs into a saturating int16: 255*127*2 overflows and the
+# model silently degrades (top-1 wrong on 3 of 7 photos).  7-bit weights (|w| <= 63) keep every pair
+# sum within int16 on every x86 CPU; VNNI CPUs lose nothing measurable.
+_WEIGHT_7BIT = PerChannelMinMaxObserver.with_args(
+    dtype=torch.qint8, qscheme=torch.per_channel_symmetric, quant_min=-63, quant_max=63, ch_axis=0
+)
 # Output of a fused conv+bn+relu whose float model clamps at 6: fixed [0, 6] range.
 _RELU6_OUT = FixedQParamsObserver.with_args(
     scale=6.0 / 255.0, zero_point=0, dtype=torch.quint8, quant_min=0, quant_max=255
 )
 
-QCONFIG = QConfig(activation=_ACT, weight=_WEIGHT)
-QCONFIG_RELU6 = QConfig(activation=_RELU6_OUT, weight=_WEIGHT)
+
+def qconfigs(engine: str) -> tuple[QConfig, QConfig]:
+    """(global, fused conv+ReLU6) qconfigs for ``engine``: 7-bit weights on onednn (see above)."""
+    weight = _WEIGHT_7BIT if engine == "onednn" else _WEIGHT
+    return QConfig(activation=_ACT, weight=weight), QConfig(activation=_RELU6_OUT, weight=weight)
 
 
 def _replace_relu6(model: nn.Module) -> list[str]:
@@ -114,9 +124,10 @@ def quantize(
         raise RuntimeError(
             f"{len(swapped)} ReLU6 vs {len(relu6_convs)} convs: unexpected architecture"
         )
-    mapping = QConfigMapping().set_global(QCONFIG)
+    qconfig, qconfig_relu6 = qconfigs(engine)
+    mapping = QConfigMapping().set_global(qconfig)
     for name in relu6_convs:
-        mapping.set_module_name(name, QCONFIG_RELU6)
+        mapping.set_module_name(name, qconfig_relu6)
     example = (torch.zeros(1, 3, 224, 224),)
     prepared = prepare_fx(m, mapping, example, backend_config=backend_config(engine))
     with torch.no_grad():

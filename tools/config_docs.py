@@ -108,6 +108,11 @@ def render() -> str:
         recipe = yaml.safe_load((REPO / "components" / name / "recipe.yaml").read_text())
         defaults = recipe["ComponentConfiguration"]["DefaultConfiguration"]
         out += [f"## {name}", "", *_table(model, defaults), ""]
+        for field_name, info in model.model_fields.items():
+            sub = info.annotation
+            if isinstance(sub, type) and issubclass(sub, BaseModel):
+                key = info.alias or field_name
+                out += [f"### `{key}`", "", *_table(sub, defaults.get(key)), ""]
         if name == "com.custom.CameraSource":
             from ggvision_camera.config import _SOURCE_MODELS
 

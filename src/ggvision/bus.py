@@ -1,15 +1,19 @@
 """The thin pub/sub and config wrapper every component uses, over Greengrass IPC.
 
 Components depend on :class:`Bus`; :class:`IpcBus` implements it with the ``awsiotsdk`` client
-(imported only when a bus is created, so nothing happens at import time). Callbacks run on the
+(imported only when a bus is created, so nothing happens at import time). When the core goes
+away (a restart), :class:`IpcBus` reconnects with back-off, subscribes again and reports its last
+state again; calls made while it is disconnected fail with :class:`BusError`. Callbacks run on the
 SDK's threads: they must only decode, validate and hand off — never block, never raise.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, Protocol
@@ -20,6 +24,8 @@ log = logging.getLogger(__name__)
 
 MessageHandler = Callable[[str, bytes | dict[str, Any]], None]
 ConfigHandler = Callable[[list[str]], None]
+# (topic, payload) of a message from AWS IoT Core.
+IotHandler = Callable[[str, bytes], None]
 # Returns (accepted, message) for a proposed configuration of a deployment.
 Validator = Callable[[dict[str, Any]], tuple[bool, str]]
 
@@ -42,6 +48,9 @@ class Bus(Protocol):
     def subscribe_validation(self, validator: Validator) -> Subscription: ...
     def update_state(self, state: str) -> None: ...
     def publish_iot(self, topic: str, payload: bytes, qos: int = 1) -> Future[Any]: ...
+    def publish_bytes(self, topic: str, data: bytes) -> Future[Any]: ...
+    def update_configuration(self, key_path: list[str], value: dict[str, Any]) -> None: ...
+    def subscribe_iot(self, topic: str, handler: IotHandler, qos: int = 1) -> Subscription: ...
     def close(self) -> None: ...
 
 
@@ -54,22 +63,102 @@ def _err(exc: BaseException) -> BusError:
 class IpcBus:
     """:class:`Bus` over ``GreengrassCoreIPCClientV2`` (env: the Nucleus variables)."""
 
-    def __init__(self, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        timeout_s: float = 10.0,
+        reconnect_initial_s: float = 0.2,
+        reconnect_max_s: float = 5.0,
+    ) -> None:
+        self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._backoff = (reconnect_initial_s, reconnect_max_s)
+        self._streams: list[_Stream] = []  # opened again on the new connection after a reconnect
+        self._state: str | None = None  # reported again after a reconnect
+        self._closed = False
+        self._reconnecting = False
+        self.reconnects = 0
         try:
-            from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
-        except ImportError as exc:  # pragma: no cover - awsiotsdk is a core dependency
-            raise BusError("awsiotsdk is not installed") from exc
-        try:
-            self._client = GreengrassCoreIPCClientV2()
+            self._client = self._connect()
         except KeyError as exc:
             raise BusError(
                 f"not running as a Greengrass component: environment variable {exc} is missing "
                 "(start it with `ggvision core run` or `ggvision core exec`)"
             ) from exc
+        except BusError:
+            raise
         except Exception as exc:
             raise _err(exc) from exc
-        self.timeout_s = timeout_s
-        self._lock = threading.Lock()
+
+    # --- connection and reconnection -----------------------------------------------------------
+    def _connect(self) -> Any:
+        """A V2 client on a connection whose loss starts :meth:`_reconnect_loop`."""
+        try:
+            from awsiot.eventstreamrpc import LifecycleHandler
+            from awsiot.greengrasscoreipc import connect
+            from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
+        except ImportError as exc:  # pragma: no cover - awsiotsdk is a core dependency
+            raise BusError("awsiotsdk is not installed") from exc
+        bus = self
+
+        class _Lifecycle(LifecycleHandler):  # type: ignore[misc]
+            def on_disconnect(self, reason: Exception | None) -> None:
+                bus._lost(reason)
+
+        return GreengrassCoreIPCClientV2(
+            client=connect(lifecycle_handler=_Lifecycle(), timeout=self.timeout_s)
+        )
+
+    def _lost(self, reason: Exception | None) -> None:
+        """The connection to the core is gone (its thread): reconnect in the background."""
+        with self._lock:
+            if self._closed or self._reconnecting:
+                return
+            self._reconnecting = True
+        log.warning(
+            "lost the IPC connection (%s); reconnecting", reason, extra={"event": "bus.lost"}
+        )
+        threading.Thread(target=self._reconnect_loop, name="ipc-reconnect", daemon=True).start()
+
+    def _reconnect_loop(self) -> None:
+        delay, maximum = self._backoff
+        while not self._closed:
+            time.sleep(delay)
+            try:
+                client = self._connect()
+            except Exception as exc:
+                log.info(
+                    "IPC reconnect failed (%s); next try in %.1f s",
+                    exc,
+                    min(delay * 2, maximum),
+                    extra={"event": "bus.reconnect_failed"},
+                )
+                delay = min(delay * 2, maximum)
+                continue
+            old, self._client = self._client, client
+            with contextlib.suppress(Exception):
+                old.close(executor_wait=False)
+            with self._lock:
+                streams = list(self._streams)
+            for stream in streams:
+                stream.reopen(client)
+            if self._state is not None:
+                with contextlib.suppress(Exception):
+                    client.update_state(state=self._state)
+            self.reconnects += 1
+            log.info("IPC connection restored", extra={"event": "bus.reconnected"})
+            break
+        with self._lock:
+            self._reconnecting = False
+
+    def _stream(self, what: str, open_: Callable[[Any], Any]) -> Subscription:
+        stream = _Stream(self, what, open_)
+        try:
+            stream.operation = open_(self._client)
+        except Exception as exc:
+            raise _err(exc) from exc
+        with self._lock:
+            self._streams.append(stream)
+        return stream
 
     # --- pub/sub ------------------------------------------------------------------------------
     def publish_json(self, topic: str, obj: dict[str, Any]) -> Future[Any]:
@@ -77,6 +166,14 @@ class IpcBus:
         from awsiot.greengrasscoreipc.model import BinaryMessage, PublishMessage
 
         data = json.dumps(obj, separators=(",", ":")).encode()
+        msg = PublishMessage(binary_message=BinaryMessage(message=data))
+        fut: Future[Any] = self._client.publish_to_topic_async(topic=topic, publish_message=msg)
+        return fut
+
+    def publish_bytes(self, topic: str, data: bytes) -> Future[Any]:
+        """Publish raw bytes (e.g. a JSON array) without blocking."""
+        from awsiot.greengrasscoreipc.model import BinaryMessage, PublishMessage
+
         msg = PublishMessage(binary_message=BinaryMessage(message=data))
         fut: Future[Any] = self._client.publish_to_topic_async(topic=topic, publish_message=msg)
         return fut
@@ -93,15 +190,15 @@ class IpcBus:
                     "message handler failed", extra={"event": "bus.handler_error", "topic": topic}
                 )
 
-        try:
-            _, operation = self._client.subscribe_to_topic(
+        def open_(client: Any) -> Any:
+            _, operation = client.subscribe_to_topic(
                 topic=topic,
                 on_stream_event=on_event,
                 on_stream_error=lambda e: _log_stream_error(topic, e),
             )
-        except Exception as exc:
-            raise _err(exc) from exc
-        return operation  # type: ignore[no-any-return]
+            return operation
+
+        return self._stream(topic, open_)
 
     # --- configuration ----------------------------------------------------------------------------
     def get_configuration(
@@ -114,6 +211,19 @@ class IpcBus:
         value: dict[str, Any] = resp.value or {}
         return value
 
+    def update_configuration(self, key_path: list[str], value: dict[str, Any]) -> None:
+        """Merge ``value`` into this component's configuration at ``key_path`` (blocking)."""
+        import datetime
+
+        try:
+            self._client.update_configuration(
+                key_path=key_path,
+                timestamp=datetime.datetime.now(datetime.UTC),
+                value_to_merge=value,
+            )
+        except Exception as exc:
+            raise _err(exc) from exc
+
     def subscribe_configuration(self, handler: ConfigHandler) -> Subscription:
         def on_event(event: Any) -> None:
             try:
@@ -121,20 +231,18 @@ class IpcBus:
             except Exception:
                 log.exception("configuration handler failed", extra={"event": "bus.handler_error"})
 
-        try:
-            _, operation = self._client.subscribe_to_configuration_update(
+        def open_(client: Any) -> Any:
+            _, operation = client.subscribe_to_configuration_update(
                 key_path=[],
                 on_stream_event=on_event,
                 on_stream_error=lambda e: _log_stream_error("configuration", e),
             )
-        except Exception as exc:
-            raise _err(exc) from exc
-        return operation  # type: ignore[no-any-return]
+            return operation
+
+        return self._stream("configuration", open_)
 
     def subscribe_validation(self, validator: Validator) -> Subscription:
         from awsiot.greengrasscoreipc.model import ConfigurationValidityReport
-
-        client = self._client
 
         def answer(event: Any) -> None:
             e = event.validate_configuration_update_event
@@ -149,7 +257,9 @@ class IpcBus:
                 message=message or None,
             )
             try:
-                client.send_configuration_validity_report(configuration_validity_report=report)
+                self._client.send_configuration_validity_report(
+                    configuration_validity_report=report
+                )
             except Exception:
                 log.exception(
                     "could not send the validity report",
@@ -160,17 +270,18 @@ class IpcBus:
             # Answering is a blocking IPC call: do it off the SDK's callback thread.
             threading.Thread(target=answer, args=(event,), daemon=True).start()
 
-        try:
+        def open_(client: Any) -> Any:
             _, operation = client.subscribe_to_validate_configuration_updates(
                 on_stream_event=on_event,
                 on_stream_error=lambda e: _log_stream_error("validation", e),
             )
-        except Exception as exc:
-            raise _err(exc) from exc
-        return operation  # type: ignore[no-any-return]
+            return operation
+
+        return self._stream("validation", open_)
 
     # --- lifecycle / IoT Core -------------------------------------------------------------------
     def update_state(self, state: str) -> None:
+        self._state = state
         try:
             self._client.update_state(state=state)
         except Exception as exc:
@@ -182,11 +293,64 @@ class IpcBus:
         )
         return fut
 
+    def subscribe_iot(self, topic: str, handler: IotHandler, qos: int = 1) -> Subscription:
+        """SubscribeToIoTCore: ``handler(topic, payload)`` on the SDK's thread."""
+
+        def on_event(event: Any) -> None:
+            try:
+                msg = event.message
+                if msg is not None:
+                    handler(str(msg.topic_name), bytes(msg.payload or b""))
+            except Exception:  # boundary: never raise into the SDK's threads
+                log.exception(
+                    "IoT Core handler failed", extra={"event": "bus.handler_error", "topic": topic}
+                )
+
+        def open_(client: Any) -> Any:
+            _, operation = client.subscribe_to_iot_core(
+                topic_name=topic,
+                qos=str(qos),
+                on_stream_event=on_event,
+                on_stream_error=lambda e: _log_stream_error(topic, e),
+            )
+            return operation
+
+        return self._stream(f"IoT Core {topic}", open_)
+
     def close(self) -> None:
+        with self._lock:
+            self._closed = True
         try:
             self._client.close()
         except Exception:
             log.debug("closing the IPC client failed", exc_info=True)
+
+
+class _Stream:
+    """A subscription that survives reconnects: :meth:`reopen` subscribes again on a new
+    connection; :meth:`close` ends it for good."""
+
+    def __init__(self, bus: IpcBus, what: str, open_: Callable[[Any], Any]) -> None:
+        self.bus, self.what, self.open = bus, what, open_
+        self.operation: Any = None
+
+    def reopen(self, client: Any) -> None:
+        try:
+            self.operation = self.open(client)
+        except Exception as exc:
+            log.error(
+                "could not subscribe again to %s: %s",
+                self.what,
+                exc,
+                extra={"event": "bus.resubscribe_failed"},
+            )
+
+    def close(self) -> None:
+        with self.bus._lock:
+            if self in self.bus._streams:
+                self.bus._streams.remove(self)
+        if self.operation is not None:
+            self.operation.close()
 
 
 def _log_stream_error(what: str, exc: Exception) -> bool:

@@ -342,7 +342,7 @@ def _core_exec(args: argparse.Namespace) -> int:
 def _run_forwarding(cmd: list[str], env: dict[str, str], client: Any, name: str) -> int:
     """Run ``cmd`` in its own process group; every forwarded signal goes to it exactly once."""
     try:
-        proc = subprocess.Popen(cmd, env=env, process_group=0)
+        proc = subprocess.Popen(cmd, env=env, process_group=0)  # argv of our own user # nosec B603
     except OSError as exc:
         raise GgvisionError(f"cannot run {cmd[0]}: {exc.strerror or exc}") from exc
 

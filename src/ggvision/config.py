@@ -8,14 +8,18 @@ Fields that hold a topic say what the component does with it, so the recipe's ``
 be checked (and generated) from the model::
 
     result_topic: str = Field("local/result", json_schema_extra=publishes())
-    uplink_topic: str = Field("", json_schema_extra=publishes_to_iot_core())
+    status_topic: str = Field("...", json_schema_extra=publishes(also=[GREENGRASS_TELEMETRY_TOPIC]))
+    command_topic: str = Field("", json_schema_extra=subscribes_to_iot_core(when_empty="a/{thing}"))
 
-An empty topic means "not used". ``ggvision.deploy.access`` reads the markers.
+An empty topic means "not used" (unless ``when_empty`` pre-authorizes one); ``{thing}`` stands
+for the thing name. Derived topics: override ``ComponentConfig.extra_grants``.
+``ggvision.deploy.access`` reads all of it.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -37,24 +41,39 @@ TOPIC_MARKERS: dict[str, tuple[str, str]] = {
 }
 
 
-def publishes() -> dict[str, Any]:
-    """``json_schema_extra`` of a field naming a local topic the component publishes to."""
-    return {"x-ggvision-publish": True}
+# Greengrass's local telemetry topic (ggvision.telemetry publishes the status figures there).
+GREENGRASS_TELEMETRY_TOPIC = "$local/greengrass/telemetry"
+# In a topic value, replaced by the core's thing name at run time ({thing} in ggvision.uplink).
+THING_PLACEHOLDER = "{thing}"
 
 
-def subscribes() -> dict[str, Any]:
+def _marker(key: str, also: Sequence[str], when_empty: str) -> dict[str, Any]:
+    return {key: {"also": list(also), "whenEmpty": when_empty}}
+
+
+def publishes(*, also: Sequence[str] = (), when_empty: str = "") -> dict[str, Any]:
+    """``json_schema_extra`` of a field naming a local topic the component publishes to.
+
+    ``also``: fixed topics that go with it (the status report also goes to Greengrass
+    telemetry); ``when_empty``: the topic the recipe pre-authorizes while the field is empty
+    (feature off), so a deployment can switch it on without touching ``accessControl``.
+    """
+    return _marker("x-ggvision-publish", also, when_empty)
+
+
+def subscribes(*, also: Sequence[str] = (), when_empty: str = "") -> dict[str, Any]:
     """``json_schema_extra`` of a field naming a local topic the component subscribes to."""
-    return {"x-ggvision-subscribe": True}
+    return _marker("x-ggvision-subscribe", also, when_empty)
 
 
-def publishes_to_iot_core() -> dict[str, Any]:
+def publishes_to_iot_core(*, also: Sequence[str] = (), when_empty: str = "") -> dict[str, Any]:
     """``json_schema_extra`` of a field naming an AWS IoT Core topic the component publishes to."""
-    return {"x-ggvision-iot-publish": True}
+    return _marker("x-ggvision-iot-publish", also, when_empty)
 
 
-def subscribes_to_iot_core() -> dict[str, Any]:
+def subscribes_to_iot_core(*, also: Sequence[str] = (), when_empty: str = "") -> dict[str, Any]:
     """``json_schema_extra`` of a field naming an AWS IoT Core topic filter it subscribes to."""
-    return {"x-ggvision-iot-subscribe": True}
+    return _marker("x-ggvision-iot-subscribe", also, when_empty)
 
 
 def known_keys(model: type[BaseModel]) -> set[str]:
@@ -72,6 +91,11 @@ class ConfigModel(BaseModel):
 
 class ComponentConfig(ConfigModel):
     RESERVED: ClassVar[frozenset[str]] = frozenset({"accessControl"})
+
+    def extra_grants(self) -> set[tuple[str, str, str]]:
+        """(destination, operation, topic) grants no single topic field states (derived
+        topics); override where a component has them. See ggvision.deploy.access."""
+        return set()
 
     @classmethod
     def unknown_keys(cls, raw: dict[str, Any]) -> list[str]:

@@ -180,6 +180,8 @@ def decode_payload(payload: bytes | str | dict[str, Any]) -> dict[str, Any]:
         obj = json.loads(payload)
     except ValueError as exc:
         raise RequestError(ErrorCode.INVALID_REQUEST, f"request is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # e.g. 100,000 nested arrays
+        raise RequestError(ErrorCode.INVALID_REQUEST, "request is nested too deeply") from exc
     if not isinstance(obj, dict):
         raise RequestError(ErrorCode.INVALID_REQUEST, "request must be a JSON object")
     return obj

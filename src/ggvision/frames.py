@@ -22,7 +22,7 @@ import numpy as np
 from ggvision.contract import FrameRef
 from ggvision.errors import GgvisionError
 
-DEFAULT_DIR = Path("/dev/shm")  # noqa: S108 - POSIX shared memory, files created 0600
+DEFAULT_DIR = Path("/dev/shm")  # noqa: S108 # POSIX shm, files created 0600 # nosec B108
 MAGIC = b"GGVRING1"
 _HEADER = struct.Struct("<8sII48x")  # magic, slots, slot_bytes -> 64 bytes
 _SLOT = struct.Struct("<QIIIId")  # seq, width, height, channels, nbytes, timestamp -> 32 bytes
@@ -127,18 +127,32 @@ class FrameReader(_Ring):
             if size < _HEADER.size:
                 raise FrameError(f"frame ring {name} is truncated")
             mm = mmap.mmap(fd, size, prot=mmap.PROT_READ)
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
         magic, slots, slot_bytes = _HEADER.unpack_from(mm, 0)
-        if magic != MAGIC or size < _HEADER.size + slots * (SLOT_HEADER_BYTES + slot_bytes):
+        self._size = _HEADER.size + slots * (SLOT_HEADER_BYTES + slot_bytes)
+        if magic != MAGIC or size < self._size:
             mm.close()
+            os.close(fd)
             raise FrameError(f"{path} is not a frame ring")
+        # Kept open: a writer that restarts truncates the same file, and touching a mapped page
+        # past the new end would kill this process with SIGBUS; read() checks the size first.
+        self._fd = fd
         super().__init__(path, mm, slots, slot_bytes)
+
+    def close(self) -> None:
+        super().close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     def read(self, ref: FrameRef) -> tuple[np.ndarray, float]:
         """A copy of the referenced frame and its capture time; :class:`StaleFrame` if gone."""
         if ref.slot >= self.slots:
             raise FrameError(f"slot {ref.slot} out of range (ring has {self.slots})")
+        if self._fd < 0 or os.fstat(self._fd).st_size < self._size:
+            raise FrameError(f"frame ring {self.path.name} was truncated (its writer restarted)")
         off = self._slot_offset(ref.slot)
         mm = self._mm
         seq, w, h, c, nbytes, ts = _SLOT.unpack_from(mm, off)

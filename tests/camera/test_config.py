@@ -22,6 +22,7 @@ from ggvision_camera.config import (
 )
 
 from ggvision.errors import ConfigError
+from ggvision.telemetry import TELEMETRY_TOPIC
 from tests.camera.conftest import RECIPE, recipe, recipe_defaults
 
 COMPONENT = RECIPE.parent
@@ -45,7 +46,7 @@ def test_access_control_grants_exactly_the_topics_the_component_uses() -> None:
         for op in policy["operations"]:
             granted.setdefault(op, set()).update(policy["resources"])
     assert granted == {
-        "aws.greengrass#PublishToTopic": {cfg.inference_topic, cfg.status_topic},
+        "aws.greengrass#PublishToTopic": {cfg.inference_topic, cfg.status_topic, TELEMETRY_TOPIC},
         "aws.greengrass#SubscribeToTopic": {cfg.result_topic},
     }
     assert cfg.status_topic == "local/status/com.custom.CameraSource"

@@ -210,3 +210,29 @@ def test_classifier_needs_the_model_store_hard() -> None:
     assert env["GGV_MODEL_STORE"] == (
         "{com.custom.ImageClassification.ModelStore:artifacts:decompressedPath}"
     )
+
+
+def test_marker_details() -> None:
+    from pydantic import Field
+
+    from ggvision import telemetry
+    from ggvision.config import GREENGRASS_TELEMETRY_TOPIC, ComponentConfig, publishes
+    from ggvision.config import publishes_to_iot_core as iot_pub
+    from ggvision.config import subscribes_to_iot_core as iot_sub
+
+    assert GREENGRASS_TELEMETRY_TOPIC == telemetry.TELEMETRY_TOPIC
+
+    class Demo(ComponentConfig):
+        status_topic: str = Field("s/x", json_schema_extra=publishes(also=["$local/t"]))
+        up_topic: str = Field("a/{thing}/b", json_schema_extra=iot_pub())
+        cmd_topic: str = Field("", json_schema_extra=iot_sub(when_empty="c/{thing}"))
+        off_topic: str = Field("", json_schema_extra=iot_pub())
+
+    pub, mqtt = "aws.greengrass.ipc.pubsub", "aws.greengrass.ipc.mqttproxy"
+    assert used_grants(Demo()) == {
+        (pub, "aws.greengrass#PublishToTopic", "s/x"),
+        (pub, "aws.greengrass#PublishToTopic", "$local/t"),
+        (mqtt, "aws.greengrass#PublishToIoTCore", "a/+/b"),
+        (mqtt, "aws.greengrass#SubscribeToIoTCore", "c/+"),
+    }
+    assert (mqtt, "aws.greengrass#SubscribeToIoTCore", "d") in used_grants(Demo(cmd_topic="d"))

@@ -143,10 +143,19 @@ class Bench:
         return summary
 
     def summaries(self, n: int = 1, timeout: float = 5) -> list[dict[str, Any]]:
-        events = self.listener("events", sub=self.status_sub, n=n, timeout=timeout)["events"]
-        return [
-            e["json"] if "json" in e else json.loads(base64.b64decode(e["binary"])) for e in events
-        ]
+        out: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            wait = max(0.0, deadline - time.monotonic())
+            events = self.listener("events", sub=self.status_sub, n=n, timeout=wait)["events"]
+            messages = [
+                e["json"] if "json" in e else json.loads(base64.b64decode(e["binary"]))
+                for e in events
+            ]
+            # Periodic status reports share the topic with the summary.
+            out += [m for m in messages if m.get("type") != "status"]
+            if len(out) >= n or time.monotonic() >= deadline:
+                return out
 
     def close(self) -> None:
         self.listener.close()

@@ -39,6 +39,7 @@ def test_recipe_access_control_is_exactly_its_topics() -> None:
         for res in policy["resources"]
     )
     assert grants == [
+        ("aws.greengrass#PublishToTopic", "$local/greengrass/telemetry"),
         ("aws.greengrass#PublishToTopic", "local/inference"),
         ("aws.greengrass#PublishToTopic", "local/status/com.custom.requester"),
         ("aws.greengrass#SubscribeToTopic", "local/result"),

@@ -216,7 +216,7 @@ class AgentProcess:
     """Parent-side handle of an agent process."""
 
     def __init__(self, env: Mapping[str, str], timeout: float = 20.0) -> None:
-        self.proc = subprocess.Popen(
+        self.proc = subprocess.Popen(  # fixed argv: this module, no shell # nosec B603
             [sys.executable, "-m", "ggvision.core.agent"],
             env=dict(env),
             stdin=subprocess.PIPE,

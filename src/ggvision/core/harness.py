@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,7 +31,8 @@ class CoreThread:
 
     def __init__(self, root: str | os.PathLike[str] | None = None, **core_kwargs: Any) -> None:
         self._own_root = root is None
-        self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="ggv-", dir="/tmp"))
+        short = "/tmp"  # noqa: S108 # short socket paths; mkdtemp: 0700 # nosec B108
+        self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="ggv-", dir=short))
         self._core_kwargs = core_kwargs
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="ipc-core", daemon=True)
@@ -54,6 +56,39 @@ class CoreThread:
             core = IpcCore(
                 self.socket_path, admin_socket_path=self.root / "admin.socket", **self._core_kwargs
             )
+            await core.start()
+            return core
+
+        self.core = self.run(_start())
+
+    def restart(self, down_s: float = 0.0) -> None:
+        """Stop the core and, ``down_s`` seconds later, start a new one on the same sockets with
+        every registered component's token, configuration and version: running components see
+        the core go away and come back, as after a Nucleus restart, and may reconnect with the
+        token they hold."""
+        old = self.ipc
+        kept = self.call(
+            lambda: [
+                (
+                    name,
+                    old.token_of(name),
+                    old.config.snapshot(name),
+                    old.defaults_of(name),
+                    old.versions.get(name, "0.0.0"),
+                )
+                for name in old.components()
+            ]
+        )
+        self.run(old.stop())
+        self.core = None
+        time.sleep(down_s)
+
+        async def _start() -> IpcCore:
+            core = IpcCore(
+                self.socket_path, admin_socket_path=self.root / "admin.socket", **self._core_kwargs
+            )
+            for name, token, cfg, defaults, version in kept:
+                core.register_component(name, cfg, defaults=defaults, version=version, token=token)
             await core.start()
             return core
 

@@ -128,20 +128,30 @@ class IpcCore:
         *,
         defaults: Mapping[str, Any] | None = None,
         version: str = "0.0.0",
+        token: str | None = None,
     ) -> str:
-        """Register (or re-register) a component; returns its SVCUID token (stable per name)."""
+        """Register (or re-register) a component; returns its SVCUID token (stable per name).
+
+        ``token``: reuse a token an earlier core issued (a restarted core, so that running
+        components reconnect with the token they hold)."""
         if not name or not isinstance(name, str):
             raise GgvisionError("component name must be a non-empty string")
+        current = self._token_of.get(name)
+        if token is not None and (
+            current not in (None, token) or self._tokens.get(token, name) != name
+        ):
+            raise GgvisionError(f"the token given for {name} is in use or not its own")
         cfg = dict(configuration or {})
         self.config.set_component(name, cfg)
         self._defaults[name] = dict(defaults if defaults is not None else cfg)
         self._access[name] = AccessControl(name, cfg.get("accessControl"))
         self.versions[name] = version
-        token = self._token_of.get(name)
-        if token is None:
-            token = secrets.token_urlsafe(24)
+        if current is None:
+            token = token or secrets.token_urlsafe(24)
             self._token_of[name] = token
             self._tokens[token] = name
+        else:
+            token = current
         self._states.setdefault(name, "NEW")
         return token
 
@@ -160,6 +170,9 @@ class IpcCore:
 
     def components(self) -> list[str]:
         return list(self._token_of)
+
+    def token_of(self, name: str) -> str | None:
+        return self._token_of.get(name)
 
     def component_for_token(self, token: str) -> str | None:
         return self._tokens.get(token) if token else None

@@ -9,31 +9,57 @@ configuration uses (fields marked with ``ggvision.config.publishes()`` etc.);
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
 
-from ggvision.config import TOPIC_MARKERS
+from ggvision.config import THING_PLACEHOLDER, TOPIC_MARKERS, ComponentConfig
 
 Grant = tuple[str, str, str]
 
-_SHORT = {"aws.greengrass.ipc.pubsub": "pubsub", "aws.greengrass.ipc.mqttproxy": "mqttproxy"}
+MQTTPROXY = "aws.greengrass.ipc.mqttproxy"
+_SHORT = {"aws.greengrass.ipc.pubsub": "pubsub", MQTTPROXY: "mqttproxy"}
 
 
-def marked_fields(model: type[BaseModel]) -> dict[str, list[tuple[str, str]]]:
-    """Field name -> the (destination, operation) pairs its markers declare."""
-    out: dict[str, list[tuple[str, str]]] = {}
+@dataclass(frozen=True)
+class Mark:
+    destination: str
+    operation: str
+    also: tuple[str, ...] = ()
+    when_empty: str = ""
+
+
+def marked_fields(model: type[BaseModel]) -> dict[str, list[Mark]]:
+    """Field name -> what its markers declare (``ggvision.config.publishes()`` etc.)."""
+    out: dict[str, list[Mark]] = {}
     for name, info in model.model_fields.items():
         extra = info.json_schema_extra
-        if isinstance(extra, Mapping):
-            pairs = [TOPIC_MARKERS[k] for k in TOPIC_MARKERS if extra.get(k)]
-            if pairs:
-                out[name] = pairs
+        if not isinstance(extra, Mapping):
+            continue
+        marks = []
+        for key, (dest, op) in TOPIC_MARKERS.items():
+            if key in extra:
+                raw = extra[key]
+                body: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+                also = tuple(str(t) for t in body.get("also") or ())
+                marks.append(Mark(dest, op, also, str(body.get("whenEmpty") or "")))
+        if marks:
+            out[name] = marks
     return out
 
 
+def resource(destination: str, topic: str) -> str:
+    """The policy resource for ``topic``: the thing-name placeholder becomes a one-level
+    wildcard (``+`` for IoT Core, ``*`` for local pub/sub)."""
+    wildcard = "+" if destination == MQTTPROXY else "*"
+    return topic.replace(THING_PLACEHOLDER, wildcard)
+
+
 def used_grants(config: BaseModel) -> set[Grant]:
-    """Every (destination, operation, topic) ``config`` uses, nested models included."""
+    """Every (destination, operation, resource) ``config`` uses: marked topic fields (an empty
+    one grants its ``when_empty`` topic, if any), their ``also`` topics, nested models, and
+    :meth:`ComponentConfig.extra_grants`."""
     grants: set[Grant] = set()
     marks = marked_fields(type(config))
     for name in type(config).model_fields:
@@ -41,8 +67,13 @@ def used_grants(config: BaseModel) -> set[Grant]:
         for item in value if isinstance(value, list | tuple) else [value]:
             if isinstance(item, BaseModel):
                 grants |= used_grants(item)
-            elif isinstance(item, str) and item and name in marks:
-                grants |= {(dest, op, item) for dest, op in marks[name]}
+                continue
+            for mark in marks.get(name, ()):
+                topic = item if isinstance(item, str) and item else mark.when_empty
+                for t in (topic, *mark.also) if topic else mark.also:
+                    grants.add((mark.destination, mark.operation, resource(mark.destination, t)))
+    if isinstance(config, ComponentConfig):
+        grants |= {(d, o, resource(d, t)) for d, o, t in config.extra_grants()}
     return grants
 
 

@@ -27,7 +27,7 @@ MAX_SOCKET_PATH: Final = 107
 
 
 def default_root() -> Path:
-    return Path(f"/tmp/ggvision-{os.getuid()}")  # noqa: S108 - short on purpose, made 0700
+    return Path(f"/tmp/ggvision-{os.getuid()}")  # noqa: S108 # short, made 0700 # nosec B108
 
 
 @dataclass(frozen=True, slots=True)

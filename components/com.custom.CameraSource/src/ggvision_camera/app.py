@@ -9,7 +9,6 @@ deployment's configuration is validated before it applies and then rebuilds the 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import logging
 import os
 import signal
@@ -20,6 +19,7 @@ from typing import Any
 from ggvision import logs
 from ggvision.bus import Bus, IpcBus, Subscription
 from ggvision.errors import ConfigError, GgvisionError
+from ggvision.telemetry import Health, StatusReporter
 from ggvision_camera.camera import Camera
 from ggvision_camera.config import CameraConfig
 from ggvision_camera.errors import CameraError
@@ -39,7 +39,13 @@ class CameraService:
         self._stopping = threading.Event()
         self._result_sub: Subscription | None = None
         self._subs: list[Subscription] = []
-        self._reporter: threading.Thread | None = None
+        self._reporter = StatusReporter(
+            bus,
+            "com.custom.CameraSource",
+            self._health,
+            interval_s=self.cfg.status_interval_seconds,
+            topic=self.cfg.status_topic,
+        )
 
     def start(self) -> None:
         """Build and start the camera; raises CameraError when it cannot be built."""
@@ -51,7 +57,6 @@ class CameraService:
             self.bus.subscribe_validation(self.validate),
             self.bus.subscribe_configuration(self.on_configuration_changed),
         ]
-        self._reporter = threading.Thread(target=self._report, name="camera-status", daemon=True)
         self._reporter.start()
         self.bus.update_state("RUNNING")
         log.info(
@@ -65,6 +70,7 @@ class CameraService:
 
     def stop(self) -> None:
         self._stopping.set()
+        self._reporter.stop(final=False)  # no periodic report races the last one
         with self._lock:
             camera = self.camera
             if camera is not None:
@@ -77,8 +83,6 @@ class CameraService:
                     log.debug("closing a subscription failed", exc_info=True)
         if camera is not None:
             self.publish_status(wait_s=2.0)  # the last report, before the connection closes
-        if self._reporter is not None:
-            self._reporter.join(5)
 
     # --- results and status --------------------------------------------------------------------
     def _on_result(self, topic: str, payload: bytes | dict[str, Any]) -> None:
@@ -86,14 +90,15 @@ class CameraService:
         if camera is not None:
             camera.publisher.on_result(topic, payload)
 
-    def _report(self) -> None:
-        while not self._stopping.wait(self.cfg.status_interval_seconds):
-            self.publish_status()
-
     def publish_status(self, wait_s: float = 0.0) -> dict[str, Any]:
+        return self._reporter.report(wait_s=wait_s)
+
+    def _health(self) -> Health:
+        """The camera's status (its own keys win in the status message) and the common
+        figures for telemetry: fps sent, in flight as the queue, dropped, errors, latency."""
         camera = self.camera
         if camera is None:
-            return {}
+            return Health(state="ERRORED", extra={"state": "no camera"})
         status = {**camera.status(), "uptime_s": round(time.monotonic() - self.started_at, 3)}
         log.info(
             "%s: %s, %.3g fps sent, %d in flight",
@@ -103,14 +108,17 @@ class CameraService:
             status["in_flight"],
             extra={"event": "camera.status", "status": status},
         )
-        try:
-            fut = self.bus.publish_json(self.cfg.status_topic, status)
-            fut.add_done_callback(_log_status_failure)
-            if wait_s:
-                concurrent.futures.wait([fut], timeout=wait_s)
-        except Exception:  # boundary: a status report is best effort
-            log.exception("could not publish the status", extra={"event": "camera.status_error"})
-        return status
+        latency = status.get("latency_ms") or {}
+        return Health(
+            state="ERRORED" if status["state"] == "reconnecting" else "RUNNING",
+            fps=float(status["fps"]["sent"]),
+            latency_p50_ms=latency.get("p50"),
+            latency_p95_ms=latency.get("p95"),
+            queue_depth=int(status["in_flight"]),
+            dropped=int(status["dropped"]),
+            errors=dict(status["errors"]),
+            extra=status,
+        )
 
     # --- deployments ---------------------------------------------------------------------------
     def validate(self, proposed: dict[str, Any]) -> tuple[bool, str]:
@@ -159,14 +167,10 @@ class CameraService:
                 self._result_sub.close()
                 self._result_sub = self.bus.subscribe(new.result_topic, self._on_result)
             self.camera, self.cfg = camera, new
+            self._reporter.interval_s = new.status_interval_seconds
+            self._reporter.topic = new.status_topic
             camera.start()
             log.info("configuration applied", extra={"event": "camera.reconfigured"})
-
-
-def _log_status_failure(fut: Any) -> None:
-    exc = fut.exception()
-    if exc is not None:
-        log.warning("status not published: %s", exc, extra={"event": "camera.status_error"})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from ggvision.config import ComponentConfig, ConfigModel, known_keys, publishes, subscribes
+from ggvision.config import (
+    GREENGRASS_TELEMETRY_TOPIC,
+    ComponentConfig,
+    ConfigModel,
+    known_keys,
+    publishes,
+    subscribes,
+)
 from ggvision.frames import DEFAULT_DIR
 
 _Model = ConfigModel
@@ -95,7 +102,9 @@ class CameraConfig(ComponentConfig):
     inference_topic: str = Field("local/inference", min_length=1, json_schema_extra=publishes())
     result_topic: str = Field("local/result", min_length=1, json_schema_extra=subscribes())
     status_topic: str = Field(
-        "local/status/com.custom.CameraSource", min_length=1, json_schema_extra=publishes()
+        "local/status/com.custom.CameraSource",
+        min_length=1,
+        json_schema_extra=publishes(also=[GREENGRASS_TELEMETRY_TOPIC]),
     )
     status_interval_seconds: float = Field(10.0, ge=0.1, le=86400)
 

@@ -6,11 +6,22 @@ Validation, unknown keys and errors: :class:`ggvision.config.ComponentConfig`.
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
-from ggvision.config import ComponentConfig, publishes, subscribes
+from ggvision.config import (
+    GREENGRASS_TELEMETRY_TOPIC,
+    ComponentConfig,
+    publishes,
+    publishes_to_iot_core,
+    subscribes,
+    subscribes_to_iot_core,
+)
+from ggvision.uplink import UplinkConfig
+
+# Model-switch commands: the topic the recipe pre-authorizes ({thing}: the thing name).
+DEFAULT_COMMAND_TOPIC = "ggvision/{thing}/classifier/command"
 
 
 class ClassifierConfig(ComponentConfig):
@@ -19,6 +30,19 @@ class ClassifierConfig(ComponentConfig):
     model_key: str = Field("tflite-int8", min_length=1, description="variant dir in the store")
     model_store_path: str = Field("", description="overrides $GGV_MODEL_STORE when set")
     backend: Literal["", "tflite", "onnx", "torch", "dlr", "fake"] = ""
+    model_store_layout: Literal["ggvision", "aws-dlr"] = Field(
+        "ggvision",
+        description="ggvision: modelKey names a variant dir with manifest.json; aws-dlr: AWS's "
+        "DLR model store, modelResourceKey names the dir by architecture (docs/dlr.md)",
+    )
+    model_resource_key: dict[str, str] = Field(
+        default_factory=lambda: {
+            arch: f"DLR-resnet50-{arch}-cpu-ImageClassification"
+            for arch in ("armv7l", "aarch64", "x86_64")
+        },
+        description="aws-dlr layout: machine architecture (armv7l, aarch64, x86_64) -> model "
+        "dir; the default is AWS's ResNet-50 store",
+    )
     threads: int = Field(
         2, ge=0, le=64, description="inference threads; 0 = auto (one per core but one, at most 4)"
     )
@@ -29,9 +53,47 @@ class ClassifierConfig(ComponentConfig):
     max_image_bytes: int = Field(20 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(40_000_000, ge=1024)
     decode: Literal["accurate", "fast"] = "accurate"
-    frame_directory: str = "/dev/shm"  # noqa: S108 - POSIX shared memory, the frame ring
-    delegate: str = ""
-    delegate_fallback: Literal["error", "cpu"] = "error"
+    frame_directory: str = "/dev/shm"  # noqa: S108 # POSIX shm: the frame ring # nosec B108
+    delegate: str = Field(
+        "",
+        description="TFLite delegate library; a *_edgetpu.tflite model gets libedgetpu.so.1",
+    )
+    delegate_options: dict[str, str] = Field(
+        default_factory=dict, description='delegate options, e.g. {"device": "usb"} (Edge TPU)'
+    )
+    delegate_fallback: Literal["error", "cpu"] = Field(
+        "error", description="when the delegate cannot be loaded: refuse the model, or use the CPU"
+    )
+    status_topic: str = Field(
+        "local/status/com.custom.ImageClassifier",
+        min_length=1,
+        description="local topic of the periodic status report",
+        json_schema_extra=publishes(also=[GREENGRASS_TELEMETRY_TOPIC]),
+    )
+    status_interval_seconds: float = Field(
+        10.0, ge=0.1, le=86400, description="seconds between status reports"
+    )
+    uplink: UplinkConfig = Field(
+        default_factory=UplinkConfig, description="results to AWS IoT Core (see README: Uplink)"
+    )
+    command_topic: str = Field(
+        "",
+        description="IoT Core topic of model-switch commands ({thing}: the thing name); empty: off",
+        # The recipe pre-authorizes the documented topic, so a deployment can switch it on.
+        json_schema_extra=subscribes_to_iot_core(when_empty=DEFAULT_COMMAND_TOPIC),
+    )
+    command_reply_topic: str = Field(
+        "",
+        description="IoT Core topic of the answers to commands; empty: <commandTopic>/reply",
+        json_schema_extra=publishes_to_iot_core(),
+    )
+
+    def extra_grants(self) -> set[tuple[str, str, str]]:
+        """The derived reply topic (``<commandTopic>/reply``) when none is set."""
+        if self.command_reply_topic:
+            return set()
+        reply = f"{self.command_topic or DEFAULT_COMMAND_TOPIC}/reply"
+        return {("aws.greengrass.ipc.mqttproxy", "aws.greengrass#PublishToIoTCore", reply)}
 
     @property
     def inference_threads(self) -> int:
@@ -41,14 +103,21 @@ class ClassifierConfig(ComponentConfig):
             return self.threads
         return max(1, min(4, (os.cpu_count() or 1) - 1))
 
-    def model_fields_changed(self, other: ClassifierConfig) -> bool:
-        """True when a change needs a new model (key, store, backend, threads, delegate)."""
-        keys = (
-            "model_key",
-            "model_store_path",
-            "backend",
-            "threads",
-            "delegate",
-            "delegate_fallback",
+    def model_identity(self) -> tuple[Any, ...]:
+        """What selects and loads the model (key, store, layout, backend, threads, delegate):
+        two configurations with the same identity serve with the same loaded model."""
+        return (
+            self.model_key,
+            self.model_store_path,
+            self.model_store_layout,
+            tuple(sorted(self.model_resource_key.items())),
+            self.backend,
+            self.threads,
+            self.delegate,
+            tuple(sorted(self.delegate_options.items())),
+            self.delegate_fallback,
         )
-        return any(getattr(self, k) != getattr(other, k) for k in keys)
+
+    def model_fields_changed(self, other: ClassifierConfig) -> bool:
+        """True when a change needs a new model (see :meth:`model_identity`)."""
+        return self.model_identity() != other.model_identity()

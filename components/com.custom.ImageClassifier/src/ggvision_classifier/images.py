@@ -32,7 +32,7 @@ class ImageLoader:
         *,
         max_bytes: int,
         max_pixels: int,
-        frame_directory: str = "/dev/shm",  # noqa: S108 - POSIX shared memory
+        frame_directory: str = "/dev/shm",  # noqa: S108 # POSIX shared memory # nosec B108
         draft_size: int | None = None,
     ) -> None:
         self.allowed = [Path(os.path.realpath(d)) for d in allowed_directories]
@@ -131,7 +131,9 @@ class ImageLoader:
         except StaleFrame as exc:
             raise RequestError(ErrorCode.IMAGE_NOT_FOUND, f"stale frame: {exc}") from exc
         except FrameError as exc:
-            self._rings.pop(ref.ring, None)
+            gone = self._rings.pop(ref.ring, None)
+            if gone is not None:
+                gone.close()  # its mapping and file descriptor
             raise RequestError(ErrorCode.IMAGE_NOT_FOUND, str(exc)) from exc
         if pixels.shape[2] == 1:
             pixels = np.repeat(pixels, 3, axis=2)

@@ -59,6 +59,8 @@ def crop_resize(image: ImageLike, spec: Preprocess) -> np.ndarray:
         return _crop_resize_array(image, spec)
     if not isinstance(image, Image.Image):
         raise ValueError(f"expected a PIL image or a numpy array, not {type(image).__name__}")
+    if spec.resize_only:
+        return _resize(_to_rgb(image), spec)
     w, h = image.size
     left, top, crop = _crop_box(w, h, spec.crop_fraction)
     # Crop before converting: a 12 MP frame is converted only where it is used.
@@ -76,8 +78,8 @@ def _crop_resize_array(pixels: np.ndarray, spec: Preprocess) -> np.ndarray:
     elif pixels.dtype != np.uint8:
         raise ValueError(f"expected uint8 or uint16 pixels, not {pixels.dtype}")
     h, w = pixels.shape[:2]
-    left, top, crop = _crop_box(w, h, spec.crop_fraction)
-    region = pixels[top : top + crop, left : left + crop]
+    left, top, crop = (0, 0, 0) if spec.resize_only else _crop_box(w, h, spec.crop_fraction)
+    region = pixels if spec.resize_only else pixels[top : top + crop, left : left + crop]
     if region.ndim == 3:
         region = region[:, :, :3]  # alpha dropped
     img = Image.fromarray(np.ascontiguousarray(region))

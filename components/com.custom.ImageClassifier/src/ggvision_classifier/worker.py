@@ -4,7 +4,8 @@
 Guarantees: every request gets exactly one reply on its topic (ok or a structured error); the
 callback never blocks (a full queue answers ``OVERLOADED`` for requests and drops the *oldest*
 camera frame, which is answered ``OVERLOADED`` too and counted); one thread owns the model; a model
-swap happens between two requests.
+swap happens between two requests: each request holds the model it was prepared for until its
+reply, and the old model is closed only after its last request (:meth:`Classifier.retire`).
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ class Stats:
 
 
 ReplyTopicCheck = Callable[[str], bool]
+ResultHook = Callable[[InferenceResult], None]
 _STOP = object()
 
 
@@ -129,16 +131,56 @@ class Classifier:
         self._threads: list[threading.Thread] = []
         self._stats_lock = threading.Lock()
         self._latencies: collections.deque[float] = collections.deque(maxlen=1000)
+        self._model_cond = threading.Condition()
+        self._users: dict[int, int] = {}  # id(ActiveModel) -> requests holding it
+        self.on_result: ResultHook | None = None
 
     # --- model ---------------------------------------------------------------------------------
     @property
     def active(self) -> ActiveModel | None:
         return self._active
 
-    def swap_model(self, active: ActiveModel | None, reason: str = "no model is loaded") -> None:
-        """Serve the next prepared request with ``active`` (the old one finishes its request)."""
-        self._active = active
-        self._unavailable = reason
+    def swap_model(
+        self, active: ActiveModel | None, reason: str = "no model is loaded"
+    ) -> ActiveModel | None:
+        """Serve the next prepared request with ``active``; returns the old model, which still
+        serves the requests already prepared for it (close it with :meth:`retire`)."""
+        with self._model_cond:
+            old, self._active = self._active, active
+            self._unavailable = reason
+        return old
+
+    def retire(self, old: ActiveModel | None, timeout: float = 60.0) -> bool:
+        """Wait until no request holds ``old``, then close its backend. False on timeout (the
+        backend is left to the garbage collector then)."""
+        if old is None:
+            return True
+        with self._model_cond:
+            idle = self._model_cond.wait_for(lambda: id(old) not in self._users, timeout)
+        if not idle:
+            log.warning("old model still in use; not closed", extra={"event": "classifier.retire"})
+            return False
+        try:
+            old.backend.close()
+        except Exception:  # boundary: closing is best effort
+            log.exception("closing the old model failed", extra={"event": "classifier.retire"})
+        return True
+
+    def _acquire(self) -> ActiveModel | None:
+        with self._model_cond:
+            active = self._active
+            if active is not None:
+                self._users[id(active)] = self._users.get(id(active), 0) + 1
+            return active
+
+    def _release(self, active: ActiveModel) -> None:
+        with self._model_cond:
+            left = self._users.get(id(active), 0) - 1
+            if left > 0:
+                self._users[id(active)] = left
+            else:
+                self._users.pop(id(active), None)
+                self._model_cond.notify_all()
 
     def configure(self, *, top_k: int, threshold: float) -> None:
         self.top_k, self.threshold = top_k, threshold
@@ -270,7 +312,7 @@ class Classifier:
     def _prepare(self, item: _Item) -> None:
         start = time.monotonic()
         item.timing.queue = (start - item.received) * 1000
-        active = self._active
+        active = self._acquire()
         if active is None:
             item.error = RequestError(ErrorCode.MODEL_UNAVAILABLE, self._unavailable)
             return
@@ -283,6 +325,11 @@ class Classifier:
             item.active = active
         except RequestError as exc:
             item.error = exc
+        except ValueError as exc:  # preprocess: an image it cannot use (e.g. 1x1 pixels)
+            item.error = RequestError(ErrorCode.IMAGE_DECODE_FAILED, str(exc))
+        finally:
+            if item.active is None:
+                self._release(active)
 
     def _infer_loop(self) -> None:
         while True:
@@ -307,6 +354,9 @@ class Classifier:
                     f"inference failed: {type(exc).__name__}: {exc}",
                     source=item.request.source,
                 )
+            finally:
+                if item.active is not None:
+                    self._release(item.active)
             result.timing_ms.total = (time.monotonic() - item.received) * 1000
             self._reply(result, item.reply_topic)
 
@@ -363,6 +413,12 @@ class Classifier:
             return
         rid = result.id
         fut.add_done_callback(lambda f: self._published(f, rid))
+        hook = self.on_result
+        if hook is not None:
+            try:
+                hook(result)
+            except Exception:  # boundary: an uplink problem never breaks the replies
+                log.exception("result hook failed", extra={"event": "classifier.hook_error"})
 
     def _published(self, fut: Future[Any], rid: str) -> None:
         exc = fut.exception()
@@ -375,6 +431,11 @@ class Classifier:
                 exc,
                 extra={"event": "classifier.publish_failed", "id": rid},
             )
+
+    def snapshot(self) -> tuple[dict[str, Any], list[float]]:
+        """The counters and the recent latencies (ms), consistent with each other."""
+        with self._stats_lock:
+            return self.stats.snapshot(), list(self._latencies)
 
     def latency_percentiles(self) -> dict[str, float]:
         with self._stats_lock:

@@ -28,6 +28,7 @@ from typing import Any
 from ggvision import logs
 from ggvision.bus import Bus, IpcBus, Subscription
 from ggvision.errors import ConfigError, GgvisionError
+from ggvision.telemetry import Health, RateMeter, StatusReporter, percentiles
 from ggvision_requester.config import RequesterConfig
 from ggvision_requester.engine import Requester
 from ggvision_requester.images import Feed, ImageListError, scan
@@ -66,7 +67,39 @@ class RequesterService:
         self.requester = Requester(bus, lambda: self.cfg, self.feed, self.recorder.record)
         self._subs: list[Subscription] = []
 
+    def _health(self) -> Health:
+        """The running counts as a status report (the summary comes at the end of the run)."""
+        tally = self.requester.tally
+        for _ in range(3):  # the engine appends while this copies
+            try:
+                latencies = list(tally.latencies)
+                break
+            except RuntimeError:
+                latencies = []
+        p50, p95 = percentiles(latencies)
+        return Health(
+            fps=self._rate.rate(tally.count),
+            latency_p50_ms=p50,
+            latency_p95_ms=p95,
+            queue_depth=self.requester.in_flight,
+            dropped=self.requester.dropped,
+            errors={
+                **dict(tally.errors),
+                **({"TIMEOUT": tally.timeouts} if tally.timeouts else {}),
+            },
+            extra={"run_id": self.requester.run_id, "count": tally.count, "ok": tally.ok},
+        )
+
     def run(self) -> Summary:
+        self._rate = RateMeter()
+        reporter = StatusReporter(
+            self.bus,
+            COMPONENT,
+            self._health,
+            interval_s=self.cfg.status_interval_seconds,
+            topic=self.cfg.status_topic,
+        )
+        reporter.start()
         try:
             self._subs.append(self.bus.subscribe(self.cfg.result_topic, self.requester.on_message))
             if self._follow:
@@ -80,6 +113,7 @@ class RequesterService:
                 except Exception:
                     log.debug("closing a subscription failed", exc_info=True)
             self.recorder.close()
+            reporter.stop(final=False)
         self.publish_summary(summary)
         return summary
 

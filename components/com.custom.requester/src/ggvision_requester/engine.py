@@ -241,7 +241,7 @@ class Requester:
         )
 
     def _retry(self, p: _Pending, now: float, reason: str) -> None:
-        delay = backoff(self._config(), p.attempts, random.random())  # noqa: S311 - not crypto
+        delay = backoff(self._config(), p.attempts, random.random())  # noqa: S311 # jitter # nosec B311
         p.deadline, p.retry_at = None, now + delay
         self.tally.retries += 1
         log.info(

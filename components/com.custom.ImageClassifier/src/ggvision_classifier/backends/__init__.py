@@ -19,6 +19,7 @@ REGISTRY: dict[str, tuple[str, str, str, str]] = {
     "tflite": ("ggvision_classifier.backends.tflite", "TFLiteBackend", "ai-edge-litert", "tflite"),
     "onnx": ("ggvision_classifier.backends.onnx", "OnnxBackend", "onnxruntime", "onnx"),
     "torch": ("ggvision_classifier.backends.torch", "TorchBackend", "torch", "torch"),
+    "dlr": ("ggvision_classifier.backends.dlr", "DLRBackend", "dlr", "dlr"),
     "fake": ("ggvision_classifier.backends.fake", "FakeBackend", "numpy", "-"),
 }
 

@@ -2,6 +2,8 @@
 
 Options:
     ``delegate``: path or name of a delegate library (``libedgetpu.so.1`` for a Coral Edge TPU).
+        A model file named ``*_edgetpu.tflite`` (compiled by ``edgetpu_compiler``) gets
+        ``libedgetpu.so.1`` when none is given.
     ``delegate_options``: dict passed to the delegate (``{"device": "usb"}``).
     ``delegate_fallback``: ``"error"`` (default) refuses to load when the delegate cannot be
         loaded; ``"cpu"`` logs a warning and runs on the CPU instead. (A model compiled for the
@@ -26,6 +28,8 @@ from ggvision_classifier.modelstore import ModelError, Quantization
 log = logging.getLogger(__name__)
 
 _QUANT_TOLERANCE = 1e-6  # relative; manifests hold the float32 scale as a decimal
+EDGETPU_LIBRARY = "libedgetpu.so.1"
+EDGETPU_SUFFIX = "_edgetpu.tflite"
 
 
 class TFLiteBackend(Backend):
@@ -43,16 +47,16 @@ class TFLiteBackend(Backend):
             if self.options.get("xnnpack", True)
             else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         )
-        try:
-            interpreter = self._interpreter_with(delegates, resolver)
-        except (ValueError, RuntimeError) as exc:
-            if not (delegates and self.options.get("delegate_fallback") == "cpu"):
-                raise ModelError(f"tflite cannot load {self.model.file}: {exc}") from exc
-            self._warn_fallback(f"the interpreter failed with it: {_first_line(exc)}")
+        if not delegates:
+            interpreter = self._cpu_interpreter(resolver)
+        else:
             try:
-                interpreter = self._interpreter_with([], resolver)
-            except (ValueError, RuntimeError) as exc2:
-                raise ModelError(f"tflite cannot load {self.model.file}: {exc2}") from exc2
+                interpreter = self._interpreter_with(delegates, resolver)
+            except (ValueError, RuntimeError) as exc:
+                if self.options.get("delegate_fallback") != "cpu":
+                    raise ModelError(f"tflite cannot load {self.model.file}: {exc}") from exc
+                self._warn_fallback(f"the interpreter failed with it: {_first_line(exc)}")
+                interpreter = self._cpu_interpreter(resolver)
         inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
             raise ModelError(
@@ -89,6 +93,24 @@ class TFLiteBackend(Backend):
         self._in_index = int(inp["index"])
         self._out_index = int(out["index"])
 
+    def _library(self) -> str | None:
+        library = self.options.get("delegate")
+        if library:
+            return str(library)
+        return EDGETPU_LIBRARY if self.model.file.name.endswith(EDGETPU_SUFFIX) else None
+
+    def _cpu_interpreter(self, resolver: Any) -> Any:
+        try:
+            return self._interpreter_with([], resolver)
+        except (ValueError, RuntimeError) as exc:
+            hint = ""
+            if self.model.file.name.endswith(EDGETPU_SUFFIX):
+                hint = (
+                    " (a model compiled for the Edge TPU keeps its compiled ops in a custom op "
+                    "that only the Edge TPU runs: for a CPU fallback use the model's CPU version)"
+                )
+            raise ModelError(f"tflite cannot load {self.model.file}{hint}: {exc}") from exc
+
     def _interpreter_with(self, delegates: list[Any], resolver: Any) -> Any:
         interpreter = Interpreter(
             model_path=str(self.model.file),
@@ -100,7 +122,7 @@ class TFLiteBackend(Backend):
         return interpreter
 
     def _warn_fallback(self, reason: str) -> None:
-        library = str(self.options.get("delegate"))
+        library = str(self._library())
         log.warning(
             "delegate %s: %s; running %s on the CPU",
             library,
@@ -110,7 +132,7 @@ class TFLiteBackend(Backend):
         )
 
     def _delegates(self) -> list[Any]:
-        library = self.options.get("delegate")
+        library = self._library()
         if not library:
             return []
         try:

@@ -1,0 +1,160 @@
+"""One markdown report of every benchmark's ratios, met / NOT MET per target.
+
+Reads what ``bench.ipc``, ``bench.classifier`` and ``bench.pipeline`` wrote (``DIR/*.json``,
+default ``build/bench``) and writes ``DIR/REPORT.md``; a benchmark that did not run is listed as
+"not run", so a regression or a gap is visible at a glance. ``make bench`` runs it last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.classifier import (
+    DEFAULT_VARIANT,
+    TARGET_COLD_S,
+    TARGET_DEFAULT_VS_FASTEST,
+    TARGET_OVERHEAD_FRACTION,
+    TARGET_OVERHEAD_MS,
+    TARGET_RSS_MB,
+)
+from bench.pipeline import TARGET_BARE, TARGET_SYNC
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Line:
+    area: str
+    figure: str
+    value: str
+    target: str
+    met: bool | None  # None: measured, no target
+
+    @property
+    def verdict(self) -> str:
+        return "-" if self.met is None else ("met" if self.met else "NOT MET")
+
+
+def _fmt(x: Any, suffix: str = "") -> str:
+    if not isinstance(x, int | float) or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return (f"{x:.0f}" if abs(x) >= 100 else f"{x:.2f}") + suffix
+
+
+def ipc_lines(doc: dict[str, Any]) -> Iterator[Line]:
+    for row in doc.get("table", []):
+        ratio = row.get("ratio")
+        value = _fmt(row.get("core")) + f" {row.get('unit', '')}".rstrip()
+        if ratio is not None:
+            value += f" ({_fmt(ratio, 'x')} of {row.get('baseline_label', 'baseline')})"
+        yield Line(
+            "IPC", str(row.get("metric", "?")), value, row.get("target") or "-", row.get("met")
+        )
+
+
+def classifier_lines(doc: dict[str, Any]) -> Iterator[Line]:
+    verdicts = doc.get("verdicts", {})
+    if "default_vs_fastest" in verdicts:
+        yield Line(
+            "classifier",
+            f"default ({DEFAULT_VARIANT}) / fastest ({verdicts.get('fastest_variant', '?')})",
+            _fmt(verdicts["default_vs_fastest"], "x"),
+            f"<= {TARGET_DEFAULT_VS_FASTEST}x",
+            verdicts.get("default_vs_fastest_met"),
+        )
+    default = doc.get("variants", {}).get(DEFAULT_VARIANT, {})
+    if "cold_start_met" in verdicts:
+        yield Line(
+            "classifier",
+            "cold start to first result",
+            _fmt(default.get("cold_start_s"), " s"),
+            f"<= {TARGET_COLD_S} s",
+            verdicts["cold_start_met"],
+        )
+    if "rss_met" in verdicts:
+        yield Line(
+            "classifier",
+            "peak RSS",
+            _fmt(default.get("peak_rss_mb"), " MB"),
+            f"<= {TARGET_RSS_MB:.0f} MB",
+            verdicts["rss_met"],
+        )
+    for variant, row in doc.get("variants", {}).items():
+        if "overhead_met" in row:
+            yield Line(
+                "classifier",
+                f"IPC overhead, {variant}",
+                f"{_fmt(row.get('overhead_ms'), ' ms')} "
+                f"({_fmt(100 * row.get('overhead_fraction', math.nan), ' %')})",
+                f"<= {TARGET_OVERHEAD_MS} ms or <= {TARGET_OVERHEAD_FRACTION * 100:.0f} %",
+                row["overhead_met"],
+            )
+
+
+def pipeline_lines(doc: dict[str, Any]) -> Iterator[Line]:
+    ratios = doc.get("ratios", {})
+    for key, label, target in (
+        ("suite_over_bare", "suite / bare backend (frames/s)", TARGET_BARE),
+        ("suite_over_sync", "suite / synchronous loop (frames/s)", TARGET_SYNC),
+    ):
+        if key in ratios:
+            value = ratios[key]
+            yield Line("pipeline", label, _fmt(value, "x"), f">= {target}x", value >= target)
+
+
+SOURCES = (
+    ("ipc.json", "IPC", "python -m bench.ipc", ipc_lines),
+    ("classifier.json", "classifier", "python -m bench.classifier", classifier_lines),
+    ("pipeline.json", "pipeline", "python -m bench.pipeline", pipeline_lines),
+)
+
+
+def collect(directory: Path) -> list[Line]:
+    lines: list[Line] = []
+    for name, area, command, read in SOURCES:
+        path = directory / name
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            lines.append(Line(area, f"not run (no readable {name}: `{command}`)", "-", "-", False))
+            continue
+        lines.extend(read(doc))
+    return lines
+
+
+def render(lines: list[Line]) -> str:
+    missed = [x for x in lines if x.met is False]
+    out = [
+        "# Benchmark report",
+        "",
+        f"{sum(x.met is True for x in lines)} targets met, {len(missed)} NOT MET"
+        + (": " + "; ".join(f"{x.area} {x.figure}" for x in missed) if missed else "."),
+        "",
+        "| area | figure | value | target | verdict |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    out += [f"| {x.area} | {x.figure} | {x.value} | {x.target} | {x.verdict} |" for x in lines]
+    out += ["", "Details: ipc.md, classifier.md and pipeline.md beside this file."]
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__)
+    parser.add_argument("--dir", type=Path, default=REPO / "build" / "bench")
+    args = parser.parse_args(argv)
+    text = render(collect(args.dir))
+    args.dir.mkdir(parents=True, exist_ok=True)
+    (args.dir / "REPORT.md").write_text(text, encoding="utf-8")
+    print(text, end="")
+    print(f"wrote {args.dir / 'REPORT.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# `make models-dlr`: the DLR variant of the model store, compiled offline with TVM 0.25.
+#
+#   bash modelbuild/dlr/build.sh [STORE] [AWS_STORE]
+#       STORE      default build/model-store (needs its onnx-fp32 variant: `make models`)
+#       AWS_STORE  default build/aws-dlr-model-store (the same model in AWS's model-store layout)
+#
+# 1. creates/refreshes the venv build/venvs/dlr (only when missing or when
+#    modelbuild/dlr/requirements.txt changed);
+# 2. compiles STORE/onnx-fp32 into STORE/dlr-fp32 (+ index.json) and AWS_STORE/DLR-...
+#    (compile_dlr.py). Needs gcc. No network is used other than pip installing from the registry.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+STORE="${1:-$ROOT/build/model-store}"
+AWS_STORE="${2:-$ROOT/build/aws-dlr-model-store}"
+PYTHON="${PYTHON:-python3}"
+VENV="$ROOT/build/venvs/dlr"
+REQ="$ROOT/modelbuild/dlr/requirements.txt"
+LOGDIR="$ROOT/build/logs"
+STAMP="$VENV/.requirements.sha256"
+mkdir -p "$LOGDIR"
+T_START=$(date +%s)
+
+command -v gcc >/dev/null || { echo "models-dlr: gcc is needed to link the kernels" >&2; exit 2; }
+[ -f "$STORE/onnx-fp32/manifest.json" ] || {
+    echo "models-dlr: $STORE/onnx-fp32 is missing: run \`make models\` first" >&2; exit 2; }
+
+want="$( (cat "$REQ"; "$PYTHON" -VV) | sha256sum | cut -d' ' -f1)"
+if [ -x "$VENV/bin/python" ] && [ "$want" = "$(cat "$STAMP" 2>/dev/null || true)" ]; then
+    echo "[venv] build/venvs/dlr is up to date"
+else
+    echo "[venv] creating build/venvs/dlr (pip log: build/logs/dlr-pip.log)…"
+    t0=$(date +%s)
+    rm -rf "$VENV"
+    "$PYTHON" -m venv "$VENV"
+    { "$VENV/bin/python" -m pip --disable-pip-version-check --no-input install -r "$REQ" &&
+      "$VENV/bin/python" -m pip --disable-pip-version-check check; } >"$LOGDIR/dlr-pip.log" 2>&1 || {
+        echo "[venv] pip install FAILED; last lines of build/logs/dlr-pip.log:" >&2
+        grep -v "^WARNING: Location" "$LOGDIR/dlr-pip.log" | tail -20 >&2
+        exit 1
+    }
+    echo "$want" >"$STAMP"
+    echo "[venv] installed in $(( $(date +%s) - t0 )) s"
+fi
+
+"$VENV/bin/python" "$ROOT/modelbuild/dlr/compile_dlr.py" \
+    --onnx-variant "$STORE/onnx-fp32" --store "$STORE" --aws-store "$AWS_STORE"
+touch "$STORE/dlr-fp32/.built"
+echo "models-dlr: done in $(( $(date +%s) - T_START )) s -> $STORE/dlr-fp32, $AWS_STORE"

@@ -1,0 +1,81 @@
+"""Fixtures of the reliability tests: a real classifier process on a real IPC core, fed by the
+real awsiotsdk client, on the default model (or, for the big burst, the fake backend)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ggvision.core.agent import AgentProcess
+from ggvision.core.harness import CoreThread, pubsub_policy
+from tests.classifier.conftest import REPO, require, store_root
+from tests.classifier.test_service import Running, start_classifier
+
+__all__ = ["REPO", "Running", "fake_store", "serve"]
+
+
+def fake_store(root: Path, *, num_classes: int = 10) -> Path:
+    """A model store with one variant, ``fake``, for the fake backend (which never opens its
+    model file): the pipeline runs for real, only the inference is a stand-in."""
+    variant = root / "fake"
+    variant.mkdir(parents=True, exist_ok=True)
+    (variant / "absent.tflite").write_bytes(b"not a model")
+    (variant / "labels.txt").write_text("\n".join(f"class{i}" for i in range(num_classes)))
+    manifest = {
+        "name": "fake",
+        "version": "0",
+        "variant": "fake",
+        "format": "tflite",
+        "precision": "fp32",
+        "file": "absent.tflite",
+        "num_classes": num_classes,
+        "input": {"shape": [1, 224, 224, 3], "layout": "NHWC", "dtype": "float32"},
+    }
+    (variant / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
+def default_store() -> Path:
+    root = store_root()
+    if not (root / "reference.json").is_file():
+        require(f"no model store at {root} (build it with `make models`, or set GGV_MODEL_STORE)")
+    return root
+
+
+def serve(
+    store: Path, overrides: dict[str, Any], requester: str = "com.test.Requester"
+) -> Iterator[Running]:
+    """A classifier (recipe defaults + ``overrides``) and a requester; images go in ``images``."""
+    images = Path(tempfile.mkdtemp(prefix="ggv-img-", dir="/tmp"))
+    frames = Path(tempfile.mkdtemp(prefix="ggv-frm-", dir="/tmp"))
+    cfg = {"allowedDirectories": [str(images)], "frameDirectory": str(frames), **overrides}
+    try:
+        with CoreThread() as core:
+            proc = start_classifier(core, store, cfg)
+            agent = AgentProcess(
+                core.component_env(
+                    requester,
+                    pubsub_policy(publish=["local/inference"], subscribe=["local/result"]),
+                )
+            )
+            try:
+                yield Running(core, proc, agent, images, frames)
+            finally:
+                agent.close()
+                proc.terminate()
+                proc.wait(15)
+    finally:
+        shutil.rmtree(images, ignore_errors=True)
+        shutil.rmtree(frames, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def classifier() -> Iterator[Running]:
+    """The classifier on the recipe's default model (tflite-int8), queue of 8."""
+    yield from serve(default_store(), {})

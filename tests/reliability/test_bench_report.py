@@ -1,0 +1,87 @@
+"""bench/report.py on small synthetic benchmark outputs: one report, a verdict per target."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench import report
+
+
+def write(directory: Path, name: str, doc: dict[str, object]) -> None:
+    (directory / name).write_text(json.dumps(doc))
+
+
+def test_report_lists_every_ratio_with_its_verdict(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "ipc.json",
+        {
+            "table": [
+                {
+                    "metric": "publish rate",
+                    "unit": "msg/s",
+                    "core": 9000.0,
+                    "baseline": 10000.0,
+                    "baseline_label": "raw socket",
+                    "ratio": 0.9,
+                    "target": ">= 0.5x",
+                    "met": True,
+                },
+                {
+                    "metric": "p99 latency",
+                    "unit": "ms",
+                    "core": 4.0,
+                    "baseline": 1.0,
+                    "baseline_label": "raw socket",
+                    "ratio": 4.0,
+                    "target": "<= 3x",
+                    "met": False,
+                },
+            ]
+        },
+    )
+    write(
+        tmp_path,
+        "classifier.json",
+        {
+            "variants": {
+                "tflite-int8": {
+                    "cold_start_s": 1.5,
+                    "peak_rss_mb": 150.0,
+                    "overhead_ms": 0.4,
+                    "overhead_fraction": 0.02,
+                    "overhead_met": True,
+                },
+            },
+            "verdicts": {
+                "fastest_variant": "tflite-int8",
+                "default_vs_fastest": 1.0,
+                "default_vs_fastest_met": True,
+                "cold_start_met": True,
+                "rss_met": True,
+            },
+        },
+    )
+    write(tmp_path, "pipeline.json", {"ratios": {"suite_over_bare": 0.95, "suite_over_sync": 1.1}})
+
+    assert report.main(["--dir", str(tmp_path)]) == 0
+    text = (tmp_path / "REPORT.md").read_text()
+    rows = {line.split(" | ")[1]: line for line in text.splitlines() if line.startswith("| ")}
+    assert rows["publish rate"].endswith("| met |")
+    assert rows["p99 latency"].endswith("| NOT MET |")
+    assert rows["peak RSS"].endswith("| met |")
+    assert rows["IPC overhead, tflite-int8"].endswith("| met |")
+    assert rows["suite / bare backend (frames/s)"].endswith("| met |")
+    assert rows["suite / synchronous loop (frames/s)"].endswith("| NOT MET |")
+    assert "6 targets met, 2 NOT MET" in text
+
+
+def test_a_benchmark_that_did_not_run_is_not_met(tmp_path: Path) -> None:
+    write(tmp_path, "pipeline.json", {"ratios": {"suite_over_bare": 1.0, "suite_over_sync": 2.0}})
+    (tmp_path / "ipc.json").write_text("{truncated")
+    lines = report.collect(tmp_path)
+    missing = [x for x in lines if x.figure.startswith("not run")]
+    assert [x.area for x in missing] == ["IPC", "classifier"]
+    assert all(x.verdict == "NOT MET" for x in missing)
+    assert "2 targets met, 2 NOT MET" in report.render(lines)
