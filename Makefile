@@ -9,9 +9,9 @@ COMPONENTS := components/com.custom.ImageClassifier components/com.custom.Camera
 PKG_DIRS := src/ggvision $(foreach c,$(COMPONENTS),$(c)/src)
 ROOT ?= /tmp/ggvision-$(shell id -u)
 
-.PHONY: setup run test lint typecheck unit bench models build deploy-local samples clean models-dlr security
+.PHONY: setup run test lint typecheck unit bench models build deploy-local samples clean models-dlr security lock synth
 
-setup: $(STAMP)  ## .venv with the library, every component (all backends), dev tools; mosquitto
+setup: $(STAMP) $(CDK_STAMP)  ## .venv with the library, every component (all backends), dev tools; mosquitto
 	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || \
 	  { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null); \
@@ -26,6 +26,20 @@ $(STAMP): pyproject.toml $(foreach c,$(COMPONENTS),$(c)/pyproject.toml)
 	  -e components/com.custom.requester
 	touch $(STAMP)
 
+# The CDK app's Python packages (the [cdk] extra) and the pinned CDK CLI (cdk/package.json).
+CDK_STAMP := $(VENV)/.installed-cdk
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+export CDK_DISABLE_CLI_TELEMETRY := true
+
+$(CDK_STAMP): $(STAMP) pyproject.toml cdk/package.json cdk/package-lock.json
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,mqtt,cdk]'
+	@command -v npm >/dev/null || \
+	  { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null); \
+	    else echo "error: install Node.js and npm (Debian: apt-get install nodejs npm)" >&2; exit 1; fi; }
+	cd cdk && npm ci --no-audit --no-fund --silent
+	touch $(CDK_STAMP)
+
 $(MODELS): modelbuild/*.py modelbuild/*.sh modelbuild/requirements*.txt
 	bash modelbuild/build.sh
 
@@ -39,7 +53,7 @@ $(DLR_MODELS): $(MODELS) modelbuild/dlr/*.py modelbuild/dlr/*.c modelbuild/dlr/*
 models-dlr: $(DLR_MODELS)  ## the DLR model (TVM 0.25, venv build/venvs/dlr; needs gcc) + AWS layout copy
 
 BUILT := greengrass-build/.built
-BUILD_INPUTS := $(shell find src components tools/build_components.py -type f \
+BUILD_INPUTS := $(shell find src components tools/build_components.py tools/build-constraints.txt -type f \
   \( -name '*.py' -o -name '*.yaml' -o -name '*.json' -o -name '*.toml' -o -name '*.txt' \) \
   -not -path '*/greengrass-build/*' -not -path '*.egg-info/*' 2>/dev/null)
 
@@ -48,6 +62,27 @@ build: $(BUILT)  ## component artifacts + recipes/ (greengrass-cli layout)
 $(BUILT): $(STAMP) $(MODELS) $(BUILD_INPUTS)
 	$(BIN)/python tools/build_components.py
 	touch $@
+
+# make deploy-local                       every component, to the Greengrass core on this machine
+# make deploy-local COMPONENTS_TO=...      only these (space-separated names)
+# make deploy-local UPDATE_CONFIG=f.json   with a configuration update
+# Without a Greengrass installation it prints the exact greengrass-cli command instead.
+COMPONENTS_TO ?=
+UPDATE_CONFIG ?=
+
+deploy-local: build  ## greengrass-cli deployment create from recipes/ and greengrass-build/artifacts
+	$(BIN)/python tools/deploy_local.py $(foreach c,$(COMPONENTS_TO),--component $(c)) \
+	  $(if $(UPDATE_CONFIG),--update-config $(UPDATE_CONFIG))
+
+lock: $(STAMP) $(MODELS)  ## record component versions + content fingerprints (components/versions.lock.json)
+	$(BIN)/python tools/build_components.py --lock
+
+# make synth                     offline, the context in cdk/cdk.json
+# make synth CDK_ARGS="-c thingGroupName=MyGroup -c stage=prod"
+CDK_ARGS ?=
+
+synth: build $(CDK_STAMP)  ## cdk synth (offline) into cdk/cdk.out
+	cd cdk && PATH="$(CURDIR)/$(BIN):$$PATH" npx --no-install cdk synth -q $(CDK_ARGS)
 
 SAMPLES := build/samples/video.mp4
 
@@ -72,13 +107,13 @@ run: build samples  ## the whole suite on ggvision core: camera -> classifier ->
 	  --watch $(if $(MAX_RESULTS),--max-results $(MAX_RESULTS)) $(RUN_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench tools components modelbuild
-	$(BIN)/ruff format --check src tests bench tools components modelbuild
+	$(BIN)/ruff check src tests bench tools components modelbuild cdk
+	$(BIN)/ruff format --check src tests bench tools components modelbuild cdk
 
 typecheck: $(STAMP)
 	$(BIN)/mypy $(PKG_DIRS)
 
-unit: $(STAMP) $(MODELS) $(BUILT) $(DLR_MODELS)
+unit: $(STAMP) $(CDK_STAMP) $(MODELS) $(BUILT) $(DLR_MODELS)
 	GGV_REQUIRE_MODELS=1 GGV_REQUIRE_BUILD=1 $(BIN)/pytest -q $(PYTEST_ARGS)
 
 # bandit over the shipped code; each `# nosec` carries its reason on the same line.
@@ -94,4 +129,4 @@ bench: $(STAMP) $(MODELS)  ## every benchmark, then one report of ratios: build/
 	$(BIN)/python -m bench.report
 
 clean:
-	rm -rf build greengrass-build .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf build greengrass-build .pytest_cache .mypy_cache .ruff_cache .hypothesis cdk/cdk.out

@@ -6,6 +6,8 @@ Commands live in a table of ``name -> installer`` so later ones (``classify``, .
     ggvision core exec   --component NAME (--recipe FILE | --allow SPEC ...) -- CMD ...
     ggvision core deploy --update-config JSON|FILE
     ggvision core status [--json]
+    ggvision recipe validate RECIPE ...
+    ggvision publish --bucket B (--thing-group G | --thing T | --no-deploy) ...
 
 Exit codes: 0 success; 1 a component ended BROKEN, a deployment FAILED or an admin request
 failed; 2 bad input (recipes, configuration, arguments); ``core exec`` exits with CMD's code.
@@ -454,8 +456,117 @@ def _install_plugins(sub: Any) -> None:
         p.set_defaults(handler=module.handle)
 
 
+# --- recipe validate ---------------------------------------------------------------------------
+def _install_recipe(sub: Any) -> None:
+    p = sub.add_parser("recipe", help="component recipe tools")
+    recipe_sub = p.add_subparsers(dest="recipe_command", required=True, metavar="COMMAND")
+    v = recipe_sub.add_parser(
+        "validate",
+        help="check recipes: schema, 16 KB limit, plain version, the runner's parser",
+        description="Validate recipe files (YAML or JSON; keys case-insensitive). Exit 0 when "
+        "every file is valid, 2 otherwise.",
+    )
+    v.add_argument("files", nargs="+", type=Path, metavar="RECIPE")
+    v.set_defaults(handler=_recipe_validate)
+
+
+def _recipe_validate(args: argparse.Namespace) -> int:
+    from ggvision.deploy.recipes import validate_recipe_file
+
+    bad = 0
+    for path in args.files:
+        try:
+            problems = validate_recipe_file(path)
+        except OSError as exc:
+            problems = [exc.strerror or str(exc)]
+        if problems:
+            bad += 1
+            for problem in problems:
+                print(f"{path}: {problem}")
+        else:
+            print(f"{path}: ok")
+    return 2 if bad else 0
+
+
+# --- publish -----------------------------------------------------------------------------------
+def _install_publish(sub: Any) -> None:
+    p = sub.add_parser(
+        "publish",
+        help="upload built components, create their versions and deploy them (boto3, no CDK)",
+        description="Upload greengrass-build/artifacts under content-hash keys, create a "
+        "component version per recipe of --recipe-dir, then one deployment listing every "
+        "component for --thing-group or --thing. Needs boto3 (the [publish] extra) and AWS "
+        "credentials.",
+    )
+    p.add_argument("--bucket", required=True, help="an existing S3 bucket for the artifacts")
+    p.add_argument("--region", default=None)
+    p.add_argument("--prefix", default="artifacts", help="key prefix (default artifacts)")
+    p.add_argument("--recipe-dir", type=Path, default=Path("recipes"))
+    p.add_argument("--artifact-dir", type=Path, default=Path("greengrass-build/artifacts"))
+    p.add_argument("--component", action="append", default=None, metavar="NAME")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--thing-group", default=None)
+    target.add_argument("--thing", default=None)
+    target.add_argument("--no-deploy", action="store_true", help="create versions only")
+    p.add_argument(
+        "--configuration",
+        default=None,
+        metavar="JSON_OR_FILE",
+        help='{"<component>": {key: value}} merged over the defaults (validated first)',
+    )
+    p.add_argument("--deployment-name", default=None)
+    p.set_defaults(handler=_publish)
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from ggvision.deploy.publish import built_components, publish
+
+    try:
+        import boto3
+    except ImportError as exc:
+        raise GgvisionError("publish needs boto3: pip install 'ggvision[publish]'") from exc
+    components = built_components(args.recipe_dir, args.artifact_dir)
+    if args.component:
+        missing = set(args.component) - {c.name for c in components}
+        if missing:
+            raise GgvisionError(f"no built recipe for {sorted(missing)}")
+        components = [c for c in components if c.name in args.component]
+    configuration: dict[str, Any] = {}
+    if args.configuration:
+        text = args.configuration
+        if not text.lstrip().startswith("{"):
+            text = Path(text).read_text()
+        configuration = json.loads(text)
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    session = boto3.session.Session(region_name=args.region)
+    try:
+        result = publish(
+            components,
+            bucket=args.bucket,
+            s3=session.client("s3"),
+            greengrass=session.client("greengrassv2"),
+            iot=None if args.no_deploy else session.client("iot"),
+            prefix=args.prefix,
+            thing_group=args.thing_group,
+            thing=args.thing,
+            configuration=configuration,
+            deployment_name=args.deployment_name,
+        )
+    except (BotoCoreError, ClientError) as exc:
+        print(f"ggvision: error: AWS: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(dataclasses.asdict(result), sort_keys=True))
+    return 0
+
+
 # Top-level commands; add new ones here.
-COMMANDS: list[Callable[[Any], None]] = [_install_core, _install_plugins]
+COMMANDS: list[Callable[[Any], None]] = [
+    _install_core,
+    _install_recipe,
+    _install_publish,
+    _install_plugins,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

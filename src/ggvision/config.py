@@ -3,11 +3,23 @@
 The same model validates deployment updates before they apply (accept/reject with the reason).
 Unknown keys are logged, not fatal, so a device's configuration survives upgrades; the keys the
 Nucleus (or our runner) keeps beside a component's own (``accessControl``) are not reported.
+
+Fields that hold a topic say what the component does with it, so the recipe's ``accessControl`` can
+be checked (and generated) from the model::
+
+    result_topic: str = Field("local/result", json_schema_extra=publishes())
+    status_topic: str = Field("...", json_schema_extra=publishes(also=[GREENGRASS_TELEMETRY_TOPIC]))
+    command_topic: str = Field("", json_schema_extra=subscribes_to_iot_core(when_empty="a/{thing}"))
+
+An empty topic means "not used" (unless ``when_empty`` pre-authorizes one); ``{thing}`` stands
+for the thing name. Derived topics: override ``ComponentConfig.extra_grants``.
+``ggvision.deploy.access`` reads all of it.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -16,6 +28,52 @@ from pydantic.alias_generators import to_camel
 from ggvision.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+# json_schema_extra keys that mark a topic field; values are (destination, operation).
+TOPIC_MARKERS: dict[str, tuple[str, str]] = {
+    "x-ggvision-publish": ("aws.greengrass.ipc.pubsub", "aws.greengrass#PublishToTopic"),
+    "x-ggvision-subscribe": ("aws.greengrass.ipc.pubsub", "aws.greengrass#SubscribeToTopic"),
+    "x-ggvision-iot-publish": ("aws.greengrass.ipc.mqttproxy", "aws.greengrass#PublishToIoTCore"),
+    "x-ggvision-iot-subscribe": (
+        "aws.greengrass.ipc.mqttproxy",
+        "aws.greengrass#SubscribeToIoTCore",
+    ),
+}
+
+
+# Greengrass's local telemetry topic (ggvision.telemetry publishes the status figures there).
+GREENGRASS_TELEMETRY_TOPIC = "$local/greengrass/telemetry"
+# In a topic value, replaced by the core's thing name at run time ({thing} in ggvision.uplink).
+THING_PLACEHOLDER = "{thing}"
+
+
+def _marker(key: str, also: Sequence[str], when_empty: str) -> dict[str, Any]:
+    return {key: {"also": list(also), "whenEmpty": when_empty}}
+
+
+def publishes(*, also: Sequence[str] = (), when_empty: str = "") -> dict[str, Any]:
+    """``json_schema_extra`` of a field naming a local topic the component publishes to.
+
+    ``also``: fixed topics that go with it (the status report also goes to Greengrass
+    telemetry); ``when_empty``: the topic the recipe pre-authorizes while the field is empty
+    (feature off), so a deployment can switch it on without touching ``accessControl``.
+    """
+    return _marker("x-ggvision-publish", also, when_empty)
+
+
+def subscribes(*, also: Sequence[str] = (), when_empty: str = "") -> dict[str, Any]:
+    """``json_schema_extra`` of a field naming a local topic the component subscribes to."""
+    return _marker("x-ggvision-subscribe", also, when_empty)
+
+
+def publishes_to_iot_core(*, also: Sequence[str] = (), when_empty: str = "") -> dict[str, Any]:
+    """``json_schema_extra`` of a field naming an AWS IoT Core topic the component publishes to."""
+    return _marker("x-ggvision-iot-publish", also, when_empty)
+
+
+def subscribes_to_iot_core(*, also: Sequence[str] = (), when_empty: str = "") -> dict[str, Any]:
+    """``json_schema_extra`` of a field naming an AWS IoT Core topic filter it subscribes to."""
+    return _marker("x-ggvision-iot-subscribe", also, when_empty)
 
 
 def known_keys(model: type[BaseModel]) -> set[str]:
@@ -33,6 +91,11 @@ class ConfigModel(BaseModel):
 
 class ComponentConfig(ConfigModel):
     RESERVED: ClassVar[frozenset[str]] = frozenset({"accessControl"})
+
+    def extra_grants(self) -> set[tuple[str, str, str]]:
+        """(destination, operation, topic) grants no single topic field states (derived
+        topics); override where a component has them. See ggvision.deploy.access."""
+        return set()
 
     @classmethod
     def unknown_keys(cls, raw: dict[str, Any]) -> list[str]:

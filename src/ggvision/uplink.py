@@ -38,7 +38,7 @@ from typing import Any
 from pydantic import Field
 
 from ggvision.bus import Bus
-from ggvision.config import ConfigModel
+from ggvision.config import ConfigModel, publishes_to_iot_core
 from ggvision.contract import InferenceResult
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ class UplinkConfig(ConfigModel):
         "ggvision/{thing}/results",
         min_length=1,
         description="IoT Core topic; {thing} is replaced by the core's thing name",
+        json_schema_extra=publishes_to_iot_core(),
     )
     every: int = Field(1, ge=1, le=1_000_000, description="publish 1 of every N matching results")
     labels: list[str] = Field(

@@ -13,7 +13,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from ggvision.config import ComponentConfig, ConfigModel, known_keys
+from ggvision.config import (
+    GREENGRASS_TELEMETRY_TOPIC,
+    ComponentConfig,
+    ConfigModel,
+    known_keys,
+    publishes,
+    subscribes,
+)
 from ggvision.frames import DEFAULT_DIR
 
 _Model = ConfigModel
@@ -92,9 +99,13 @@ class CameraConfig(ComponentConfig):
     max_width: int = Field(1280, ge=16, le=8192, description="larger frames are scaled down")
     max_height: int = Field(720, ge=16, le=8192)
 
-    inference_topic: str = Field("local/inference", min_length=1)
-    result_topic: str = Field("local/result", min_length=1)
-    status_topic: str = Field("local/status/com.custom.CameraSource", min_length=1)
+    inference_topic: str = Field("local/inference", min_length=1, json_schema_extra=publishes())
+    result_topic: str = Field("local/result", min_length=1, json_schema_extra=subscribes())
+    status_topic: str = Field(
+        "local/status/com.custom.CameraSource",
+        min_length=1,
+        json_schema_extra=publishes(also=[GREENGRASS_TELEMETRY_TOPIC]),
+    )
     status_interval_seconds: float = Field(10.0, ge=0.1, le=86400)
 
     max_in_flight: int = Field(2, ge=1, le=64)

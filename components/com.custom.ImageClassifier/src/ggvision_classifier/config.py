@@ -10,13 +10,23 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ggvision.config import ComponentConfig
+from ggvision.config import (
+    GREENGRASS_TELEMETRY_TOPIC,
+    ComponentConfig,
+    publishes,
+    publishes_to_iot_core,
+    subscribes,
+    subscribes_to_iot_core,
+)
 from ggvision.uplink import UplinkConfig
+
+# Model-switch commands: the topic the recipe pre-authorizes ({thing}: the thing name).
+DEFAULT_COMMAND_TOPIC = "ggvision/{thing}/classifier/command"
 
 
 class ClassifierConfig(ComponentConfig):
-    inference_topic: str = Field("local/inference", min_length=1)
-    result_topic: str = Field("local/result", min_length=1)
+    inference_topic: str = Field("local/inference", min_length=1, json_schema_extra=subscribes())
+    result_topic: str = Field("local/result", min_length=1, json_schema_extra=publishes())
     model_key: str = Field("tflite-int8", min_length=1, description="variant dir in the store")
     model_store_path: str = Field("", description="overrides $GGV_MODEL_STORE when set")
     backend: Literal["", "tflite", "onnx", "torch", "dlr", "fake"] = ""
@@ -58,6 +68,7 @@ class ClassifierConfig(ComponentConfig):
         "local/status/com.custom.ImageClassifier",
         min_length=1,
         description="local topic of the periodic status report",
+        json_schema_extra=publishes(also=[GREENGRASS_TELEMETRY_TOPIC]),
     )
     status_interval_seconds: float = Field(
         10.0, ge=0.1, le=86400, description="seconds between status reports"
@@ -68,11 +79,21 @@ class ClassifierConfig(ComponentConfig):
     command_topic: str = Field(
         "",
         description="IoT Core topic of model-switch commands ({thing}: the thing name); empty: off",
+        # The recipe pre-authorizes the documented topic, so a deployment can switch it on.
+        json_schema_extra=subscribes_to_iot_core(when_empty=DEFAULT_COMMAND_TOPIC),
     )
     command_reply_topic: str = Field(
         "",
         description="IoT Core topic of the answers to commands; empty: <commandTopic>/reply",
+        json_schema_extra=publishes_to_iot_core(),
     )
+
+    def extra_grants(self) -> set[tuple[str, str, str]]:
+        """The derived reply topic (``<commandTopic>/reply``) when none is set."""
+        if self.command_reply_topic:
+            return set()
+        reply = f"{self.command_topic or DEFAULT_COMMAND_TOPIC}/reply"
+        return {("aws.greengrass.ipc.mqttproxy", "aws.greengrass#PublishToIoTCore", reply)}
 
     @property
     def inference_threads(self) -> int:

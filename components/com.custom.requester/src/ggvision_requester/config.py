@@ -9,16 +9,20 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from ggvision.config import ComponentConfig
+from ggvision.config import GREENGRASS_TELEMETRY_TOPIC, ComponentConfig, publishes, subscribes
 
 # Changing these needs a restart (new subscriptions, new output files); the rest apply live.
 RESTART_FIELDS = ("inference_topic", "result_topic", "status_topic", "output_jsonl", "output_csv")
 
 
 class RequesterConfig(ComponentConfig):
-    inference_topic: str = Field("local/inference", min_length=1)
-    result_topic: str = Field("local/result", min_length=1)
-    status_topic: str = Field("local/status/com.custom.requester", min_length=1)
+    inference_topic: str = Field("local/inference", min_length=1, json_schema_extra=publishes())
+    result_topic: str = Field("local/result", min_length=1, json_schema_extra=subscribes())
+    status_topic: str = Field(
+        "local/status/com.custom.requester",
+        min_length=1,
+        json_schema_extra=publishes(also=[GREENGRASS_TELEMETRY_TOPIC]),
+    )
     status_interval_seconds: float = Field(
         10.0, ge=0.1, le=86400, description="seconds between status reports while running"
     )

@@ -1,0 +1,1 @@
+"""The Greengrass Vision CDK app: artifact bucket, component versions, one deployment."""
