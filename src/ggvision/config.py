@@ -22,7 +22,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from ggvision.errors import ConfigError
@@ -74,6 +74,42 @@ def publishes_to_iot_core(*, also: Sequence[str] = (), when_empty: str = "") -> 
 def subscribes_to_iot_core(*, also: Sequence[str] = (), when_empty: str = "") -> dict[str, Any]:
     """``json_schema_extra`` of a field naming an AWS IoT Core topic filter it subscribes to."""
     return _marker("x-ggvision-iot-subscribe", also, when_empty)
+
+
+# --- fields every component declares the same way ---------------------------------------------
+def inference_topic_field() -> Any:
+    """``inferenceTopic``: where a component publishes its inference requests."""
+    return Field(
+        "local/inference",
+        min_length=1,
+        description="local topic of the inference requests",
+        json_schema_extra=publishes(),
+    )
+
+
+def result_topic_field() -> Any:
+    """``resultTopic``: where a requesting component receives the classifier's answers."""
+    return Field(
+        "local/result",
+        min_length=1,
+        description="local topic of the results",
+        json_schema_extra=subscribes(),
+    )
+
+
+def status_topic_field(component: str) -> Any:
+    """``statusTopic``: the periodic status report, also sent to Greengrass telemetry."""
+    return Field(
+        f"local/status/{component}",
+        min_length=1,
+        description="local topic of the periodic status report",
+        json_schema_extra=publishes(also=[GREENGRASS_TELEMETRY_TOPIC]),
+    )
+
+
+def status_interval_field() -> Any:
+    """``statusIntervalSeconds``: seconds between status reports."""
+    return Field(10.0, ge=0.1, le=86400, description="seconds between status reports")
 
 
 def known_keys(model: type[BaseModel]) -> set[str]:

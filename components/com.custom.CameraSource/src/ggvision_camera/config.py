@@ -14,12 +14,13 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from ggvision.config import (
-    GREENGRASS_TELEMETRY_TOPIC,
     ComponentConfig,
     ConfigModel,
+    inference_topic_field,
     known_keys,
-    publishes,
-    subscribes,
+    result_topic_field,
+    status_interval_field,
+    status_topic_field,
 )
 from ggvision.frames import DEFAULT_DIR
 
@@ -99,14 +100,10 @@ class CameraConfig(ComponentConfig):
     max_width: int = Field(1280, ge=16, le=8192, description="larger frames are scaled down")
     max_height: int = Field(720, ge=16, le=8192)
 
-    inference_topic: str = Field("local/inference", min_length=1, json_schema_extra=publishes())
-    result_topic: str = Field("local/result", min_length=1, json_schema_extra=subscribes())
-    status_topic: str = Field(
-        "local/status/com.custom.CameraSource",
-        min_length=1,
-        json_schema_extra=publishes(also=[GREENGRASS_TELEMETRY_TOPIC]),
-    )
-    status_interval_seconds: float = Field(10.0, ge=0.1, le=86400)
+    inference_topic: str = inference_topic_field()
+    result_topic: str = result_topic_field()
+    status_topic: str = status_topic_field("com.custom.CameraSource")
+    status_interval_seconds: float = status_interval_field()
 
     max_in_flight: int = Field(2, ge=1, le=64)
     result_timeout_seconds: float = Field(5.0, gt=0, le=600)

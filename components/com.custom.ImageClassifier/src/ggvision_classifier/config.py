@@ -11,10 +11,11 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ggvision.config import (
-    GREENGRASS_TELEMETRY_TOPIC,
     ComponentConfig,
     publishes,
     publishes_to_iot_core,
+    status_interval_field,
+    status_topic_field,
     subscribes,
     subscribes_to_iot_core,
 )
@@ -64,15 +65,8 @@ class ClassifierConfig(ComponentConfig):
     delegate_fallback: Literal["error", "cpu"] = Field(
         "error", description="when the delegate cannot be loaded: refuse the model, or use the CPU"
     )
-    status_topic: str = Field(
-        "local/status/com.custom.ImageClassifier",
-        min_length=1,
-        description="local topic of the periodic status report",
-        json_schema_extra=publishes(also=[GREENGRASS_TELEMETRY_TOPIC]),
-    )
-    status_interval_seconds: float = Field(
-        10.0, ge=0.1, le=86400, description="seconds between status reports"
-    )
+    status_topic: str = status_topic_field("com.custom.ImageClassifier")
+    status_interval_seconds: float = status_interval_field()
     uplink: UplinkConfig = Field(
         default_factory=UplinkConfig, description="results to AWS IoT Core (see README: Uplink)"
     )

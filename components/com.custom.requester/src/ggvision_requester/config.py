@@ -9,23 +9,23 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from ggvision.config import GREENGRASS_TELEMETRY_TOPIC, ComponentConfig, publishes, subscribes
+from ggvision.config import (
+    ComponentConfig,
+    inference_topic_field,
+    result_topic_field,
+    status_interval_field,
+    status_topic_field,
+)
 
 # Changing these needs a restart (new subscriptions, new output files); the rest apply live.
 RESTART_FIELDS = ("inference_topic", "result_topic", "status_topic", "output_jsonl", "output_csv")
 
 
 class RequesterConfig(ComponentConfig):
-    inference_topic: str = Field("local/inference", min_length=1, json_schema_extra=publishes())
-    result_topic: str = Field("local/result", min_length=1, json_schema_extra=subscribes())
-    status_topic: str = Field(
-        "local/status/com.custom.requester",
-        min_length=1,
-        json_schema_extra=publishes(also=[GREENGRASS_TELEMETRY_TOPIC]),
-    )
-    status_interval_seconds: float = Field(
-        10.0, ge=0.1, le=86400, description="seconds between status reports while running"
-    )
+    inference_topic: str = inference_topic_field()
+    result_topic: str = result_topic_field()
+    status_topic: str = status_topic_field("com.custom.requester")
+    status_interval_seconds: float = status_interval_field()
     image_directory: str = Field("", description="folder whose images are sent, sorted by name")
     images: list[str] = Field(default_factory=list, description="explicit image files")
     extensions: list[str] = Field(
