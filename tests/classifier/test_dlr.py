@@ -10,7 +10,6 @@ import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,8 +28,6 @@ from ggvision_classifier.modelstore import (
 )
 from ggvision_classifier.preprocess import decode, preprocess
 
-from ggvision.core.agent import AgentProcess
-from ggvision.core.harness import CoreThread, pubsub_policy
 from tests.classifier.conftest import (
     PHOTOS,
     REPO,
@@ -39,7 +36,7 @@ from tests.classifier.conftest import (
     require,
     require_runtime,
 )
-from tests.classifier.test_service import Running, start_classifier
+from tests.classifier.test_service import Running, serve
 
 VARIANT = "dlr-fp32"
 AWS_KEY = f"DLR-efficientnet-lite0-{platform.machine()}-cpu-ImageClassification"
@@ -455,27 +452,7 @@ def test_without_the_extra_the_error_names_it() -> None:
 def _serve(
     overrides: dict[str, Any], store: Path, photo_files: dict[str, Path], state: str = "RUNNING"
 ) -> Iterator[Running]:
-    images = Path(tempfile.mkdtemp(prefix="ggv-img-", dir="/tmp"))
-    for path in photo_files.values():
-        shutil.copy(path, images / path.name)
-    with CoreThread() as core:
-        proc = start_classifier(
-            core, store, {"allowedDirectories": [str(images)], "threads": 1, **overrides}
-        )
-        requester = AgentProcess(
-            core.component_env(
-                "com.test.Requester",
-                pubsub_policy(publish=["local/inference"], subscribe=["local/result"]),
-            )
-        )
-        try:
-            assert core.state_of("com.custom.ImageClassifier") == state
-            yield Running(core, proc, requester, images, images)
-        finally:
-            requester.close()
-            proc.terminate()
-            proc.wait(15)
-    shutil.rmtree(images, ignore_errors=True)
+    yield from serve(store, {"threads": 1, **overrides}, photos=photo_files.values(), state=state)
 
 
 def test_through_ipc_dlr_agrees_with_onnx_on_every_photo(

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,37 +93,49 @@ def start_classifier(
     raise AssertionError("classifier did not report its state")
 
 
-@pytest.fixture(scope="module")
-def running(store: Path, photo_files: dict[str, Path]) -> Iterator[Running]:
+def serve(
+    store: Path,
+    overrides: dict[str, Any],
+    *,
+    photos: Iterable[Path] = (),
+    requester: str = "com.test.Requester",
+    state: str | None = None,
+) -> Iterator[Running]:
+    """A classifier (recipe defaults + ``overrides``) on a fresh core and a requester that may
+    publish requests and receive results; ``photos`` are copied into its allowed ``images``
+    directory first; ``state``: the state the classifier must have reported."""
     images = Path(tempfile.mkdtemp(prefix="ggv-img-", dir="/tmp"))
     frames = Path(tempfile.mkdtemp(prefix="ggv-frm-", dir="/tmp"))
-    for path in photo_files.values():
+    for path in photos:
         shutil.copy(path, images / path.name)
-    with CoreThread() as core:
-        proc = start_classifier(
-            core,
-            store,
-            {
-                "allowedDirectories": [str(images)],
-                "frameDirectory": str(frames),
-                "modelKey": "tflite-int8",
-                "queueSize": 4,
-            },
-        )
-        requester = AgentProcess(
-            core.component_env(
-                "com.test.Requester",
-                pubsub_policy(publish=["local/inference"], subscribe=["local/result"]),
+    cfg = {"allowedDirectories": [str(images)], "frameDirectory": str(frames), **overrides}
+    try:
+        with CoreThread() as core:
+            proc = start_classifier(core, store, cfg)
+            agent = AgentProcess(
+                core.component_env(
+                    requester,
+                    pubsub_policy(publish=["local/inference"], subscribe=["local/result"]),
+                )
             )
-        )
-        try:
-            yield Running(core, proc, requester, images, frames)
-        finally:
-            requester.close()
-            proc.terminate()
-            proc.wait(15)
-    shutil.rmtree(images, ignore_errors=True)
-    shutil.rmtree(frames, ignore_errors=True)
+            try:
+                if state is not None:
+                    assert core.state_of(NAME) == state
+                yield Running(core, proc, agent, images, frames)
+            finally:
+                agent.close()
+                proc.terminate()
+                proc.wait(15)
+    finally:
+        shutil.rmtree(images, ignore_errors=True)
+        shutil.rmtree(frames, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def running(store: Path, photo_files: dict[str, Path]) -> Iterator[Running]:
+    yield from serve(
+        store, {"modelKey": "tflite-int8", "queueSize": 4}, photos=photo_files.values()
+    )
 
 
 def test_reports_running_once_the_model_is_warm(running: Running) -> None:

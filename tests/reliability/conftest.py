@@ -4,18 +4,13 @@ real awsiotsdk client, on the default model (or, for the big burst, the fake bac
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from ggvision.core.agent import AgentProcess
-from ggvision.core.harness import CoreThread, pubsub_policy
 from tests.classifier.conftest import REPO, require, store_root
-from tests.classifier.test_service import Running, start_classifier
+from tests.classifier.test_service import Running, serve
 
 __all__ = ["REPO", "Running", "fake_store", "serve"]
 
@@ -46,33 +41,6 @@ def default_store() -> Path:
     if not (root / "reference.json").is_file():
         require(f"no model store at {root} (build it with `make models`, or set GGV_MODEL_STORE)")
     return root
-
-
-def serve(
-    store: Path, overrides: dict[str, Any], requester: str = "com.test.Requester"
-) -> Iterator[Running]:
-    """A classifier (recipe defaults + ``overrides``) and a requester; images go in ``images``."""
-    images = Path(tempfile.mkdtemp(prefix="ggv-img-", dir="/tmp"))
-    frames = Path(tempfile.mkdtemp(prefix="ggv-frm-", dir="/tmp"))
-    cfg = {"allowedDirectories": [str(images)], "frameDirectory": str(frames), **overrides}
-    try:
-        with CoreThread() as core:
-            proc = start_classifier(core, store, cfg)
-            agent = AgentProcess(
-                core.component_env(
-                    requester,
-                    pubsub_policy(publish=["local/inference"], subscribe=["local/result"]),
-                )
-            )
-            try:
-                yield Running(core, proc, agent, images, frames)
-            finally:
-                agent.close()
-                proc.terminate()
-                proc.wait(15)
-    finally:
-        shutil.rmtree(images, ignore_errors=True)
-        shutil.rmtree(frames, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
