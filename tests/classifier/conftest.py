@@ -69,12 +69,17 @@ def require_runtime(module: str) -> None:
         require(f"runtime {module} is not installed")
 
 
-@pytest.fixture(scope="session")
-def store() -> Path:
+def default_store() -> Path:
+    """The built model store (skip, or fail under GGV_REQUIRE_MODELS=1, when there is none)."""
     root = store_root()
     if not (root / "reference.json").is_file():
         require(f"no model store at {root} (build it with `make models`, or set GGV_MODEL_STORE)")
     return root
+
+
+@pytest.fixture(scope="session")
+def store() -> Path:
+    return default_store()
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.classifier.conftest import REPO, require, store_root
+from tests.classifier.conftest import REPO, default_store
 from tests.classifier.test_service import Running, serve
 
 __all__ = ["REPO", "Running", "fake_store", "serve"]
@@ -33,13 +33,6 @@ def fake_store(root: Path, *, num_classes: int = 10) -> Path:
         "input": {"shape": [1, 224, 224, 3], "layout": "NHWC", "dtype": "float32"},
     }
     (variant / "manifest.json").write_text(json.dumps(manifest))
-    return root
-
-
-def default_store() -> Path:
-    root = store_root()
-    if not (root / "reference.json").is_file():
-        require(f"no model store at {root} (build it with `make models`, or set GGV_MODEL_STORE)")
     return root
 
 
