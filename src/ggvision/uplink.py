@@ -22,6 +22,7 @@ Payload (UTF-8 JSON, at most 128 KB; ``top`` is trimmed to fit)::
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import logging
 import os
@@ -225,17 +226,7 @@ class UplinkStats:
     online: bool = True
 
     def snapshot(self) -> dict[str, Any]:
-        return {
-            "offered": self.offered,
-            "filtered": self.filtered,
-            "sent": self.sent,
-            "failed_publishes": self.failed_publishes,
-            "dropped_queue": self.dropped_queue,
-            "buffered": self.buffered,
-            "evicted": self.evicted,
-            "dropped_full": self.dropped_full,
-            "online": self.online,
-        }
+        return dataclasses.asdict(self)
 
 
 _STOP = object()

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from ggvision.deploy.components import Component, configuration_update
-from ggvision.deploy.recipes import load_document
 from ggvision.errors import GgvisionError
+from ggvision.runner.recipe import read_document
 
 
 @dataclass
@@ -41,7 +41,7 @@ def built_components(recipe_dir: Path, artifact_dir: Path) -> list[Component]:
     for path in sorted(recipe_dir.glob("*")):
         if path.suffix.lower() not in (".yaml", ".yml", ".json"):
             continue
-        recipe = load_document(path)
+        recipe = read_document(path)
         name, version = str(recipe["ComponentName"]), str(recipe["ComponentVersion"])
         folder = artifact_dir / name / version
         for file_name in artifact_names(recipe):

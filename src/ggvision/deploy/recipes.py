@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from ggvision.runner.recipe import parse_recipe, read_document
+
 # Greengrass rejects recipes larger than this (the GDK CLI checks the same number).
 MAX_RECIPE_BYTES = 16_000
 PLAIN_VERSION = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
@@ -35,14 +37,6 @@ def recipe_schema() -> dict[str, Any]:
     text = resources.files("ggvision").joinpath("schemas/recipe.v2020-01-25.json").read_text()
     schema: dict[str, Any] = json.loads(text)
     return schema
-
-
-def load_document(path: Path) -> Any:
-    """Parse a recipe file (YAML or JSON) into plain data."""
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() == ".json":
-        return json.loads(text)
-    return yaml.safe_load(text)
 
 
 def schema_errors(document: Any) -> list[str]:
@@ -65,14 +59,13 @@ def validate_recipe_file(path: Path) -> list[str]:
     recipe parser (the runner's, which runs the recipe on ``ggvision core``).
     """
     from ggvision.errors import RecipeError
-    from ggvision.runner.recipe import parse_recipe
 
     problems: list[str] = []
     size = path.stat().st_size
     if size > MAX_RECIPE_BYTES:
         problems.append(f"{size} bytes: larger than the {MAX_RECIPE_BYTES}-byte recipe limit")
     try:
-        document = load_document(path)
+        document = read_document(path)
     except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         return [*problems, f"not YAML/JSON: {exc}"]
     if not isinstance(document, dict):

@@ -576,14 +576,20 @@ def parse_recipe(data: Any, source: str = "<recipe>", path: Path | None = None) 
     return _Parser(source).recipe(data, path)
 
 
+def read_document(path: Path) -> Any:
+    """A recipe file's data: JSON for ``.json``, else YAML. Raises OSError when it cannot be
+    read, ValueError (UnicodeDecodeError, JSONDecodeError) or yaml.YAMLError when it cannot be
+    parsed."""
+    text = path.read_text(encoding="utf-8")
+    return json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+
+
 def load_recipe(path: Path) -> Recipe:
     """Read and validate one recipe file (``.json``, else YAML)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = read_document(path)
     except OSError as exc:
         raise RecipeError(f"{path}: cannot read recipe: {exc.strerror or exc}") from exc
-    try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as exc:
         raise RecipeError(
             f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}"

@@ -28,7 +28,12 @@ from ggvision.uplink import Uplink, resolve_topic
 from ggvision_classifier import backends
 from ggvision_classifier.config import ClassifierConfig
 from ggvision_classifier.images import ImageLoader
-from ggvision_classifier.modelstore import DEFAULT_BACKEND, ModelError, configured_model
+from ggvision_classifier.modelstore import (
+    DEFAULT_BACKEND,
+    ModelError,
+    configured_model,
+    model_keys,
+)
 from ggvision_classifier.worker import ActiveModel, Classifier
 
 log = logging.getLogger("ggvision_classifier")
@@ -46,8 +51,9 @@ def store_root(cfg: ClassifierConfig) -> Path:
     return Path(root)
 
 
-def load_active(cfg: ClassifierConfig) -> ActiveModel:
-    """Load and warm the configured model; ModelError when it cannot serve."""
+def prepare_model(cfg: ClassifierConfig) -> ActiveModel:
+    """Load, warm and check the configured model: its warm-up inferences on zeros must give one
+    score per label. ModelError with the reason when it cannot serve (the backend is closed)."""
     model = configured_model(cfg, store_root(cfg))
     name = cfg.backend or DEFAULT_BACKEND[model.manifest.format]
     options: dict[str, Any] = {}
@@ -61,69 +67,30 @@ def load_active(cfg: ClassifierConfig) -> ActiveModel:
     backend.load()
     spec = model.manifest.input
     warm = np.zeros(spec.shape, dtype=np.dtype(spec.dtype))
-    for _ in range(2):
-        backend.infer(warm)
+    try:
+        try:
+            for _ in range(2):
+                scores = backend.infer(warm)
+        except ModelError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"model {model.directory.name} cannot run: {exc}") from exc
+        if scores.size != len(model.labels):
+            raise ModelError(
+                f"model {model.directory.name} outputs {scores.size} scores for "
+                f"{len(model.labels)} labels (wrong shape)"
+            )
+    except ModelError:
+        backend.close()
+        raise
     return ActiveModel.of(model, backend)
 
 
 NAME = "com.custom.ImageClassifier"
-INDEX_FILE = "index.json"
 BACKENDS = ("tflite", "onnx", "torch", "dlr", "fake")
 # A model validated for a deployment that never applied (another component rejected it) is
 # released after this long.
 CANDIDATE_TTL_S = 120.0
-
-
-def check_output(active: ActiveModel) -> None:
-    """One inference on zeros; ModelError when the scores do not match the labels."""
-    spec = active.model.manifest.input
-    try:
-        scores = active.backend.infer(np.zeros(spec.shape, dtype=np.dtype(spec.dtype)))
-    except ModelError:
-        raise
-    except Exception as exc:
-        raise ModelError(f"model {active.model.directory.name} cannot run: {exc}") from exc
-    if scores.size != len(active.model.labels):
-        raise ModelError(
-            f"model {active.model.directory.name} outputs {scores.size} scores for "
-            f"{len(active.model.labels)} labels (wrong shape)"
-        )
-
-
-def prepare_model(cfg: ClassifierConfig) -> ActiveModel:
-    """Load, warm and check the model of ``cfg`` (ModelError with the reason otherwise)."""
-    active = load_active(cfg)
-    try:
-        check_output(active)
-    except ModelError:
-        active.backend.close()
-        raise
-    return active
-
-
-def store_keys(cfg: ClassifierConfig) -> list[str]:
-    """The model keys present in the store: its ``index.json`` when it lists variants, else the
-    directories with a ``manifest.json``."""
-    root = store_root(cfg)
-    keys: set[str] = set()
-    try:
-        index = json.loads((root / INDEX_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        index = None
-    if isinstance(index, dict):
-        variants = index.get("variants", index.get("models", index))
-        if isinstance(variants, dict):
-            keys = {str(k) for k in variants}
-        elif isinstance(variants, list):
-            keys = {
-                str(v.get("key", v.get("variant", ""))) if isinstance(v, dict) else str(v)
-                for v in variants
-            }
-    elif isinstance(index, list):
-        keys = {str(v) for v in index}
-    if not keys:
-        keys = {p.parent.name for p in root.glob("*/manifest.json")}
-    return sorted(k for k in keys if (root / k / "manifest.json").is_file())
 
 
 class ClassifierService:
@@ -136,7 +103,6 @@ class ClassifierService:
         raw = bus.get_configuration()
         self.cfg = ClassifierConfig.from_raw(raw)
         acl = AccessControl("self", raw.get("accessControl"))
-        self._acl = acl
         self._swap_lock = threading.Lock()
         # A model loaded by validate() or a command, used by the reload that follows.
         self._candidate: tuple[tuple[Any, ...], ActiveModel] | None = None
@@ -413,7 +379,7 @@ class ClassifierService:
                 raise ValueError(f"'backend' must be one of {', '.join(BACKENDS)} or empty")
             with self._swap_lock:
                 cfg = self.cfg
-                keys = store_keys(cfg)
+                keys = model_keys(store_root(cfg))
                 if key not in keys:
                     raise ValueError(
                         f"model {key!r} is not in the model store (present: {', '.join(keys)})"

@@ -130,6 +130,11 @@ def resolve_model_dir(store_root: Path, key: str) -> Path:
     return path
 
 
+def model_keys(store_root: Path) -> list[str]:
+    """The model keys of a store in our layout: its variant directories with a manifest.json."""
+    return sorted(p.parent.name for p in Path(store_root).glob("*/manifest.json"))
+
+
 def configured_model(cfg: ClassifierConfig, store_root: Path) -> Model:
     """The model the configuration names, in either model-store layout.
 

@@ -436,13 +436,3 @@ class Classifier:
         """The counters and the recent latencies (ms), consistent with each other."""
         with self._stats_lock:
             return self.stats.snapshot(), list(self._latencies)
-
-    def latency_percentiles(self) -> dict[str, float]:
-        with self._stats_lock:
-            values = sorted(self._latencies)
-        if not values:
-            return {}
-        return {
-            "p50": values[len(values) // 2],
-            "p95": values[int(len(values) * 0.95) - 1 if len(values) > 1 else 0],
-        }
