@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.pipeline import recipe_defaults, wait_state
+from bench.pipeline import recipe_defaults, stop_processes, wait_state
 from ggvision.core.harness import CoreThread, pubsub_policy
 from tools.make_samples import write_images
 
@@ -158,8 +158,7 @@ def through_ipc(store: Path, variant: str, images: Path, n: int, threads: int) -
             client.stdin.close()
             client.wait(10)
             if classifier is not None:
-                classifier.terminate()
-                classifier.wait(15)
+                stop_processes(classifier)
     rtt, inproc = run["rtt_ms"], run["inprocess_ms"]
     inside = [t.get("total", 0.0) for t in run["timing_ms"]]
     return {

@@ -142,6 +142,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def stop_processes(*procs: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL (and say so) for any component that does not stop in time: a stuck
+    process is a finding to report, not an orphan to leave behind."""
+    for p in procs:
+        p.terminate()
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        try:
+            p.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            print(
+                f"[bench] {p.args} did not stop on SIGTERM in {timeout:.0f} s; killed",
+                file=sys.stderr,
+            )
+            p.kill()
+            p.wait(5)
+
+
 def wait_state(core: CoreThread, name: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while core.state_of(name) != "RUNNING":
@@ -211,11 +229,9 @@ def suite(
             cpu = [cpu_seconds(pid) - before for before, pid in marks]
             core_cpu = time.process_time() - core_cpu
             listener.close()
+            stop_processes(*procs)  # while the core still runs: a clean stop, not a lost bus
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(15)
+        stop_processes(*procs)
         for f in frames_dir.iterdir():
             f.unlink()
         frames_dir.rmdir()

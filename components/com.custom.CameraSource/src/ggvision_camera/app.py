@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import threading
 import time
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 from ggvision import logs
 from ggvision.bus import Bus, IpcBus, Subscription
 from ggvision.errors import ConfigError, GgvisionError
+from ggvision.signals import StopSignals
 from ggvision.telemetry import Health, StatusReporter
 from ggvision_camera.camera import Camera
 from ggvision_camera.config import CameraConfig
@@ -178,9 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default=os.environ.get("GGV_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     logs.configure(level=args.log_level)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = StopSignals()
     try:
         bus = IpcBus()
         service = CameraService(bus)
@@ -188,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     except (GgvisionError, ConfigError) as exc:
         log.error("cannot start: %s", exc, extra={"event": "camera.start_failed"})
         return 2
-    stop.wait()
+    stop.wait()  # in slices: a signal taken by another thread is still seen
     log.info("stopping", extra={"event": "camera.stopping"})
     service.stop()
     bus.close()

@@ -11,7 +11,6 @@ import argparse
 import json
 import logging
 import os
-import signal
 import threading
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from ggvision import logs
 from ggvision.bus import Bus, IpcBus, Subscription
 from ggvision.core.auth import PUBSUB, AccessControl
 from ggvision.errors import ConfigError, GgvisionError
+from ggvision.signals import StopSignals
 from ggvision.telemetry import Health, RateMeter, StatusReporter, percentiles
 from ggvision.uplink import Uplink, resolve_topic
 from ggvision_classifier import backends
@@ -419,9 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default=os.environ.get("GGV_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     logs.configure(level=args.log_level)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = StopSignals()
     try:
         bus = IpcBus()
         service = ClassifierService(bus)
@@ -429,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot start: %s", exc, extra={"event": "classifier.start_failed"})
         return 2
     service.start()
-    stop.wait()
+    stop.wait()  # in slices: a signal taken by another thread is still seen
     log.info("stopping", extra={"event": "classifier.stopping"})
     service.stop()
     bus.close()
