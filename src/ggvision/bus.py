@@ -3,8 +3,14 @@
 Components depend on :class:`Bus`; :class:`IpcBus` implements it with the ``awsiotsdk`` client
 (imported only when a bus is created, so nothing happens at import time). When the core goes
 away (a restart), :class:`IpcBus` reconnects with back-off, subscribes again and reports its last
-state again; calls made while it is disconnected fail with :class:`BusError`. Callbacks run on the
-SDK's threads: they must only decode, validate and hand off — never block, never raise.
+state again; calls made while it is disconnected fail with :class:`BusError`.
+
+Callbacks: handlers run on the bus's own small thread pool, so a slow handler (a configuration
+reload, a printed line) never stalls the connection.  ``subscribe(..., inline=True)`` runs the
+handler directly on the SDK's networking thread instead, one thread hand-off less per message
+(measured 0.05-0.1 ms per hop on a 2-vCPU VM): only for handlers that decode, validate and hand
+off — they must never block and never make a synchronous IPC call (that would deadlock the
+networking thread); asynchronous publishes are fine.  Handlers never raise into the SDK.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
 from ggvision.errors import GgvisionError
@@ -40,7 +46,9 @@ class Subscription(Protocol):
 
 class Bus(Protocol):
     def publish_json(self, topic: str, obj: dict[str, Any]) -> Future[Any]: ...
-    def subscribe(self, topic: str, handler: MessageHandler) -> Subscription: ...
+    def subscribe(
+        self, topic: str, handler: MessageHandler, *, inline: bool = False
+    ) -> Subscription: ...
     def get_configuration(
         self, key_path: list[str] | None = None, component: str | None = None
     ) -> dict[str, Any]: ...
@@ -77,6 +85,9 @@ class IpcBus:
         self._closed = False
         self._reconnecting = False
         self.reconnects = 0
+        # Stream callbacks: the SDK calls them on its networking thread (executor=None); all but
+        # the inline ones are passed on to this pool (the SDK's own default is such a pool too).
+        self._handlers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ipc-handler")
         try:
             self._client = self._connect()
         except KeyError as exc:
@@ -105,7 +116,7 @@ class IpcBus:
                 bus._lost(reason)
 
         return GreengrassCoreIPCClientV2(
-            client=connect(lifecycle_handler=_Lifecycle(), timeout=self.timeout_s)
+            client=connect(lifecycle_handler=_Lifecycle(), timeout=self.timeout_s), executor=None
         )
 
     def _lost(self, reason: Exception | None) -> None:
@@ -178,7 +189,22 @@ class IpcBus:
         fut: Future[Any] = self._client.publish_to_topic_async(topic=topic, publish_message=msg)
         return fut
 
-    def subscribe(self, topic: str, handler: MessageHandler) -> Subscription:
+    def _dispatch(self, run: Callable[[Any], None], inline: bool) -> Callable[[Any], None]:
+        """The SDK's callback for ``run``: call it here (inline) or on the handler pool."""
+        if inline:
+            return run
+
+        def submit(event: Any) -> None:
+            try:
+                self._handlers.submit(run, event)
+            except RuntimeError:  # the pool is shut down: the bus is closing
+                log.debug("event after close dropped", extra={"event": "bus.closed"})
+
+        return submit
+
+    def subscribe(
+        self, topic: str, handler: MessageHandler, *, inline: bool = False
+    ) -> Subscription:
         def on_event(event: Any) -> None:
             try:
                 if event.binary_message is not None:
@@ -190,10 +216,12 @@ class IpcBus:
                     "message handler failed", extra={"event": "bus.handler_error", "topic": topic}
                 )
 
+        callback = self._dispatch(on_event, inline)
+
         def open_(client: Any) -> Any:
             _, operation = client.subscribe_to_topic(
                 topic=topic,
-                on_stream_event=on_event,
+                on_stream_event=callback,
                 on_stream_error=lambda e: _log_stream_error(topic, e),
             )
             return operation
@@ -231,10 +259,12 @@ class IpcBus:
             except Exception:
                 log.exception("configuration handler failed", extra={"event": "bus.handler_error"})
 
+        callback = self._dispatch(on_event, inline=False)
+
         def open_(client: Any) -> Any:
             _, operation = client.subscribe_to_configuration_update(
                 key_path=[],
-                on_stream_event=on_event,
+                on_stream_event=callback,
                 on_stream_error=lambda e: _log_stream_error("configuration", e),
             )
             return operation
@@ -294,7 +324,7 @@ class IpcBus:
         return fut
 
     def subscribe_iot(self, topic: str, handler: IotHandler, qos: int = 1) -> Subscription:
-        """SubscribeToIoTCore: ``handler(topic, payload)`` on the SDK's thread."""
+        """SubscribeToIoTCore: ``handler(topic, payload)`` on the bus's handler pool."""
 
         def on_event(event: Any) -> None:
             try:
@@ -306,11 +336,13 @@ class IpcBus:
                     "IoT Core handler failed", extra={"event": "bus.handler_error", "topic": topic}
                 )
 
+        callback = self._dispatch(on_event, inline=False)
+
         def open_(client: Any) -> Any:
             _, operation = client.subscribe_to_iot_core(
                 topic_name=topic,
                 qos=str(qos),
-                on_stream_event=on_event,
+                on_stream_event=callback,
                 on_stream_error=lambda e: _log_stream_error(topic, e),
             )
             return operation
@@ -324,6 +356,9 @@ class IpcBus:
             self._client.close()
         except Exception:
             log.debug("closing the IPC client failed", exc_info=True)
+        # wait for running handlers, unless this is one of them (it would wait for itself)
+        in_handler = threading.current_thread().name.startswith("ipc-handler")
+        self._handlers.shutdown(wait=not in_handler)
 
 
 class _Stream:

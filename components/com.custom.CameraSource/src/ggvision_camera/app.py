@@ -51,7 +51,7 @@ class CameraService:
         """Build and start the camera; raises CameraError when it cannot be built."""
         camera = Camera(self.bus, self.cfg)
         self.camera = camera
-        self._result_sub = self.bus.subscribe(self.cfg.result_topic, self._on_result)
+        self._result_sub = self._subscribe_results(self.cfg)
         camera.start()
         self._subs = [
             self.bus.subscribe_validation(self.validate),
@@ -85,6 +85,11 @@ class CameraService:
             self.publish_status(wait_s=2.0)  # the last report, before the connection closes
 
     # --- results and status --------------------------------------------------------------------
+    def _subscribe_results(self, cfg: CameraConfig) -> Subscription:
+        # On the IPC thread itself (one hop less per frame) unless each result is printed: a
+        # terminal or pipe that blocks must not stall the connection.
+        return self.bus.subscribe(cfg.result_topic, self._on_result, inline=not cfg.print_results)
+
     def _on_result(self, topic: str, payload: bytes | dict[str, Any]) -> None:
         camera = self.camera
         if camera is not None:
@@ -165,7 +170,7 @@ class CameraService:
             new = camera.cfg
             if new.result_topic != self.cfg.result_topic and self._result_sub is not None:
                 self._result_sub.close()
-                self._result_sub = self.bus.subscribe(new.result_topic, self._on_result)
+                self._result_sub = self._subscribe_results(new)
             self.camera, self.cfg = camera, new
             self._reporter.interval_s = new.status_interval_seconds
             self._reporter.topic = new.status_topic

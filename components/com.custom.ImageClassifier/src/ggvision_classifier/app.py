@@ -148,7 +148,8 @@ class ClassifierService:
         self.classifier.start()
         self._start_uplink(self.cfg)
         self._subs = [
-            self.bus.subscribe(self.cfg.inference_topic, self.classifier.on_message),
+            # on_message only decodes, validates and enqueues: on the IPC thread, no hand-off
+            self.bus.subscribe(self.cfg.inference_topic, self.classifier.on_message, inline=True),
             self.bus.subscribe_validation(self.validate),
             self.bus.subscribe_configuration(self.on_configuration_changed),
         ]

@@ -95,7 +95,10 @@ class RequesterService:
         )
         reporter.start()
         try:
-            self._subs.append(self.bus.subscribe(self.cfg.result_topic, self.requester.on_message))
+            # on_message validates and queues (put_nowait): safe on the IPC thread
+            self._subs.append(
+                self.bus.subscribe(self.cfg.result_topic, self.requester.on_message, inline=True)
+            )
             if self._follow:
                 self._subs.append(self.bus.subscribe_validation(self.validate))
                 self._subs.append(self.bus.subscribe_configuration(self.on_configuration_changed))
