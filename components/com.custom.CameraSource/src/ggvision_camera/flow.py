@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 # Local failures, counted beside the classifier's error codes.
 TRANSPORT_FAILED = "TRANSPORT_FAILED"
 PUBLISH_FAILED = "PUBLISH_FAILED"
+# After a failed publish (the IPC connection is down, say), no frame is sent for this long,
+# doubling per failure in a row up to the cap: frames meanwhile count as dropped, one log line
+# per outage instead of one per frame, and no decode/encode work for frames nobody can take.
+PUBLISH_BACKOFF_S = (0.05, 2.0)
 
 
 @dataclass
@@ -86,12 +90,14 @@ class FramePublisher:
         self._latencies: collections.deque[float] = collections.deque(maxlen=1000)
         self._cond = threading.Condition()
         self._silent = False  # the consumer stopped answering (logged once)
+        self._failures_in_row = 0  # failed publishes since the last good one
+        self._paused_until = 0.0  # publish back-off (clock time)
 
     # --- capture thread ----------------------------------------------------------------------
     def has_room(self) -> bool:
         self.expire()
         with self._cond:
-            return len(self._pending) < self.max_in_flight
+            return len(self._pending) < self.max_in_flight and self.clock() >= self._paused_until
 
     def wait_for_room(self, timeout: float) -> bool:
         """Block until a request may be sent (or ``timeout``); expires overdue entries."""
@@ -99,13 +105,19 @@ class FramePublisher:
         while True:
             self.expire()
             with self._cond:
+                now = self.clock()
+                left = deadline - now
+                if now < self._paused_until:  # publish back-off
+                    if left <= 0:
+                        return False
+                    self._cond.wait(min(left, self._paused_until - now))
+                    continue
                 if len(self._pending) < self.max_in_flight:
                     return True
-                left = deadline - self.clock()
                 if left <= 0:
                     return False
                 oldest = min(p.sent_at for p in self._pending.values())
-                self._cond.wait(min(left, max(0.001, oldest + self.timeout_s - self.clock())))
+                self._cond.wait(min(left, max(0.001, oldest + self.timeout_s - now)))
 
     def offer(self, frame: np.ndarray, index: int, captured_at: float) -> bool:
         """Publish ``frame`` unless the in-flight limit is reached; True when it was sent."""
@@ -138,16 +150,39 @@ class FramePublisher:
         exc = fut.exception()
         if exc is not None:
             self._publish_failed(rid, exc)
+            return
+        with self._cond:
+            failures, self._failures_in_row = self._failures_in_row, 0
+        if failures:
+            log.info(
+                "publishing again after %d failed publish(es)",
+                failures,
+                extra={"event": "camera.publish_resumed"},
+            )
 
     def _publish_failed(self, rid: str, exc: BaseException) -> None:
+        first, initial, cap = False, *PUBLISH_BACKOFF_S
         with self._cond:
             if self._pending.pop(rid, None) is None:
                 return
             self.stats.errors[PUBLISH_FAILED] += 1
+            self._failures_in_row += 1
+            first = self._failures_in_row == 1
+            pause = min(cap, initial * 2 ** (self._failures_in_row - 1))
+            self._paused_until = self.clock() + pause
             self._cond.notify_all()
-        log.error(
-            "request %s was not published: %s", rid, exc, extra={"event": "camera.publish_error"}
-        )
+        if first:
+            log.error(
+                "request %s was not published: %s; frames are dropped while publishing fails "
+                "(retrying after %.2g s, backing off to %.2g s)",
+                rid,
+                exc,
+                initial,
+                cap,
+                extra={"event": "camera.publish_error"},
+            )
+        else:
+            log.debug("request %s was not published: %s", rid, exc)
 
     def expire(self) -> int:
         """Forget requests unanswered for ``timeout_s``; returns how many."""
