@@ -47,7 +47,7 @@ models: $(MODELS)  ## the model store, built offline in its own venv (build/venv
 
 DLR_MODELS := build/model-store/dlr-fp32/.built
 
-$(DLR_MODELS): $(MODELS) modelbuild/dlr/*.py modelbuild/dlr/*.c modelbuild/dlr/*.sh modelbuild/dlr/requirements.txt
+$(DLR_MODELS): $(MODELS) modelbuild/venv.sh modelbuild/dlr/*.py modelbuild/dlr/*.c modelbuild/dlr/*.sh modelbuild/dlr/requirements.txt
 	bash modelbuild/dlr/build.sh
 
 models-dlr: $(DLR_MODELS)  ## the DLR model (TVM 0.25, venv build/venvs/dlr; needs gcc) + AWS layout copy

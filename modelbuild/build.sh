@@ -18,7 +18,8 @@ VENV="$ROOT/build/venvs/models"
 REQ="$ROOT/modelbuild/requirements.txt"
 REQ_DATA="$ROOT/modelbuild/requirements-data.txt"
 LOGDIR="$ROOT/build/logs"
-STAMP="$VENV/.modelbuild-requirements.sha256"
+# shellcheck source=modelbuild/venv.sh
+. "$ROOT/modelbuild/venv.sh"
 mkdir -p "$LOGDIR"
 
 T_START=$(date +%s)
@@ -29,28 +30,7 @@ if [ "$pyver" != "3.11" ]; then
     exit 2
 fi
 
-want="$( (cat "$REQ" "$REQ_DATA"; "$PYTHON" -VV) | sha256sum | cut -d' ' -f1)"
-have="$(cat "$STAMP" 2>/dev/null || true)"
-if [ -x "$VENV/bin/python" ] && [ "$want" = "$have" ]; then
-    echo "[venv] build/venvs/models is up to date ($(du -sh "$VENV" | cut -f1))"
-else
-    echo "[venv] creating build/venvs/models and installing modelbuild/requirements.txt (pip log: build/logs/modelbuild-pip.log)…"
-    t0=$(date +%s)
-    rm -rf "$VENV"
-    "$PYTHON" -m venv "$VENV"
-    PIP=("$VENV/bin/python" -m pip --disable-pip-version-check --no-input)
-    {
-        "${PIP[@]}" install -r "$REQ" &&
-        "${PIP[@]}" install --no-deps -r "$REQ_DATA" &&
-        "${PIP[@]}" check
-    } >"$LOGDIR/modelbuild-pip.log" 2>&1 || {
-        echo "[venv] pip install FAILED; last lines of build/logs/modelbuild-pip.log:" >&2
-        grep -v "^WARNING: Location" "$LOGDIR/modelbuild-pip.log" | tail -20 >&2
-        exit 1
-    }
-    echo "$want" >"$STAMP"
-    echo "[venv] installed in $(( $(date +%s) - t0 )) s, venv size $(du -sh "$VENV" | cut -f1)"
-fi
+ensure_venv "$VENV" "$LOGDIR/modelbuild-pip.log" "$REQ" "$REQ_DATA"
 
 PY="$VENV/bin/python"
 "$PY" "$ROOT/modelbuild/build.py" --out "$OUT" --log "$LOGDIR/modelbuild.log"

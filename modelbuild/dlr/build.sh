@@ -18,7 +18,8 @@ PYTHON="${PYTHON:-python3}"
 VENV="$ROOT/build/venvs/dlr"
 REQ="$ROOT/modelbuild/dlr/requirements.txt"
 LOGDIR="$ROOT/build/logs"
-STAMP="$VENV/.requirements.sha256"
+# shellcheck source=modelbuild/venv.sh
+. "$ROOT/modelbuild/venv.sh"
 mkdir -p "$LOGDIR"
 T_START=$(date +%s)
 
@@ -26,23 +27,7 @@ command -v gcc >/dev/null || { echo "models-dlr: gcc is needed to link the kerne
 [ -f "$STORE/onnx-fp32/manifest.json" ] || {
     echo "models-dlr: $STORE/onnx-fp32 is missing: run \`make models\` first" >&2; exit 2; }
 
-want="$( (cat "$REQ"; "$PYTHON" -VV) | sha256sum | cut -d' ' -f1)"
-if [ -x "$VENV/bin/python" ] && [ "$want" = "$(cat "$STAMP" 2>/dev/null || true)" ]; then
-    echo "[venv] build/venvs/dlr is up to date"
-else
-    echo "[venv] creating build/venvs/dlr (pip log: build/logs/dlr-pip.log)…"
-    t0=$(date +%s)
-    rm -rf "$VENV"
-    "$PYTHON" -m venv "$VENV"
-    { "$VENV/bin/python" -m pip --disable-pip-version-check --no-input install -r "$REQ" &&
-      "$VENV/bin/python" -m pip --disable-pip-version-check check; } >"$LOGDIR/dlr-pip.log" 2>&1 || {
-        echo "[venv] pip install FAILED; last lines of build/logs/dlr-pip.log:" >&2
-        grep -v "^WARNING: Location" "$LOGDIR/dlr-pip.log" | tail -20 >&2
-        exit 1
-    }
-    echo "$want" >"$STAMP"
-    echo "[venv] installed in $(( $(date +%s) - t0 )) s"
-fi
+ensure_venv "$VENV" "$LOGDIR/dlr-pip.log" "$REQ"
 
 "$VENV/bin/python" "$ROOT/modelbuild/dlr/compile_dlr.py" \
     --onnx-variant "$STORE/onnx-fp32" --store "$STORE" --aws-store "$AWS_STORE"

@@ -296,13 +296,12 @@ class IpcBus:
                     extra={"event": "bus.validity_report_failed"},
                 )
 
-        def on_event(event: Any) -> None:
-            # Answering is a blocking IPC call: do it off the SDK's callback thread.
-            threading.Thread(target=answer, args=(event,), daemon=True).start()
+        # Answering is a blocking IPC call: on the handler pool, never the networking thread.
+        callback = self._dispatch(answer, inline=False)
 
         def open_(client: Any) -> Any:
             _, operation = client.subscribe_to_validate_configuration_updates(
-                on_stream_event=on_event,
+                on_stream_event=callback,
                 on_stream_error=lambda e: _log_stream_error("validation", e),
             )
             return operation

@@ -148,24 +148,19 @@ def test_components_reconnect_after_a_core_restart(photos: Path) -> None:
     with CoreThread() as core:
         proc = start_classifier(core, store, {"allowedDirectories": [str(photos)]})
         request = {"image": {"path": str(photos / "coffee.jpg")}}
+        # the restarted core keeps every registered token: one requester identity for both
+        requester = core.component_env(
+            "com.test.Requester",
+            pubsub_policy(publish=["local/inference"], subscribe=["local/result"]),
+        )
         try:
-            with AgentProcess(
-                core.component_env(
-                    "com.test.Requester",
-                    pubsub_policy(publish=["local/inference"], subscribe=["local/result"]),
-                )
-            ) as agent:
+            with AgentProcess(requester) as agent:
                 sub = agent("subscribe", topic="local/result")["sub"]
                 agent("publish", topic="local/inference", json={"id": "before", **request})
                 events = agent("events", sub=sub, timeout=20)["events"]
                 assert [_result(e)["id"] for e in events] == ["before"]
             core.restart(down_s=1.5)  # a few reconnect attempts fail first
-            with AgentProcess(
-                core.component_env(
-                    "com.test.Requester",
-                    pubsub_policy(publish=["local/inference"], subscribe=["local/result"]),
-                )
-            ) as agent:
+            with AgentProcess(requester) as agent:
                 sub = agent("subscribe", topic="local/result")["sub"]
                 answered: list[str] = []
                 deadline = time.monotonic() + 30

@@ -151,6 +151,8 @@ class FramePublisher:
         if exc is not None:
             self._publish_failed(rid, exc)
             return
+        if not self._failures_in_row:  # the usual case: no lock on the per-frame path
+            return
         with self._cond:
             failures, self._failures_in_row = self._failures_in_row, 0
         if failures:
