@@ -122,10 +122,20 @@ security: $(STAMP)  ## static security scan (bandit)
 
 test: lint typecheck security unit  ## everything CI runs
 
-bench: $(STAMP) $(MODELS)  ## every benchmark, then one report of ratios: build/bench/REPORT.md
-	$(BIN)/python -m bench.ipc
-	$(BIN)/python -m bench.classifier
-	$(BIN)/python -m bench.pipeline
+# make bench                      every benchmark, then one report of ratios: build/bench/REPORT.md
+# make bench BENCH=ipc,pipeline    only these (a comma list of bench/ modules); the report still
+#                                  shows what earlier runs left in build/bench for the others
+#                                  ("not run" where nothing is there)
+BENCHES := ipc classifier pipeline
+BENCH ?= $(subst $(eval) ,$(comma),$(BENCHES))
+comma := ,
+
+bench: $(STAMP) $(MODELS)  ## benchmarks (BENCH=name,name; default all), then build/bench/REPORT.md
+	@for b in $(subst $(comma), ,$(BENCH)); do \
+	  case " $(BENCHES) " in *" $$b "*) ;; \
+	    *) echo "error: unknown benchmark '$$b' (known: $(BENCHES))" >&2; exit 2;; esac; \
+	done
+	@set -e; for b in $(subst $(comma), ,$(BENCH)); do echo "== bench.$$b"; $(BIN)/python -m bench.$$b; done
 	$(BIN)/python -m bench.report
 
 clean:
