@@ -1,216 +1,30 @@
-"""Results to AWS IoT Core (PublishToIoTCore, QoS 1) with a bounded on-disk outbox.
-
-One thread owns the link. While the outbox is empty results go straight to IoT Core, up to
-``maxInFlight`` QoS 1 publishes awaiting their PUBACK at once (a distant broker's round trip does
-not cap the rate at one result per round trip); a backlog over half the memory queue moves to the
-outbox rather than being dropped. When a publish fails (IoT Core unreachable) the result, and every
-later one, goes to a SQLite outbox in the component's work directory, which survives restarts and
-is drained oldest first once a publish succeeds again. Delivery is at least once: each payload has
-a unique ``result_id`` for de-duplication. The outbox is bounded by messages and bytes; on overflow
-the oldest are evicted and counted, and a disk that is full (SQLite "database or disk is full")
-drops the new message, counted, without stopping the component.
-
-Payload (UTF-8 JSON, at most 128 KB; ``top`` is trimmed to fit)::
-
-    {"v": 1, "result_id": "<uuid4 hex>", "request_id": "<request id>", "thing": "<thing name>",
-     "component": "com.custom.ImageClassifier", "source": "camera" | null,
-     "model": {"name": ..., "version": ..., "backend": ...},
-     "top": [{"label": "tabby", "index": 281, "score": 0.58}, ...],
-     "ts": <result time, epoch ms>, "latency_ms": 31.2}
-"""
+"""The publisher pipeline: filter and enqueue results, then one link thread publishes them to IoT
+Core (pipelined QoS 1), spills a backlog to the outbox and drains it in order once the link is
+back."""
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import logging
-import os
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
-
 from ggvision.bus import Bus
-from ggvision.config import ConfigModel, publishes_to_iot_core
 from ggvision.contract import InferenceResult
+from ggvision.uplink._config import UplinkConfig
+from ggvision.uplink._outbox import Outbox
+from ggvision.uplink._payload import payload_of
+from ggvision.uplink._topic import resolve_topic
 
-log = logging.getLogger(__name__)
-
-MAX_PAYLOAD = 128 * 1024
-THING_PLACEHOLDER = "{thing}"
-
-
-class UplinkConfig(ConfigModel):
-    """The ``uplink`` section of a component's configuration."""
-
-    enabled: bool = Field(False, description="publish results to AWS IoT Core")
-    topic: str = Field(
-        "ggvision/{thing}/results",
-        min_length=1,
-        description="IoT Core topic; {thing} is replaced by the core's thing name",
-        json_schema_extra=publishes_to_iot_core(),
-    )
-    every: int = Field(1, ge=1, le=1_000_000, description="publish 1 of every N matching results")
-    labels: list[str] = Field(
-        default_factory=list, description="only results whose top label is listed (empty: any)"
-    )
-    min_score: float = Field(0.0, ge=0.0, le=1.0, description="only results whose top score ≥")
-    top_k: int = Field(3, ge=1, le=100, description="predictions per payload")
-    include_errors: bool = Field(False, description="also publish error results")
-    outbox_path: str = Field(
-        "", description="SQLite outbox file; empty: uplink-outbox.sqlite3 in the work directory"
-    )
-    outbox_max_messages: int = Field(
-        100_000, ge=1, description="outbox bound; the oldest are evicted beyond it"
-    )
-    outbox_max_bytes: int = Field(
-        64 * 1024 * 1024, ge=64 * 1024, description="outbox file size bound (bytes)"
-    )
-    queue_size: int = Field(
-        1000,
-        ge=1,
-        description="results waiting in memory; a backlog over half of it moves to the outbox, "
-        "beyond it dropped, counted",
-    )
-    max_in_flight: int = Field(
-        16, ge=1, le=1000, description="QoS 1 publishes awaiting their PUBACK at once"
-    )
-    publish_timeout_seconds: float = Field(10.0, gt=0, description="wait for a PUBACK")
-    retry_max_seconds: float = Field(30.0, gt=0, description="longest wait between retries")
-
-
-def thing_name() -> str:
-    return os.environ.get("AWS_IOT_THING_NAME", "") or "unknown"
-
-
-def resolve_topic(template: str) -> str:
-    return template.replace(THING_PLACEHOLDER, thing_name())
-
-
-def payload_of(result: InferenceResult, component: str, top_k: int) -> bytes:
-    """The documented uplink payload of one result (≤ 128 KB)."""
-    model = result.model
-    obj: dict[str, Any] = {
-        "v": 1,
-        "result_id": uuid.uuid4().hex,
-        "request_id": result.id,
-        "thing": thing_name(),
-        "component": component,
-        "source": result.source,
-        "status": result.status,
-        "model": (
-            {"name": model.name, "version": model.version, "backend": model.backend}
-            if model
-            else None
-        ),
-        "top": [
-            {"label": p.label, "index": p.index, "score": p.score}
-            for p in result.predictions[:top_k]
-        ],
-        "ts": int(time.time() * 1000),
-        "latency_ms": round(result.timing_ms.total, 3) if result.timing_ms.total else None,
-    }
-    if result.error is not None:
-        obj["error"] = {"code": result.error.code.value, "message": result.error.message[:1024]}
-    data = json.dumps(obj, separators=(",", ":")).encode()
-    while len(data) > MAX_PAYLOAD and obj["top"]:
-        obj["top"] = obj["top"][: len(obj["top"]) // 2]
-        data = json.dumps(obj, separators=(",", ":")).encode()
-    return data
-
-
-def _is_full(exc: sqlite3.OperationalError) -> bool:
-    return "full" in str(exc).lower()
-
-
-class Outbox:
-    """A bounded FIFO of (topic, payload) in SQLite. Use from one thread."""
-
-    def __init__(self, path: Path, *, max_messages: int, max_bytes: int) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.max_messages = max_messages
-        self.evicted = 0
-        self.dropped_full = 0
-        self._db = sqlite3.connect(str(self.path), isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        page = int(self._db.execute("PRAGMA page_size").fetchone()[0])
-        self._db.execute(f"PRAGMA max_page_count={max(8, max_bytes // page)}")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS outbox ("
-            "seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, payload BLOB NOT NULL)"
-        )
-        self._count = int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
-
-    def __len__(self) -> int:
-        return self._count
-
-    def put(self, topic: str, payload: bytes) -> bool:
-        """Append; evicts the oldest beyond the bounds. False (counted) when it cannot be kept."""
-        if self._count >= self.max_messages:
-            self._evict(self._count - self.max_messages + 1)
-        for attempt in range(2):
-            try:
-                self._db.execute(
-                    "INSERT INTO outbox (topic, payload) VALUES (?, ?)", (topic, payload)
-                )
-                self._count += 1
-                return True
-            except sqlite3.OperationalError as exc:
-                if not _is_full(exc):
-                    raise
-                if attempt == 0 and self._count:
-                    # Full by the byte bound (or the disk): make room from the oldest end.
-                    try:
-                        self._evict(max(1, self._count // 100))
-                        continue
-                    except sqlite3.OperationalError as evict_exc:
-                        if not _is_full(evict_exc):
-                            raise
-                        # A full disk refuses even the delete (its journal needs room too).
-                self.dropped_full += 1
-                log.error(
-                    "uplink outbox is full; a message is dropped: %s",
-                    exc,
-                    extra={"event": "uplink.outbox_full"},
-                )
-                return False
-        return False
-
-    def oldest(self, n: int) -> list[tuple[int, str, bytes]]:
-        rows = self._db.execute(
-            "SELECT seq, topic, payload FROM outbox ORDER BY seq LIMIT ?", (n,)
-        ).fetchall()
-        return [(int(s), str(t), bytes(p)) for s, t, p in rows]
-
-    def delete(self, seq: int) -> None:
-        cur = self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
-        self._count -= cur.rowcount
-
-    def _evict(self, n: int) -> None:
-        cur = self._db.execute(
-            "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)", (n,)
-        )
-        self._count -= cur.rowcount
-        self.evicted += cur.rowcount
-        if cur.rowcount:
-            log.warning(
-                "uplink outbox over its bound: %d oldest evicted",
-                cur.rowcount,
-                extra={"event": "uplink.evicted"},
-            )
-
-    def close(self) -> None:
-        self._db.close()
+# The package's name, one logger across its modules (log lines keep their "logger" field).
+log = logging.getLogger("ggvision.uplink")
 
 
 @dataclass

@@ -1,45 +1,37 @@
-"""Greengrass component recipes: load (YAML or JSON), normalise key case, validate, and pick the
-manifest for this device.
+"""Recipe parsing: a decoded recipe document -> a validated ``Recipe``.
 
 Keys are case-insensitive, as in Greengrass, and come out in their canonical case
 (``componentname`` -> ``ComponentName``). Only the recipe's own structure is normalised: keys
 inside ``DefaultConfiguration``, dependency names and ``Setenv`` variable names are kept as
 written. Unknown structural keys are errors (they are almost always typos such as ``Scirpt``).
-
-Two liberties against the real Nucleus, both documented here: a recipe with no ``Manifests`` but a
-top-level ``Lifecycle`` runs on any platform, and when a lifecycle defines both ``Startup`` and
-``Run`` only ``Startup`` is used (with a warning).
+When a lifecycle defines both ``Startup`` and ``Run`` only ``Startup`` is used (with a warning).
 """
 
 from __future__ import annotations
 
 import datetime
-import json
 import logging
-import platform as _platform
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Final, Literal, NoReturn
-
-import yaml
+from typing import Any, Literal, NoReturn
 
 from ggvision.errors import RecipeError
+from ggvision.runner.recipe._model import (
+    STEP_NAMES,
+    Access,
+    Artifact,
+    Dependency,
+    Lifecycle,
+    Manifest,
+    Recipe,
+    SkipIf,
+    Step,
+)
 from ggvision.runner.versions import check_requirement, parse_version
 
-log = logging.getLogger(__name__)
-
-STEP_NAMES: Final = ("Bootstrap", "Install", "Startup", "Run", "Shutdown", "Recover")
-# The Nucleus's defaults; Run has none (it may run forever).
-DEFAULT_TIMEOUTS: Final[Mapping[str, float]] = {
-    "Bootstrap": 120.0,
-    "Install": 120.0,
-    "Startup": 120.0,
-    "Shutdown": 15.0,
-    "Recover": 60.0,
-}
-RECIPE_SUFFIXES: Final = (".yaml", ".yml", ".json")
+# The package's name, as before the split: log lines keep their "logger" field.
+log = logging.getLogger("ggvision.runner.recipe")
 
 _TOP_KEYS = (
     "RecipeFormatVersion",
@@ -66,201 +58,7 @@ _STEP_KEYS = ("Script", "Timeout", "RequiresPrivilege", "Setenv", "SkipIf", "Boo
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SKIP_IF = re.compile(r"^\s*(onpath|exists)\s+(.+?)\s*$", re.IGNORECASE)
 
-# `uname -m` -> Greengrass architecture name.
-ARCHITECTURES: Final[Mapping[str, str]] = {
-    "x86_64": "amd64",
-    "amd64": "amd64",
-    "aarch64": "aarch64",
-    "arm64": "aarch64",
-    "armv7l": "arm",
-    "armv6l": "arm",
-    "armv8l": "arm",
-    "i386": "x86",
-    "i686": "x86",
-}
 
-Access = Literal["NONE", "OWNER", "ALL"]
-
-
-# --- model -----------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class SkipIf:
-    """``SkipIf: onpath <executable>`` or ``SkipIf: exists <file>`` (interpolated before use)."""
-
-    kind: Literal["onpath", "exists"]
-    target: str
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    script: str
-    timeout: float | None = None
-    requires_privilege: bool = False
-    setenv: Mapping[str, str] = field(default_factory=dict)
-    skip_if: SkipIf | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Lifecycle:
-    setenv: Mapping[str, str] = field(default_factory=dict)
-    steps: Mapping[str, Step] = field(default_factory=dict)
-
-    def step(self, name: str) -> Step | None:
-        return self.steps.get(name)
-
-    def timeout(self, name: str) -> float | None:
-        step = self.steps.get(name)
-        if step is not None and step.timeout is not None:
-            return step.timeout
-        return DEFAULT_TIMEOUTS.get(name)
-
-
-@dataclass(frozen=True, slots=True)
-class Artifact:
-    uri: str
-    unarchive: Literal["NONE", "ZIP"] = "NONE"
-    read: Access = "OWNER"
-    execute: Access = "NONE"
-
-    @property
-    def filename(self) -> str:
-        """Last path segment of the URI: the file's name under ``{artifacts:path}``."""
-        return PurePosixPath(self.uri.split("://", 1)[-1]).name
-
-    @property
-    def unarchived_name(self) -> str:
-        """Folder under ``{artifacts:decompressedPath}`` that a ZIP artifact extracts into."""
-        name = self.filename
-        return name[: -len(".zip")] if name.lower().endswith(".zip") else name
-
-    @property
-    def mode(self) -> int:
-        """File mode the Nucleus gives the artifact (owner can always read it back)."""
-        mode = {"NONE": 0o400, "OWNER": 0o400, "ALL": 0o444}[self.read]
-        mode |= {"NONE": 0, "OWNER": 0o100, "ALL": 0o111}[self.execute]
-        return mode
-
-
-@dataclass(frozen=True, slots=True)
-class Manifest:
-    platform: Mapping[str, str] = field(default_factory=dict)
-    lifecycle: Lifecycle | None = None
-    selections: tuple[str, ...] = ()
-    artifacts: tuple[Artifact, ...] = ()
-    name: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Dependency:
-    version_requirement: str = "*"
-    dependency_type: Literal["HARD", "SOFT"] = "HARD"
-
-
-@dataclass(frozen=True, slots=True)
-class Selected:
-    """What this device runs of a recipe: the matching manifest's lifecycle and artifacts."""
-
-    lifecycle: Lifecycle
-    artifacts: tuple[Artifact, ...]
-    manifest_index: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class Platform:
-    """The device's platform attributes (``os``, ``architecture``, ``architecture.detail``)."""
-
-    attributes: Mapping[str, str]
-
-    @classmethod
-    def current(cls) -> Platform:
-        machine = _platform.machine().lower()
-        system = _platform.system().lower()
-        return cls(
-            {
-                "os": system,
-                "architecture": ARCHITECTURES.get(machine, machine),
-                "architecture.detail": machine,
-            }
-        )
-
-    def matches(self, requirements: Mapping[str, str]) -> bool:
-        """Every requirement holds: ``*`` matches anything, ``/re/`` is a regex, else equality
-        (case-insensitive). A required attribute the device lacks matches only ``*``."""
-        for key, wanted in requirements.items():
-            if wanted == "*":
-                continue
-            have = self.attributes.get(key)
-            if have is None:
-                return False
-            if len(wanted) > 1 and wanted.startswith("/") and wanted.endswith("/"):
-                if re.fullmatch(wanted[1:-1], have, re.IGNORECASE) is None:
-                    return False
-            elif wanted.lower() != have.lower():
-                return False
-        return True
-
-    def __str__(self) -> str:
-        return f"{self.attributes.get('os')}/{self.attributes.get('architecture')}"
-
-
-@dataclass(frozen=True, slots=True)
-class Recipe:
-    name: str
-    version: str
-    source: str
-    path: Path | None = None
-    description: str = ""
-    publisher: str = ""
-    component_type: str = "aws.greengrass.generic"
-    dependencies: Mapping[str, Dependency] = field(default_factory=dict)
-    default_configuration: Mapping[str, Any] = field(default_factory=dict)
-    manifests: tuple[Manifest, ...] = ()
-    lifecycle: Lifecycle = field(default_factory=Lifecycle)
-    selections: Mapping[str, Lifecycle] = field(default_factory=dict)
-    has_manifests: bool = True
-
-    @property
-    def ident(self) -> str:
-        return f"{self.name}@{self.version}"
-
-    def select(self, platform: Platform) -> Selected:
-        """The first manifest whose Platform matches, resolved to a lifecycle and artifacts."""
-        if not self.has_manifests:
-            return Selected(self.lifecycle, (), None)
-        for index, manifest in enumerate(self.manifests):
-            if not platform.matches(manifest.platform):
-                continue
-            if manifest.lifecycle is not None:
-                lifecycle = manifest.lifecycle
-            elif manifest.selections:
-                lifecycle = _combine(
-                    [
-                        self.lifecycle if key == "all" else self.selections.get(key, Lifecycle())
-                        for key in manifest.selections
-                    ]
-                )
-            else:
-                lifecycle = self.lifecycle
-            return Selected(lifecycle, manifest.artifacts, index)
-        raise RecipeError(
-            f"{self.source}: no manifest of {self.name} matches this platform ({platform}); "
-            f"manifests: {[dict(m.platform) for m in self.manifests]}"
-        )
-
-
-def _combine(parts: Sequence[Lifecycle]) -> Lifecycle:
-    """Selected sections of a global lifecycle, in order; the first to define a step wins."""
-    setenv: dict[str, str] = {}
-    steps: dict[str, Step] = {}
-    for part in parts:
-        for k, v in part.setenv.items():
-            setenv.setdefault(k, v)
-        for k, s in part.steps.items():
-            steps.setdefault(k, s)
-    return Lifecycle(setenv, steps)
-
-
-# --- parsing -----------------------------------------------------------------------------------
 class _Parser:
     def __init__(self, source: str) -> None:
         self.source = source
@@ -570,45 +368,6 @@ def _kind(value: Any) -> str:
     )
 
 
-# --- loading -----------------------------------------------------------------------------------
 def parse_recipe(data: Any, source: str = "<recipe>", path: Path | None = None) -> Recipe:
     """Validate an already-decoded recipe document."""
     return _Parser(source).recipe(data, path)
-
-
-def read_document(path: Path) -> Any:
-    """A recipe file's data: JSON for ``.json``, else YAML. Raises OSError when it cannot be
-    read, ValueError (UnicodeDecodeError, JSONDecodeError) or yaml.YAMLError when it cannot be
-    parsed."""
-    text = path.read_text(encoding="utf-8")
-    return json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-
-
-def load_recipe(path: Path) -> Recipe:
-    """Read and validate one recipe file (``.json``, else YAML)."""
-    try:
-        data = read_document(path)
-    except OSError as exc:
-        raise RecipeError(f"{path}: cannot read recipe: {exc.strerror or exc}") from exc
-    except (ValueError, yaml.YAMLError) as exc:
-        raise RecipeError(
-            f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}"
-        ) from exc
-    return parse_recipe(data, str(path), path)
-
-
-def load_recipe_dir(directory: Path) -> list[Recipe]:
-    """Every ``*.yaml``, ``*.yml`` and ``*.json`` recipe directly in ``directory``, by name."""
-    if not directory.is_dir():
-        raise RecipeError(f"{directory}: recipe directory does not exist")
-    files = sorted(
-        p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in RECIPE_SUFFIXES
-    )
-    recipes = [load_recipe(p) for p in files]
-    seen: dict[tuple[str, str], Recipe] = {}
-    for r in recipes:
-        other = seen.get((r.name, r.version))
-        if other is not None:
-            raise RecipeError(f"{r.source}: {r.ident} is also defined in {other.source}")
-        seen[(r.name, r.version)] = r
-    return recipes

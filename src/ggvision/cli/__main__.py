@@ -1,0 +1,5 @@
+"""``python -m ggvision.cli``: the ``ggvision`` command."""
+
+from ggvision.cli import main
+
+raise SystemExit(main())
