@@ -1,13 +1,15 @@
-"""The explicit backend registry. Each entry is imported only when used, so a device installs
-only the runtime it runs; a missing runtime is a clear error naming the extra to install."""
+"""The explicit backend registry, keyed by the backend's name (its ``name`` literal; the
+manifest's ``format`` picks the default one: ``store.DEFAULT_BACKEND``). One module per
+runtime, each imported only when used, so a device installs only the runtime it runs; a missing
+runtime is a clear error naming the extra of the model component to install."""
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
-from ggvision_classifier.backends.base import Backend
-from ggvision_classifier.modelstore import Model, ModelError
+from ggvision.serving.models.backends.base import Backend
+from ggvision.serving.models.store import Model, ModelError
 
 
 class BackendUnavailable(ModelError):
@@ -16,17 +18,31 @@ class BackendUnavailable(ModelError):
 
 # name -> (module, class, pip package, extra)
 REGISTRY: dict[str, tuple[str, str, str, str]] = {
-    "tflite": ("ggvision_classifier.backends.tflite", "TFLiteBackend", "ai-edge-litert", "tflite"),
-    "onnx": ("ggvision_classifier.backends.onnx", "OnnxBackend", "onnxruntime", "onnx"),
-    "torch": ("ggvision_classifier.backends.torch", "TorchBackend", "torch", "torch"),
-    "dlr": ("ggvision_classifier.backends.dlr", "DLRBackend", "dlr", "dlr"),
-    "fake": ("ggvision_classifier.backends.fake", "FakeBackend", "numpy", "-"),
+    "tflite": (
+        "ggvision.serving.models.backends.tflite",
+        "TFLiteBackend",
+        "ai-edge-litert",
+        "tflite",
+    ),
+    "onnx": ("ggvision.serving.models.backends.onnx", "OnnxBackend", "onnxruntime", "onnx"),
+    "torch": ("ggvision.serving.models.backends.torch", "TorchBackend", "torch", "torch"),
+    "dlr": ("ggvision.serving.models.backends.dlr", "DLRBackend", "dlr", "dlr"),
+    "fake": ("ggvision.serving.models.backends.fake", "FakeBackend", "numpy", "-"),
 }
 
 
 def create(
-    name: str, model: Model, *, threads: int = 1, options: dict[str, Any] | None = None
+    name: str,
+    model: Model,
+    *,
+    threads: int = 1,
+    options: dict[str, Any] | None = None,
+    events: str = "serving",
+    distribution: str | None = None,
 ) -> Backend:
+    """A backend ``name`` for ``model`` (not loaded yet). ``events``: the prefix of its log
+    events' keys (the model component's, e.g. ``classifier``); ``distribution``: the model
+    component's package, whose extras install the runtimes (named in BackendUnavailable)."""
     try:
         module_name, cls_name, package, extra = REGISTRY[name]
     except KeyError as exc:
@@ -37,11 +53,14 @@ def create(
         # Only a missing third-party module is a missing runtime; a missing module of our own
         # is a bug and propagates as it is.
         missing = (exc.name or "").partition(".")[0]
-        if missing in ("", "ggvision", "ggvision_classifier"):
+        if missing in ("", "ggvision") or missing.startswith("ggvision_"):
             raise
+        how = f" (pip install '{distribution}[{extra}]')" if distribution else ""
         raise BackendUnavailable(
             f"backend {name} needs package {package} (module {missing!r} is not installed): "
-            f"install extra [{extra}] (pip install 'ggvision-classifier[{extra}]')"
+            f"install extra [{extra}]{how}"
         ) from exc
     cls: type[Backend] = getattr(module, cls_name)
-    return cls(model, threads=threads, options=options)
+    backend = cls(model, threads=threads, options=options)
+    backend.events = events
+    return backend
