@@ -5,6 +5,9 @@ next) builds its composition root from.
               dropped oldest-first)
     worker    prepare (load, the task's preprocessing) -> infer -> the task's postprocessing ->
               reply, on two threads; model users and retire
+    replies   publishing results; the counters and latencies
+    images    the image a request names: a path in the allowed directories, inline, a frame
+    preprocess  an image -> the model's input as its manifest describes it
     models/   the model store and manifests, loading a configured model, the backends (one
               module per runtime, imported only when used)
     tasks/    the task plug-ins (classification built in; :func:`register_task` adds one)
@@ -13,7 +16,9 @@ next) builds its composition root from.
     status    the Health report
 
 Runtime packages (LiteRT, ONNX Runtime, PyTorch, DLR) are imported only by the backend that runs
-them; numpy and Pillow are needed.
+them; numpy and Pillow are needed. A model component passes its role (``classifier``: the
+prefix of its log event keys, its thread names) and its distribution (whose extras install the
+runtimes) where they are asked for.
 """
 
 from ggvision.serving.commands import CommandSettings, ModelCommands
