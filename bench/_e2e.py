@@ -28,10 +28,10 @@ REQUESTS, RESULTS = "local/inference", "local/result"
 
 def _in_process(store: Path, variant: str, threads: int, image: str) -> Callable[[], Any]:
     """The classifier's work for one request by path, as a plain function call."""
-    from ggvision_classifier import backends
-    from ggvision_classifier.modelstore import DEFAULT_BACKEND, Model, resolve_model_dir
-    from ggvision_classifier.postprocess import topk
-    from ggvision_classifier.preprocess import decode, preprocess
+    from ggvision.serving.models import backends
+    from ggvision.serving.models.store import DEFAULT_BACKEND, Model, resolve_model_dir
+    from ggvision.serving.preprocess import decode, preprocess
+    from ggvision.serving.tasks.classification import topk
 
     model = Model.load(resolve_model_dir(store, variant))
     manifest = model.manifest

@@ -71,10 +71,10 @@ def _median_ms(fn: Any, seconds: float, min_n: int = 15, max_n: int = 400) -> fl
 
 def bare(store: Path, variant: str, image: Path, seconds: float) -> dict[str, Any]:
     """Inference at 1 and 2 threads, and prepare/top-k in-process, for one variant."""
-    from ggvision_classifier import backends
-    from ggvision_classifier.modelstore import DEFAULT_BACKEND, Model, resolve_model_dir
-    from ggvision_classifier.postprocess import topk
-    from ggvision_classifier.preprocess import decode, preprocess
+    from ggvision.serving.models import backends
+    from ggvision.serving.models.store import DEFAULT_BACKEND, Model, resolve_model_dir
+    from ggvision.serving.preprocess import decode, preprocess
+    from ggvision.serving.tasks.classification import topk
 
     model = Model.load(resolve_model_dir(store, variant))
     manifest = model.manifest

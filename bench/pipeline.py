@@ -60,8 +60,8 @@ def percentile(values: list[float], q: float) -> float:
 
 # --- baselines -----------------------------------------------------------------------------------
 def load_backend(store: Path, threads: int) -> Any:
-    from ggvision_classifier import backends
-    from ggvision_classifier.modelstore import Model, resolve_model_dir
+    from ggvision.serving.models import backends
+    from ggvision.serving.models.store import Model, resolve_model_dir
 
     model = Model.load(resolve_model_dir(store, MODEL_KEY))
     backend = backends.create("tflite", model, threads=threads)
@@ -71,7 +71,7 @@ def load_backend(store: Path, threads: int) -> Any:
 
 def bare_loop(backend: Any, frames: list[np.ndarray], seconds: float) -> dict[str, Any]:
     """``infer`` only, on tensors preprocessed beforehand: the most the backend can do."""
-    from ggvision_classifier.preprocess import preprocess
+    from ggvision.serving.preprocess import preprocess
 
     tensors = [preprocess(f, backend.model.manifest) for f in frames]
     for t in tensors:
@@ -89,8 +89,9 @@ def bare_loop(backend: Any, frames: list[np.ndarray], seconds: float) -> dict[st
 def sync_loop(backend: Any, video: Path, seconds: float) -> dict[str, Any]:
     """The seed's loop: read a frame -> BGR->RGB -> preprocess -> infer -> top-5 -> next."""
     import cv2
-    from ggvision_classifier.postprocess import topk
-    from ggvision_classifier.preprocess import preprocess
+
+    from ggvision.serving.preprocess import preprocess
+    from ggvision.serving.tasks.classification import topk
 
     manifest = backend.model.manifest
     cap = cv2.VideoCapture(str(video))

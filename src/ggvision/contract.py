@@ -11,7 +11,10 @@ and echoed. Result (on ``local/result`` or ``reply_topic``)::
     {"id", "status": "ok"|"error", "predictions": [{"label", "index", "score"}],
      "model": {"name", "version", "backend", "precision"},
      "timing_ms": {"queue", "decode", "preprocess", "inference", "total"},
-     "source"?, "error"?: {"code", "message"}}
+     "source"?, "error"?: {"code", "message"}, "output"?: {...}}
+
+``output`` carries the answer of a model whose task is not classification (its shape is the
+task's); a classification result has none.
 """
 
 from __future__ import annotations
@@ -136,6 +139,9 @@ class InferenceResult(BaseModel):
     id: str
     status: Literal["ok", "error"]
     predictions: list[Prediction] = Field(default_factory=list)
+    # The answer of a task other than classification (its own shape, e.g. {"mean_colour": ...});
+    # absent from classification results.
+    output: dict[str, Any] | None = None
     model: ModelInfo | None = None
     timing_ms: Timing = Field(default_factory=Timing)
     source: str | None = None

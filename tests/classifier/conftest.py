@@ -18,12 +18,14 @@ from typing import Any, NoReturn
 
 import numpy as np
 import pytest
-from ggvision_classifier import backends
-from ggvision_classifier.backends.base import Backend
-from ggvision_classifier.modelstore import DEFAULT_BACKEND, Model
-from ggvision_classifier.postprocess import topk
-from ggvision_classifier.preprocess import decode, preprocess
+from ggvision_classifier.app import ROLE
 from PIL import Image
+
+from ggvision.serving.models import backends
+from ggvision.serving.models.backends.base import Backend
+from ggvision.serving.models.store import DEFAULT_BACKEND, Model
+from ggvision.serving.preprocess import decode, preprocess
+from ggvision.serving.tasks.classification import topk
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -155,7 +157,11 @@ class Loaded:
 def load_variant(store: Path, variant: str, **options: Any) -> Loaded:
     model = variant_model(store, variant)
     backend = backends.create(
-        DEFAULT_BACKEND[model.manifest.format], model, threads=1, options=options or None
+        DEFAULT_BACKEND[model.manifest.format],
+        model,
+        threads=1,
+        options=options or None,
+        events=ROLE,  # the classifier's event keys
     )
     backend.load()
     return Loaded(variant, model, backend)

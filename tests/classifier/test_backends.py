@@ -15,10 +15,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from ggvision_classifier import backends, classify_cli
-from ggvision_classifier.backends import BackendUnavailable
-from ggvision_classifier.backends.base import Backend
-from ggvision_classifier.modelstore import DEFAULT_BACKEND, Manifest, Model, ModelError
+from ggvision_classifier import classify_cli
+
+from ggvision.serving.models import backends
+from ggvision.serving.models.backends import BackendUnavailable
+from ggvision.serving.models.backends.base import Backend
+from ggvision.serving.models.store import DEFAULT_BACKEND, Manifest, Model, ModelError
 
 from .conftest import INT8, PHOTOS, Loaded, load_variant, variant_model
 
@@ -232,7 +234,7 @@ def test_delegate_fallback_runs_on_cpu_and_agrees(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     library = str(tmp_path / "libedgetpu.so.1")
-    with caplog.at_level(logging.WARNING, logger="ggvision_classifier.backends.tflite"):
+    with caplog.at_level(logging.WARNING, logger="ggvision.serving.models.backends.tflite"):
         item = load_variant(store, "tflite-int8", delegate=library, delegate_fallback="cpu")
     assert any(
         getattr(r, "event", None) == "classifier.delegate_fallback" and library in r.getMessage()
@@ -269,7 +271,7 @@ def test_missing_module_of_our_own_is_not_a_missing_runtime(
     monkeypatch: pytest.MonkeyPatch, store: Path
 ) -> None:
     monkeypatch.setitem(
-        backends.REGISTRY, "typo", ("ggvision_classifier.backends.nope", "X", "numpy", "-")
+        backends.REGISTRY, "typo", ("ggvision.serving.models.backends.nope", "X", "numpy", "-")
     )
     model = variant_model(store, "tflite-int8")
     with pytest.raises(ModuleNotFoundError):

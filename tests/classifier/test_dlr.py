@@ -17,17 +17,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from ggvision_classifier import backends
 from ggvision_classifier.config import ClassifierConfig
-from ggvision_classifier.modelstore import (
-    Model,
-    ModelError,
-    aws_dlr_model,
-    configured_model,
-    parse_synset,
-)
-from ggvision_classifier.preprocess import decode, preprocess
 
+from ggvision.serving.models import backends
+from ggvision.serving.models.awsdlr import aws_dlr_model, parse_synset
+from ggvision.serving.models.loading import configured_model
+from ggvision.serving.models.store import Model, ModelError
+from ggvision.serving.preprocess import decode, preprocess
 from tests.classifier.conftest import (
     PHOTOS,
     REPO,
@@ -319,13 +315,13 @@ _PROBE = textwrap.dedent(
         dlr.DLRModel(sys.argv[2] + "/dlr", "cpu", 0)  # DLR reports a model load
         how = "none"
     else:
-        from ggvision_classifier.backends import dlr as backend_module
+        from ggvision.serving.models.backends import dlr as backend_module
         how = "config" if mode == "writable" else "stub"
         dlr = backend_module.dlr
     out = {"attempts": attempts, "dlr_file": dlr.__file__, "how": how}
     if mode != "plain":
-        from ggvision_classifier import backends
-        from ggvision_classifier.modelstore import Model
+        from ggvision.serving.models import backends
+        from ggvision.serving.models.store import Model
         import numpy as np
         model = Model.load(sys.argv[2])
         b = backends.create("dlr", model, threads=3)
@@ -408,8 +404,9 @@ def test_libdlr_itself_cannot_open_a_socket(dlr_dir: Path) -> None:
     # The probes above patch Python's sockets; the native runtime imports no socket function.
     if shutil.which("nm") is None:
         pytest.skip("nm (binutils) is needed to list libdlr.so's imports")
-    import ggvision_classifier.backends.dlr  # noqa: F401 - dlr, imported without phone-home
     from dlr.libpath import find_lib_path
+
+    import ggvision.serving.models.backends.dlr  # noqa: F401 - dlr, imported without phone-home
 
     library = find_lib_path()
     imports = subprocess.run(
@@ -431,12 +428,13 @@ def test_without_the_extra_the_error_names_it() -> None:
                 return None
         sys.meta_path.insert(0, Hide())
         from pathlib import Path
-        from ggvision_classifier import backends
-        from ggvision_classifier.modelstore import Manifest, Model
+        from ggvision.serving.models import backends
+        from ggvision.serving.models.store import Manifest, Model
+        from ggvision_classifier.app import DISTRIBUTION
         m = Manifest.model_validate({"name": "x", "version": "1", "variant": "x",
             "format": "dlr", "precision": "fp32", "file": "m.so", "input": {"shape": [1]}})
         try:
-            backends.create("dlr", Model(Path("/nonexistent"), m, []))
+            backends.create("dlr", Model(Path("/nonexistent"), m, []), distribution=DISTRIBUTION)
         except backends.BackendUnavailable as exc:
             print(exc)
         """

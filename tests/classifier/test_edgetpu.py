@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ggvision_classifier import backends
-from ggvision_classifier.backends.tflite import EDGETPU_LIBRARY
-from ggvision_classifier.modelstore import Model, ModelError
+from ggvision_classifier.app import ROLE
 
+from ggvision.serving.models import backends
+from ggvision.serving.models.backends.tflite import EDGETPU_LIBRARY
+from ggvision.serving.models.store import Model, ModelError
 from tests.classifier.conftest import Loaded, require_runtime
 from tests.classifier.test_dlr import _serve
 
@@ -81,7 +82,8 @@ def edgetpu_store(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 
 def _backend(edgetpu_store: Path, **options: Any) -> backends.Backend:
-    return backends.create("tflite", Model.load(edgetpu_store / VARIANT), options=options)
+    model = Model.load(edgetpu_store / VARIANT)
+    return backends.create("tflite", model, options=options, events=ROLE)
 
 
 def test_an_edgetpu_model_asks_for_libedgetpu_and_this_machine_has_none(
@@ -127,7 +129,7 @@ def test_fallback_cpu_runs_the_model_on_the_cpu_and_warns(
     monkeypatch.setenv("GGV_FAKE_EDGETPU_MARKER", str(marker))
     library = str(fake_edgetpu / EDGETPU_LIBRARY)
     backend = _backend(edgetpu_store, delegate=library, delegate_fallback="cpu")
-    with caplog.at_level(logging.WARNING, logger="ggvision_classifier.backends.tflite"):
+    with caplog.at_level(logging.WARNING, logger="ggvision.serving.models.backends.tflite"):
         backend.load()
     assert marker.read_text().splitlines() == ["create_delegate"]
     assert any(getattr(r, "event", None) == "classifier.delegate_fallback" for r in caplog.records)

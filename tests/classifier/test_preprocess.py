@@ -8,10 +8,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from ggvision_classifier.modelstore import Manifest, ModelError, Preprocess
-from ggvision_classifier.postprocess import softmax, topk
-from ggvision_classifier.preprocess import decode, draft_size, preprocess
 from PIL import Image
+
+from ggvision.serving.models.store import Manifest, ModelError, Preprocess
+from ggvision.serving.preprocess import decode, draft_size, preprocess
+from ggvision.serving.tasks.classification import softmax, topk
 
 LITERT_INT8 = {"scale": 1 / 128, "zero_point": -1}
 

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ggvision_classifier import backends
-from ggvision_classifier.images import ImageLoader
-from ggvision_classifier.modelstore import Manifest, Model
-from ggvision_classifier.worker import ActiveModel, Classifier
 from PIL import Image
 
 from ggvision.bus import IpcBus
 from ggvision.contract import InferenceResult
 from ggvision.core.harness import CoreThread, pubsub_policy
+from ggvision.serving import ActiveModel, Worker
+from ggvision.serving.images import ImageLoader
+from ggvision.serving.models import backends
+from ggvision.serving.models.store import Manifest, Model
 
 
 def fake_active(tmp_path: Path, name: str, delay_ms: int) -> ActiveModel:
@@ -65,7 +65,7 @@ def test_swap_between_requests_and_close_after_the_last_one(bus: IpcBus, tmp_pat
     new = fake_active(tmp_path, "new", delay_ms=0)
     closed: list[str] = []
     old.backend.close = lambda: closed.append("old")  # type: ignore[method-assign]
-    worker = Classifier(
+    worker = Worker(
         bus,
         result_topic="local/result",
         loader=ImageLoader([], max_bytes=1 << 20, max_pixels=1 << 20),

@@ -9,8 +9,6 @@ import json
 from concurrent.futures import Future
 from typing import Any
 
-from ggvision_classifier.images import ImageLoader
-from ggvision_classifier.worker import Classifier
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +19,8 @@ from ggvision.contract import (
     decode_payload,
     parse_request,
 )
+from ggvision.serving import Worker
+from ggvision.serving.images import ImageLoader
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 
@@ -110,7 +110,7 @@ class RecordingBus:
 @given(st.one_of(st.binary(max_size=300), near_requests.map(lambda d: json.dumps(d).encode())))
 def test_intake_answers_or_accepts_each_message_exactly_once(payload: bytes) -> None:
     bus = RecordingBus()
-    classifier = Classifier(
+    classifier = Worker(
         bus,  # type: ignore[arg-type]
         result_topic="local/result",
         loader=ImageLoader([], max_bytes=1 << 20, max_pixels=1 << 20),

@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 import yaml
-from ggvision_classifier.images import ImageLoader
-from ggvision_classifier.modelstore import Model, ModelError, resolve_model_dir
 
 from ggvision.contract import ErrorCode, PathImage, RequestError
 from ggvision.core.agent import AgentError, AgentProcess
 from ggvision.core.harness import CoreThread
 from ggvision.frames import FrameWriter
+from ggvision.serving.images import ImageLoader
+from ggvision.serving.models.store import Model, ModelError, resolve_model_dir
 
 from .conftest import REPO, fake_store
 

@@ -25,13 +25,20 @@ from typing import Any
 
 import numpy as np
 
-from ggvision_classifier import backends
-from ggvision_classifier.backends.base import Backend
-from ggvision_classifier.modelstore import DEFAULT_BACKEND, Model, ModelError, resolve_model_dir
-from ggvision_classifier.postprocess import topk
-from ggvision_classifier.preprocess import decode, preprocess
+from ggvision.serving import (
+    DEFAULT_BACKEND,
+    MODEL_STORE_ENV,
+    Backend,
+    Model,
+    ModelError,
+    backends,
+    decode,
+    preprocess,
+    resolve_model_dir,
+)
+from ggvision.serving.tasks.classification import topk
+from ggvision_classifier.app import DISTRIBUTION, ROLE
 
-MODEL_STORE_ENV = "GGV_MODEL_STORE"
 DEFAULT_STORE = Path("build/model-store")
 DEFAULT_VARIANT = "tflite-int8"
 
@@ -62,7 +69,7 @@ def run(
     model = Model.load(resolve_model_dir(Path(store) if store else default_store(), variant))
     manifest = model.manifest
     name = backend or DEFAULT_BACKEND[manifest.format]
-    engine = backends.create(name, model, threads=threads)
+    engine = backends.create(name, model, threads=threads, events=ROLE, distribution=DISTRIBUTION)
     t0 = time.perf_counter()
     engine.load()
     load_ms = (time.perf_counter() - t0) * 1000

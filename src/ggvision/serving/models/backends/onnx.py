@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from ggvision_classifier.backends.base import Backend
-from ggvision_classifier.modelstore import ModelError
+from ggvision.serving.models.backends.base import Backend
+from ggvision.serving.models.store import ModelError
 
 _ORT_TYPES = {
     "tensor(float)": "float32",

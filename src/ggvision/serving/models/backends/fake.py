@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from ggvision_classifier.backends.base import Backend
-from ggvision_classifier.modelstore import Model, ModelError
+from ggvision.serving.models.backends.base import Backend
+from ggvision.serving.models.store import Model, ModelError
 
 
 class FakeBackend(Backend):

@@ -1,10 +1,15 @@
-"""Model scores -> ranked predictions."""
+"""Classification, the default task: the manifest's preprocessing, one score per label out,
+the best ``top_k`` classes above ``threshold`` as ranked predictions."""
 
 from __future__ import annotations
 
 from typing import Literal
 
 import numpy as np
+
+from ggvision.contract import Prediction
+from ggvision.serving.models.store import Model, ModelError
+from ggvision.serving.tasks.base import Task, TaskOutput
 
 ScoreKind = Literal["logits", "probabilities"]
 
@@ -41,3 +46,25 @@ def topk(
         cand = np.arange(probs.size)
     order = cand[np.lexsort((cand, -probs[cand]))][:k]
     return [(int(i), float(probs[i])) for i in order if probs[i] >= threshold]
+
+
+class ClassificationTask(Task):
+    name = "classification"
+
+    def check(self, model: Model, output: np.ndarray) -> None:
+        if output.size != len(model.labels):
+            raise ModelError(
+                f"model {model.directory.name} outputs {output.size} scores for "
+                f"{len(model.labels)} labels (wrong shape)"
+            )
+
+    def postprocess(
+        self, output: np.ndarray, model: Model, *, top_k: int, threshold: float
+    ) -> TaskOutput:
+        labels = model.labels
+        return TaskOutput(
+            predictions=[
+                Prediction(label=labels[i], index=i, score=round(float(p), 6))
+                for i, p in topk(output, top_k, threshold, model.manifest.output.kind)
+            ]
+        )

@@ -8,13 +8,15 @@ from typing import Any
 
 import numpy as np
 
-from ggvision_classifier.modelstore import Model, ModelError
+from ggvision.serving.models.store import Model, ModelError
 
 
 class Backend(ABC):
     """One loaded model on one runtime. Not thread-safe: one worker thread owns it."""
 
     name: str = "?"
+    # The prefix of this backend's log event keys (the model component's, set by create()).
+    events: str = "serving"
 
     def __init__(self, model: Model, *, threads: int = 1, options: dict[str, Any] | None = None):
         self.model = model

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType, load_delegate
 
-from ggvision_classifier.backends.base import Backend
-from ggvision_classifier.modelstore import ModelError, Quantization
+from ggvision.serving.models.backends.base import Backend
+from ggvision.serving.models.store import ModelError, Quantization
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class TFLiteBackend(Backend):
             library,
             reason,
             self.model.file.name,
-            extra={"event": "classifier.delegate_fallback", "delegate": library},
+            extra={"event": f"{self.events}.delegate_fallback", "delegate": library},
         )
 
     def _delegates(self) -> list[Any]:

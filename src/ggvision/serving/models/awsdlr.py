@@ -1,159 +1,17 @@
-"""Models in a model-store component: a directory per variant with ``manifest.json``.
-
-The classifier finds the store through its recipe, as AWS's ML components do:
-``{com.custom.ImageClassification.ModelStore:artifacts:decompressedPath}`` plus a configured key
-(the variant directory name), never a hard-coded versioned path.
-"""
+"""AWS's DLR model-store layout (``variant.DLR.ImageClassification.ModelStore``): a directory
+of DLR files with ``synset.txt``, read as a :class:`~ggvision.serving.models.store.Model`."""
 
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
-import platform
 import struct
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
-from ggvision.errors import GgvisionError
+from ggvision.serving.models.store import Manifest, Model, ModelError, Quantization
 
-if TYPE_CHECKING:
-    from ggvision_classifier.config import ClassifierConfig
-
-
-class ModelError(GgvisionError):
-    """A model cannot be found, validated or loaded."""
-
-
-class Quantization(BaseModel):
-    scale: float
-    zero_point: int
-
-
-class TensorSpec(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    shape: list[int] = Field(default_factory=list)
-    layout: Literal["NHWC", "NCHW"] | None = None
-    dtype: Literal["float32", "int8", "uint8"] = "float32"
-    quantization: Quantization | None = None
-    kind: Literal["logits", "probabilities"] = "logits"
-
-
-class Preprocess(BaseModel):
-    color: Literal["RGB", "BGR"] = "RGB"
-    crop_fraction: float = Field(0.875, gt=0.0, le=1.0)
-    resize: int = Field(224, gt=0)
-    interpolation: Literal["bicubic", "bilinear", "nearest"] = "bicubic"
-    mean: list[float] = Field(default_factory=lambda: [127.0, 127.0, 127.0])
-    std: list[float] = Field(default_factory=lambda: [128.0, 128.0, 128.0])
-    # True: the whole image resized to resize x resize (aspect ratio not kept, no crop), as
-    # AWS's DLR image classification feeds its models.
-    resize_only: bool = False
-
-
-class Manifest(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    schema_: int = Field(1, alias="schema")
-    name: str
-    version: str
-    variant: str
-    format: Literal["tflite", "onnx", "torchscript", "dlr"]
-    precision: str
-    file: str
-    labels: str = "labels.txt"
-    num_classes: int = 1000
-    input: TensorSpec
-    output: TensorSpec = Field(default_factory=lambda: TensorSpec())
-    preprocess: Preprocess = Field(default_factory=lambda: Preprocess())
-    torch_engine: str | None = None
-    sha256: str | None = None
-    # True: the preprocessed image goes to the model as it is, reshaped to the model's input
-    # shape (only the element count is checked) - AWS's DLR model-store contract.
-    input_as_is: bool = False
-
-
-DEFAULT_BACKEND = {"tflite": "tflite", "onnx": "onnx", "torchscript": "torch", "dlr": "dlr"}
-
-
-class Model:
-    """A resolved model variant: its directory, manifest and labels."""
-
-    def __init__(self, directory: Path, manifest: Manifest, labels: list[str]) -> None:
-        self.directory = directory
-        self.manifest = manifest
-        self.labels = labels
-
-    @property
-    def file(self) -> Path:
-        return self.directory / self.manifest.file
-
-    @classmethod
-    def load(cls, directory: Path, *, verify_sha256: bool = True) -> Model:
-        directory = Path(directory)
-        mpath = directory / "manifest.json"
-        try:
-            raw = json.loads(mpath.read_text(encoding="utf-8"))
-            manifest = Manifest.model_validate(raw)
-        except FileNotFoundError as exc:
-            raise ModelError(f"no model at {directory} (manifest.json missing)") from exc
-        except (ValueError, ValidationError) as exc:
-            raise ModelError(f"invalid manifest {mpath}: {exc}") from exc
-        model_file = (directory / manifest.file).resolve()
-        if directory.resolve() not in model_file.parents:
-            raise ModelError(f"manifest {mpath} points outside its directory")
-        if not model_file.is_file():
-            raise ModelError(f"model file {model_file} is missing")
-        if verify_sha256 and manifest.sha256:
-            digest = _sha256(model_file)
-            if digest != manifest.sha256:
-                raise ModelError(f"model file {model_file} is corrupt (sha256 mismatch)")
-        try:
-            labels = (directory / manifest.labels).read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise ModelError(f"labels file of {directory} is missing: {exc}") from exc
-        if len(labels) != manifest.num_classes:
-            raise ModelError(
-                f"{directory}: {len(labels)} labels for {manifest.num_classes} classes"
-            )
-        return cls(directory, manifest, labels)
-
-
-def resolve_model_dir(store_root: Path, key: str) -> Path:
-    """The variant directory ``key`` inside a model store; refuses anything outside it."""
-    if not key or "/" in key or key.startswith("."):
-        raise ModelError(f"bad model key {key!r}")
-    path = (Path(store_root) / key).resolve()
-    if Path(store_root).resolve() not in path.parents:
-        raise ModelError(f"model key {key!r} escapes the model store")
-    return path
-
-
-def model_keys(store_root: Path) -> list[str]:
-    """The model keys of a store in our layout: its variant directories with a manifest.json."""
-    return sorted(p.parent.name for p in Path(store_root).glob("*/manifest.json"))
-
-
-def configured_model(cfg: ClassifierConfig, store_root: Path) -> Model:
-    """The model the configuration names, in either model-store layout.
-
-    ``ggvision`` (default): the variant directory ``modelKey`` with its ``manifest.json``.
-    ``aws-dlr``: AWS's DLR model store (``variant.DLR.ImageClassification.ModelStore``): the
-    directory ``modelResourceKey[<this machine's architecture>]``, see :func:`aws_dlr_model`."""
-    if cfg.model_store_layout == "ggvision":
-        return Model.load(resolve_model_dir(store_root, cfg.model_key))
-    arch = platform.machine()
-    key = cfg.model_resource_key.get(arch)
-    if not key:
-        raise ModelError(
-            f"modelResourceKey has no model for this machine's architecture {arch!r} "
-            f"(it has {', '.join(sorted(cfg.model_resource_key)) or 'none'})"
-        )
-    return aws_dlr_model(resolve_model_dir(store_root, key))
-
-
-# --- AWS's DLR model-store layout -------------------------------------------------------------
 SYNSET = "synset.txt"
 _PARAMS_MAGIC = 0xF7E58D4F05049CB7  # TVM's save_param_dict
 
@@ -307,11 +165,3 @@ def _square_side(shape: list[int], directory: Path) -> int:
     raise ModelError(
         f"{directory}: input shape {shape} is not one square RGB image (1x3xSxS or 1xSxSx3)"
     )
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

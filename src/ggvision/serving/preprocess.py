@@ -21,7 +21,7 @@ import math
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ggvision_classifier.modelstore import Manifest, ModelError, Preprocess
+from ggvision.serving.models.store import Manifest, ModelError, Preprocess
 
 ImageLike = Image.Image | np.ndarray
 

@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from ggvision_classifier.backends.base import Backend
-from ggvision_classifier.modelstore import ModelError
+from ggvision.serving.models.backends.base import Backend
+from ggvision.serving.models.store import ModelError
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class DLRBackend(Backend):
     def _load(self) -> None:
         manifest = self.model.manifest
         directory = self.model.file.parent
-        _set_threads(self.threads)
+        _set_threads(self.threads, self.events)
         try:
             model = dlr.DLRModel(str(directory), "cpu", 0)
         except Exception as exc:  # DLRError, ValueError (several .so/.json/.params), OSError
@@ -164,7 +164,7 @@ def _output_size(model: Any) -> int:
 _pool_threads: list[int] = []  # the TVM_NUM_THREADS this process's first DLR model set
 
 
-def _set_threads(threads: int) -> None:
+def _set_threads(threads: int, events: str) -> None:
     if not _pool_threads:
         os.environ[_THREADS_ENV] = str(threads)
         _pool_threads.append(threads)
@@ -174,7 +174,7 @@ def _set_threads(threads: int) -> None:
             "applies it)",
             _pool_threads[0],
             threads,
-            extra={"event": "classifier.dlr_threads"},
+            extra={"event": f"{events}.dlr_threads"},
         )
 
 

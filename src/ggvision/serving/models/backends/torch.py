@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ggvision_classifier.backends.base import Backend
-from ggvision_classifier.modelstore import ModelError
+from ggvision.serving.models.backends.base import Backend
+from ggvision.serving.models.store import ModelError
 
 
 class TorchBackend(Backend):

@@ -1,0 +1,173 @@
+"""Intake: the IPC callback -> a bounded queue, with admission.
+
+The callback only decodes, validates and enqueues: it never blocks and never raises. Every
+request it cannot take is answered at once: an invalid one with its error, and when the queue is
+full ``OVERLOADED`` (a request), or the *oldest* queued camera frame is dropped for the new one
+(answered ``OVERLOADED`` too, and counted). While stopping, everything is answered
+``OVERLOADED``.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ggvision.contract import (
+    ErrorCode,
+    InferenceRequest,
+    RequestError,
+    Timing,
+    decode_payload,
+    error_result,
+    parse_request,
+    peek_envelope,
+)
+from ggvision.serving.models.loading import ActiveModel
+from ggvision.serving.replies import Replies
+
+log = logging.getLogger(__name__)
+
+ReplyTopicCheck = Callable[[str], bool]
+
+
+@dataclass(slots=True)
+class Item:
+    """One accepted request on its way through the stages."""
+
+    request: InferenceRequest
+    reply_topic: str
+    received: float
+    timing: Timing = field(default_factory=Timing)
+    tensor: np.ndarray | None = None
+    active: ActiveModel | None = None
+    error: RequestError | None = None
+
+
+class Intake:
+    """The bounded queue of accepted requests and the callback that fills it. ``role``: the
+    component's role in messages and event keys (``classifier``)."""
+
+    def __init__(
+        self,
+        replies: Replies,
+        *,
+        result_topic: str,
+        queue_size: int,
+        reply_topic_allowed: ReplyTopicCheck,
+        role: str,
+    ) -> None:
+        self.replies = replies
+        self.result_topic = result_topic
+        self.queue_size = queue_size
+        self.reply_topic_allowed = reply_topic_allowed
+        self.role = role
+        self._queue: collections.deque[Item] = collections.deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+
+    # --- the IPC callback thread ---------------------------------------------------------------
+    def on_message(self, topic: str, payload: bytes | dict[str, Any]) -> None:
+        """Decode, validate, enqueue. Never blocks, never raises."""
+        received = time.monotonic()
+        self.replies.count(received=1)
+        rid, reply, source = peek_envelope(payload if isinstance(payload, dict) else None)
+        try:
+            obj = decode_payload(payload)
+            rid, reply, source = peek_envelope(obj)
+            if reply is not None and not self.reply_topic_allowed(reply):
+                reply = None
+                raise RequestError(
+                    ErrorCode.INVALID_REQUEST,
+                    "reply_topic is not allowed by this component's recipe",
+                )
+            request = parse_request(obj if obj.get("id") is not None else {**obj, "id": rid})
+        except RequestError as exc:
+            self.replies.reply(
+                error_result(rid, exc.code, exc.message, source=source), reply or self.result_topic
+            )
+            return
+        except Exception as exc:  # boundary
+            log.exception("request intake failed", extra={"event": f"{self.role}.intake_error"})
+            self.replies.reply(
+                error_result(rid, ErrorCode.INTERNAL, f"intake failed: {exc}", source=source),
+                reply or self.result_topic,
+            )
+            return
+        self.admit(Item(request, request.reply_topic or self.result_topic, received))
+
+    def admit(self, item: Item) -> None:
+        """Queue ``item``, or answer ``OVERLOADED`` (for it, or for the oldest frame it
+        replaces)."""
+        rejected: Item | None = None
+        with self._cond:
+            if self._stopping:
+                rejected = item
+            elif len(self._queue) < self.queue_size:
+                self._queue.append(item)
+                self._cond.notify()
+            elif item.request.is_frame:
+                oldest = next((i for i in self._queue if i.request.is_frame), None)
+                if oldest is not None:
+                    self._queue.remove(oldest)
+                    self._queue.append(item)
+                    self.replies.count(dropped_frames=1)
+                rejected = oldest if oldest is not None else item
+            else:
+                rejected = item
+        if rejected is not None:
+            self.replies.count(overloaded=1)
+            msg = (
+                f"{self.role} is stopping"
+                if self._stopping
+                else "frame dropped: a newer frame replaced it"
+                if rejected is not item
+                else f"queue full ({self.queue_size} waiting); retry later"
+            )
+            self.replies.reply(
+                error_result(
+                    rejected.request.id, ErrorCode.OVERLOADED, msg, source=rejected.request.source
+                ),
+                rejected.reply_topic,
+            )
+
+    # --- the consumer --------------------------------------------------------------------------
+    def take(self) -> Item | None:
+        """The oldest queued item; waits for one. None once stopping and empty."""
+        with self._cond:
+            while not self._queue and not self._stopping:
+                self._cond.wait()
+            if not self._queue:
+                return None
+            return self._queue.popleft()
+
+    def depth(self) -> int:
+        with self._cond:
+            return len(self._queue)
+
+    def stop(self) -> None:
+        """Take no more requests; :meth:`take` returns the queued ones, then None."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+
+    def drain(self) -> None:
+        """Answer whatever is still queued (``OVERLOADED``: stopping), never silence."""
+        with self._cond:
+            leftovers, self._queue = list(self._queue), collections.deque()
+        for item in leftovers:
+            self.replies.reply(
+                error_result(
+                    item.request.id,
+                    ErrorCode.OVERLOADED,
+                    f"{self.role} is stopping",
+                    source=item.request.source,
+                ),
+                item.reply_topic,
+            )

@@ -1,0 +1,101 @@
+"""Publishing results, and the counters of a model component (received, ok, errors, dropped
+frames, overload answers, failed publishes) with its recent latencies, under one lock."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from ggvision.bus import Bus
+from ggvision.contract import InferenceResult, result_json
+
+log = logging.getLogger(__name__)
+
+ResultHook = Callable[[InferenceResult], None]
+
+
+@dataclass
+class Stats:
+    received: int = 0
+    ok: int = 0
+    errors: dict[str, int] = field(default_factory=lambda: collections.defaultdict(int))
+    dropped_frames: int = 0
+    overloaded: int = 0
+    publish_failures: int = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "received": self.received,
+            "ok": self.ok,
+            "errors": dict(self.errors),
+            "dropped_frames": self.dropped_frames,
+            "overloaded": self.overloaded,
+            "publish_failures": self.publish_failures,
+        }
+
+
+class Replies:
+    """Publishes every result on its topic (never raises), counts it, and offers it to
+    ``on_result`` (e.g. the uplink to IoT Core). ``role``: the prefix of the log event keys."""
+
+    def __init__(self, bus: Bus, *, role: str) -> None:
+        self.bus = bus
+        self.role = role
+        self.stats = Stats()
+        self.on_result: ResultHook | None = None
+        self._lock = threading.Lock()
+        self._latencies: collections.deque[float] = collections.deque(maxlen=1000)
+
+    def count(self, *, received: int = 0, dropped_frames: int = 0, overloaded: int = 0) -> None:
+        with self._lock:
+            self.stats.received += received
+            self.stats.dropped_frames += dropped_frames
+            self.stats.overloaded += overloaded
+
+    def reply(self, result: InferenceResult, topic: str) -> None:
+        with self._lock:
+            if result.status == "ok":
+                self.stats.ok += 1
+                self._latencies.append(result.timing_ms.total)
+            elif result.error is not None:
+                self.stats.errors[result.error.code.value] += 1
+        try:
+            fut = self.bus.publish_json(topic, result_json(result))
+        except Exception:
+            log.exception(
+                "could not publish a result",
+                extra={"event": f"{self.role}.publish_error", "id": result.id},
+            )
+            with self._lock:
+                self.stats.publish_failures += 1
+            return
+        rid = result.id
+        fut.add_done_callback(lambda f: self._published(f, rid))
+        hook = self.on_result
+        if hook is not None:
+            try:
+                hook(result)
+            except Exception:  # boundary: an uplink problem never breaks the replies
+                log.exception("result hook failed", extra={"event": f"{self.role}.hook_error"})
+
+    def _published(self, fut: Future[Any], rid: str) -> None:
+        exc = fut.exception()
+        if exc is not None:
+            with self._lock:
+                self.stats.publish_failures += 1
+            log.error(
+                "result %s was not published: %s",
+                rid,
+                exc,
+                extra={"event": f"{self.role}.publish_failed", "id": rid},
+            )
+
+    def snapshot(self) -> tuple[dict[str, Any], list[float]]:
+        """The counters and the recent latencies (ms), consistent with each other."""
+        with self._lock:
+            return self.stats.snapshot(), list(self._latencies)

@@ -1,0 +1,273 @@
+"""The serving pipeline: IPC callback -> :class:`~ggvision.serving.intake.Intake` (bounded queue)
+-> prepare (load, decode, the task's preprocessing) -> infer -> the task's postprocessing ->
+reply. Two threads, so decoding the next image overlaps inference of this one.
+
+Guarantees: every request gets exactly one reply on its topic (ok or a structured error); the
+callback never blocks (see :mod:`ggvision.serving.intake` for admission); one thread owns the
+model; a model swap happens between two requests: each request holds the model it was prepared
+for until its reply, and the old model is closed only after its last request
+(:meth:`Worker.retire`).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from typing import Any
+
+from ggvision.bus import Bus
+from ggvision.contract import (
+    ErrorCode,
+    InferenceResult,
+    RequestError,
+    error_result,
+)
+from ggvision.serving.images import ImageLoader
+from ggvision.serving.intake import Intake, Item, ReplyTopicCheck
+from ggvision.serving.models.loading import ActiveModel
+from ggvision.serving.replies import Replies, ResultHook, Stats
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+class Worker:
+    """``role``: the component's role in log event keys, thread names and messages
+    (``classifier``)."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        result_topic: str,
+        loader: ImageLoader,
+        queue_size: int,
+        top_k: int,
+        threshold: float,
+        reply_topic_allowed: ReplyTopicCheck,
+        active: ActiveModel | None = None,
+        unavailable_reason: str = "no model is loaded",
+        role: str = "serving",
+    ) -> None:
+        self.bus = bus
+        self.result_topic = result_topic
+        self.loader = loader
+        self.top_k = top_k
+        self.threshold = threshold
+        self.role = role
+        self.replies = Replies(bus, role=role)
+        self.intake = Intake(
+            self.replies,
+            result_topic=result_topic,
+            queue_size=queue_size,
+            reply_topic_allowed=reply_topic_allowed,
+            role=role,
+        )
+        self._active = active
+        self._unavailable = unavailable_reason
+        self._handoff: collections.deque[Item | object] = collections.deque()
+        self._handoff_cond = threading.Condition()
+        self._threads: list[threading.Thread] = []
+        self._model_cond = threading.Condition()
+        self._users: dict[int, int] = {}  # id(ActiveModel) -> requests holding it
+
+    @property
+    def stats(self) -> Stats:
+        return self.replies.stats
+
+    @property
+    def on_result(self) -> ResultHook | None:
+        """Called with every published result (e.g. the uplink's ``offer``)."""
+        return self.replies.on_result
+
+    @on_result.setter
+    def on_result(self, hook: ResultHook | None) -> None:
+        self.replies.on_result = hook
+
+    # --- model ---------------------------------------------------------------------------------
+    @property
+    def active(self) -> ActiveModel | None:
+        return self._active
+
+    def swap_model(
+        self, active: ActiveModel | None, reason: str = "no model is loaded"
+    ) -> ActiveModel | None:
+        """Serve the next prepared request with ``active``; returns the old model, which still
+        serves the requests already prepared for it (close it with :meth:`retire`)."""
+        with self._model_cond:
+            old, self._active = self._active, active
+            self._unavailable = reason
+        return old
+
+    def retire(self, old: ActiveModel | None, timeout: float = 60.0) -> bool:
+        """Wait until no request holds ``old``, then close its backend. False on timeout (the
+        backend is left to the garbage collector then)."""
+        if old is None:
+            return True
+        with self._model_cond:
+            idle = self._model_cond.wait_for(lambda: id(old) not in self._users, timeout)
+        if not idle:
+            log.warning(
+                "old model still in use; not closed", extra={"event": f"{self.role}.retire"}
+            )
+            return False
+        try:
+            old.backend.close()
+        except Exception:  # boundary: closing is best effort
+            log.exception("closing the old model failed", extra={"event": f"{self.role}.retire"})
+        return True
+
+    def _acquire(self) -> ActiveModel | None:
+        with self._model_cond:
+            active = self._active
+            if active is not None:
+                self._users[id(active)] = self._users.get(id(active), 0) + 1
+            return active
+
+    def _release(self, active: ActiveModel) -> None:
+        with self._model_cond:
+            left = self._users.get(id(active), 0) - 1
+            if left > 0:
+                self._users[id(active)] = left
+            else:
+                self._users.pop(id(active), None)
+                self._model_cond.notify_all()
+
+    def configure(self, *, top_k: int, threshold: float) -> None:
+        self.top_k, self.threshold = top_k, threshold
+
+    # --- intake (IPC callback thread) ----------------------------------------------------------
+    def on_message(self, topic: str, payload: bytes | dict[str, Any]) -> None:
+        """Decode, validate, enqueue. Never blocks, never raises."""
+        self.intake.on_message(topic, payload)
+
+    def queue_depth(self) -> int:
+        return self.intake.depth()
+
+    # --- threads -------------------------------------------------------------------------------
+    def start(self) -> None:
+        for target, name in (
+            (self._prepare_loop, f"{self.role}-prepare"),
+            (self._infer_loop, f"{self.role}-infer"),
+        ):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop taking requests; finish those accepted (within ``timeout``), then stop."""
+        self.intake.stop()
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        # Anything still queued past the deadline gets an answer, never silence.
+        self.intake.drain()
+        self.loader.close()
+
+    def _prepare_loop(self) -> None:
+        while (item := self.intake.take()) is not None:
+            try:
+                self._prepare(item)
+            except Exception as exc:  # boundary
+                log.exception("prepare failed", extra={"event": f"{self.role}.prepare_error"})
+                item.error = RequestError(ErrorCode.INTERNAL, f"prepare failed: {exc}")
+            with self._handoff_cond:
+                # At most one prepared item waits: preparation runs one request ahead.
+                while len(self._handoff) >= 1:
+                    self._handoff_cond.wait()
+                self._handoff.append(item)
+                self._handoff_cond.notify_all()
+        with self._handoff_cond:
+            self._handoff.append(_STOP)
+            self._handoff_cond.notify_all()
+
+    def _prepare(self, item: Item) -> None:
+        start = time.monotonic()
+        item.timing.queue = (start - item.received) * 1000
+        active = self._acquire()
+        if active is None:
+            item.error = RequestError(ErrorCode.MODEL_UNAVAILABLE, self._unavailable)
+            return
+        try:
+            image = self.loader.load(item.request.image)
+            decoded = time.monotonic()
+            item.timing.decode = (decoded - start) * 1000
+            item.tensor = active.task.preprocess(image, active.model)
+            item.timing.preprocess = (time.monotonic() - decoded) * 1000
+            item.active = active
+        except RequestError as exc:
+            item.error = exc
+        except ValueError as exc:  # preprocess: an image it cannot use (e.g. 1x1 pixels)
+            item.error = RequestError(ErrorCode.IMAGE_DECODE_FAILED, str(exc))
+        finally:
+            if item.active is None:
+                self._release(active)
+
+    def _infer_loop(self) -> None:
+        while True:
+            with self._handoff_cond:
+                while not self._handoff:
+                    self._handoff_cond.wait()
+                item = self._handoff.popleft()
+                self._handoff_cond.notify_all()
+            if item is _STOP:
+                return
+            assert isinstance(item, Item)
+            try:
+                result = self._infer(item)
+            except Exception as exc:  # boundary: one bad request never stops the service
+                log.exception(
+                    "inference failed",
+                    extra={"event": f"{self.role}.infer_error", "id": item.request.id},
+                )
+                result = error_result(
+                    item.request.id,
+                    ErrorCode.INTERNAL,
+                    f"inference failed: {type(exc).__name__}: {exc}",
+                    source=item.request.source,
+                )
+            finally:
+                if item.active is not None:
+                    self._release(item.active)
+            result.timing_ms.total = (time.monotonic() - item.received) * 1000
+            self.replies.reply(result, item.reply_topic)
+
+    def _infer(self, item: Item) -> InferenceResult:
+        req = item.request
+        if item.error is not None:
+            info = self._active.info if self._active else None
+            return error_result(
+                req.id,
+                item.error.code,
+                item.error.message,
+                source=req.source,
+                model=info,
+                timing=item.timing,
+            )
+        active = item.active
+        assert active is not None and item.tensor is not None
+        t0 = time.monotonic()
+        output = active.backend.infer(item.tensor)
+        item.timing.inference = (time.monotonic() - t0) * 1000
+        answer = active.task.postprocess(
+            output,
+            active.model,
+            top_k=req.top_k or self.top_k,
+            threshold=self.threshold if req.threshold is None else req.threshold,
+        )
+        return InferenceResult(
+            id=req.id,
+            status="ok",
+            predictions=answer.predictions,
+            output=answer.output,
+            model=active.info,
+            timing_ms=item.timing,
+            source=req.source,
+        )
+
+    def snapshot(self) -> tuple[dict[str, Any], list[float]]:
+        """The counters and the recent latencies (ms), consistent with each other."""
+        return self.replies.snapshot()

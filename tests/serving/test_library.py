@@ -1,0 +1,120 @@
+"""The serving library on its own: what it may import, the manifests it reads, and that a
+classification result keeps its shape now that results may carry a task's ``output``."""
+
+from __future__ import annotations
+
+import ast
+import base64
+import io
+import json
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ggvision.serving import ActiveModel, ImageLoader, Manifest, Model, Worker, backends
+from ggvision.serving.tasks.classification import ClassificationTask
+from tests.classifier.conftest import default_store
+
+SERVING = Path(__file__).resolve().parents[2] / "src" / "ggvision" / "serving"
+FORBIDDEN = ("ggvision.cli", "ggvision.runner", "ggvision.core")  # core: the local emulator
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_the_library_imports_no_component_nor_the_cli_runner_or_core() -> None:
+    files = sorted(SERVING.rglob("*.py"))
+    assert len(files) > 10
+    bad = {
+        f"{path.relative_to(SERVING)}: {name}"
+        for path in files
+        for name in _imports(path)
+        if name.startswith("ggvision_")
+        or any(name == f or name.startswith(f + ".") for f in FORBIDDEN)
+    }
+    assert bad == set()
+
+
+def test_the_built_manifests_load_unchanged_as_classification() -> None:
+    store = default_store()
+    keys = sorted(p.parent.name for p in store.glob("*/manifest.json"))
+    assert keys
+    for key in keys:
+        raw = json.loads((store / key / "manifest.json").read_text(encoding="utf-8"))
+        assert "task" not in raw
+        assert Manifest.model_validate(raw).task == "classification"
+
+
+class RecordingBus:
+    def __init__(self) -> None:
+        self.published: list[tuple[str, dict[str, Any]]] = []
+
+    def publish_json(self, topic: str, obj: dict[str, Any]) -> Future[Any]:
+        self.published.append((topic, obj))
+        done: Future[Any] = Future()
+        done.set_result(None)
+        return done
+
+
+def test_a_classification_result_has_its_old_keys_and_no_output(tmp_path: Path) -> None:
+    manifest = Manifest.model_validate(
+        {
+            "name": "fake",
+            "version": "0",
+            "variant": "fake",
+            "format": "tflite",
+            "precision": "fp32",
+            "file": "absent.tflite",
+            "num_classes": 10,
+            "input": {"shape": [1, 8, 8, 3], "layout": "NHWC", "dtype": "float32"},
+            "preprocess": {"resize": 8},
+        }
+    )
+    model = Model(tmp_path, manifest, [f"class{i}" for i in range(10)])
+    backend = backends.create("fake", model)
+    backend.load()
+    active = ActiveModel.of(model, backend)
+    assert isinstance(active.task, ClassificationTask)
+    bus = RecordingBus()
+    worker = Worker(
+        bus,  # type: ignore[arg-type]
+        result_topic="local/result",
+        loader=ImageLoader([], max_bytes=1 << 20, max_pixels=1 << 20),
+        queue_size=4,
+        top_k=3,
+        threshold=0.0,
+        reply_topic_allowed=lambda topic: False,
+        active=active,
+    )
+    buf = io.BytesIO()
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(buf, "PNG")
+    worker.start()
+    try:
+        worker.on_message(
+            "local/inference",
+            {"id": "c1", "image": {"data": base64.b64encode(buf.getvalue()).decode()}},
+        )
+    finally:
+        worker.stop()
+    [(topic, result)] = bus.published
+    assert topic == "local/result"
+    assert list(result) == ["id", "status", "predictions", "model", "timing_ms"]
+    assert len(result["predictions"]) == 3
+
+
+@pytest.mark.parametrize("name", ["classification"])
+def test_the_builtin_task_is_found_by_name(name: str) -> None:
+    from ggvision.serving import get_task, task_names
+
+    assert name in task_names() and get_task(name).name == name
