@@ -15,6 +15,7 @@ Times are ``time.monotonic()`` (CLOCK_MONOTONIC, one clock for every process on 
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import threading
@@ -112,7 +113,7 @@ def main() -> None:
                 inproc.append((time.perf_counter() - t0) * 1000)
                 sent = publish(rid)
                 with cond:
-                    if not cond.wait_for(lambda rid=rid: rid in results, timeout=30):
+                    if not cond.wait_for(functools.partial(results.__contains__, rid), timeout=30):
                         reply({"error": f"no result for {rid} in 30 s"})
                         return
                     got, msg = results.pop(rid)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import collections
 import json
 import logging
-import math
 import threading
 import time
 import uuid
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ggvision.bus import Bus
+from ggvision.stats import percentiles
 from ggvision_camera.errors import TransportError
 from ggvision_camera.transport import Transport
 
@@ -258,7 +258,7 @@ class FramePublisher:
         self.expire()
         with self._cond:
             s = self.stats
-            values = sorted(self._latencies)
+            p50, p95 = percentiles(self._latencies)
             return {
                 "sent": s.sent,
                 "dropped": s.dropped,
@@ -269,7 +269,7 @@ class FramePublisher:
                 "errors": dict(s.errors),
                 "in_flight": len(self._pending),
                 "in_flight_peak": s.in_flight_peak,
-                "latency_ms": _percentiles(values),
+                "latency_ms": {} if p50 is None else {"p50": p50, "p95": p95},
             }
 
     def drain(self, timeout: float) -> int:
@@ -279,16 +279,6 @@ class FramePublisher:
             while self._pending and self.clock() < deadline:
                 self._cond.wait(max(0.001, deadline - self.clock()))
             return len(self._pending)
-
-
-def _percentiles(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    n = len(values)
-    return {
-        "p50": round(values[n // 2], 3),
-        "p95": round(values[min(n - 1, math.ceil(0.95 * n) - 1)], 3),
-    }
 
 
 def _print_result(obj: dict[str, Any], latency_ms: float) -> None:
