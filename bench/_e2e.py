@@ -24,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ggvision.contract import path_image, request_json
+
 REQUESTS, RESULTS = "local/inference", "local/result"
 
 
@@ -72,7 +74,7 @@ def main() -> None:
     client.subscribe_to_topic(topic=RESULTS, on_stream_event=on_event)
 
     def publish(rid: str) -> float:
-        message = {"id": rid, "image": {"path": image}, "source": "bench"}
+        message = request_json(rid, path_image(image), source="bench")
         sent = time.monotonic()
         msg = PublishMessage(json_message=JsonMessage(message=message))
         client.publish_to_topic(topic=REQUESTS, publish_message=msg)
