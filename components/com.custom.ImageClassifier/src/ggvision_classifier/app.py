@@ -7,7 +7,6 @@ with ``GGV_MODEL_STORE`` set from
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -18,11 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from ggvision import logs
-from ggvision.bus import Bus, IpcBus, Subscription
+from ggvision.bus import Bus, Subscription
+from ggvision.component import command_line, run_component
 from ggvision.core.auth import PUBSUB, AccessControl
 from ggvision.errors import ConfigError, GgvisionError
-from ggvision.signals import StopSignals
 from ggvision.telemetry import Health, RateMeter, StatusReporter, percentiles
 from ggvision.uplink import Uplink, resolve_topic
 from ggvision_classifier import backends
@@ -416,20 +414,10 @@ def _draft(cfg: ClassifierConfig, active: ActiveModel | None) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ggvision-classifier", description=__doc__)
-    parser.add_argument("--log-level", default=os.environ.get("GGV_LOG_LEVEL", "INFO"))
-    args = parser.parse_args(argv)
-    logs.configure(level=args.log_level)
-    stop = StopSignals()
-    try:
-        bus = IpcBus()
-        service = ClassifierService(bus)
-    except (GgvisionError, ConfigError) as exc:
-        log.error("cannot start: %s", exc, extra={"event": "classifier.start_failed"})
-        return 2
-    service.start()
-    stop.wait()  # in slices: a signal taken by another thread is still seen
-    log.info("stopping", extra={"event": "classifier.stopping"})
-    service.stop()
-    bus.close()
-    return 0
+    return run_component(
+        "classifier",
+        lambda bus, _args: ClassifierService(bus),
+        argv,
+        parser=command_line("ggvision-classifier", __doc__),
+        logger=log,
+    )
