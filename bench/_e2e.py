@@ -15,6 +15,7 @@ Times are ``time.monotonic()`` (CLOCK_MONOTONIC, one clock for every process on 
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import threading
@@ -22,6 +23,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from ggvision.contract import path_image, request_json
 
 REQUESTS, RESULTS = "local/inference", "local/result"
 
@@ -71,7 +74,7 @@ def main() -> None:
     client.subscribe_to_topic(topic=RESULTS, on_stream_event=on_event)
 
     def publish(rid: str) -> float:
-        message = {"id": rid, "image": {"path": image}, "source": "bench"}
+        message = request_json(rid, path_image(image), source="bench")
         sent = time.monotonic()
         msg = PublishMessage(json_message=JsonMessage(message=message))
         client.publish_to_topic(topic=REQUESTS, publish_message=msg)
@@ -112,7 +115,7 @@ def main() -> None:
                 inproc.append((time.perf_counter() - t0) * 1000)
                 sent = publish(rid)
                 with cond:
-                    if not cond.wait_for(lambda rid=rid: rid in results, timeout=30):
+                    if not cond.wait_for(functools.partial(results.__contains__, rid), timeout=30):
                         reply({"error": f"no result for {rid} in 30 s"})
                         return
                     got, msg = results.pop(rid)

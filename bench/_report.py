@@ -1,21 +1,80 @@
-"""Statistics, the printed table, and the JSON / markdown written under ``build/bench``."""
+"""What every benchmark shares: its command line and run preamble, statistics, verdicts, the
+printed tables, and the JSON / markdown written under ``build/bench``.
+
+Percentiles are ggvision's one definition (nearest rank, :mod:`ggvision.stats`); a median is
+``statistics.median``.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
-import math
+import os
+import platform
 import statistics
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ggvision.stats import percentile as percentile
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100)."""
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "build" / "bench"
+MODEL_STORE_ENV = "GGV_MODEL_STORE"
+
+
+# --- the preamble of a benchmark's main ----------------------------------------------------------
+def parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
+    """A benchmark's command line: its module docstring as help, and ``--out``."""
+    p = argparse.ArgumentParser(
+        prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--out", type=Path, default=OUT, help="where the JSON and markdown go")
+    return p
+
+
+def model_store() -> Path:
+    """``$GGV_MODEL_STORE``, else ``build/model-store`` (``make models``)."""
+    env_store = os.environ.get(MODEL_STORE_ENV)
+    return Path(env_store) if env_store else REPO / "build" / "model-store"
+
+
+@dataclass(frozen=True)
+class Run:
+    """When a benchmark started and how loaded the machine was before it."""
+
+    started: float = field(default_factory=time.monotonic)
+    load_before: float = field(default_factory=lambda: os.getloadavg()[0])
+
+    def wall_s(self) -> float:
+        return round(time.monotonic() - self.started, 1)
+
+    def machine(self) -> dict[str, Any]:
+        """The setup keys every benchmark records about the machine and the run."""
+        return {
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "loadavg_1min_before": self.load_before,
+            "wall_s": self.wall_s(),
+        }
+
+
+# --- verdicts and tables -------------------------------------------------------------------------
+def verdict(met: bool | None) -> str:
+    """``met``, ``NOT MET``, or ``-`` for a figure without a target."""
+    return "-" if met is None else ("met" if met else "NOT MET")
+
+
+def verdict_table(first: str, rows: Sequence[tuple[str, str, str, bool | None]]) -> list[str]:
+    """A markdown table of (figure, value, target, met) with a verdict column."""
+    lines = [f"| {first} | value | target | verdict |", "| --- | --- | --- | --- |"]
+    lines += [
+        f"| {name} | {value} | {target} | {verdict(met)} |" for name, value, target, met in rows
+    ]
+    return lines
 
 
 @dataclass(frozen=True)
@@ -52,14 +111,13 @@ def _ratio(ratio: float | None) -> str:
 
 def _cells(row: Row) -> list[str]:
     ratio = row.ratio
-    verdict = "" if row.met is None else ("met" if row.met else "NOT MET")
     return [
         f"{row.metric} ({row.unit})",
         _num(row.core) + (f"  [{row.spread}]" if row.spread else ""),
         f"{_num(row.baseline)} ({row.baseline_label})" if row.baseline is not None else "-",
         _ratio(ratio),
         row.target or "-",
-        verdict or "-",
+        verdict(row.met),
     ]
 
 
@@ -87,8 +145,39 @@ def markdown_table(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
-def write(outdir: Path, results: dict[str, Any], rows: Sequence[Row], notes: Sequence[str]) -> None:
+def show(lines: Sequence[str], notes: Sequence[str]) -> None:
+    """Print a benchmark's tables, a blank line, then its notes as bullets."""
+    print("\n".join(lines))
+    print()
+    print("\n".join(f"* {n}" for n in notes))
+
+
+def publish(
+    outdir: Path,
+    name: str,
+    title: str,
+    doc: dict[str, Any],
+    lines: Sequence[str],
+    notes: Sequence[str],
+) -> tuple[Path, Path]:
+    """Write ``outdir/name.json`` (``doc``) and ``outdir/name.md`` (title, tables, notes)."""
     outdir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = outdir / f"{name}.json", outdir / f"{name}.md"
+    json_path.write_text(json.dumps(doc, indent=2) + "\n")
+    md = [f"## {title}", "", *lines, ""]
+    md += [f"* {n}" for n in notes]
+    md_path.write_text("\n".join(md) + "\n")
+    return json_path, md_path
+
+
+def wrote(paths: tuple[Path, Path], suffix: str = "") -> None:
+    print(f"\nwrote {paths[0]} and {paths[1]}{suffix}")
+
+
+def write(
+    outdir: Path, results: dict[str, Any], rows: Sequence[Row], notes: Sequence[str]
+) -> tuple[Path, Path]:
+    """The IPC benchmark's ``ipc.json`` (results plus the table) and ``ipc.md``."""
     doc = dict(results)
     doc["table"] = [
         {
@@ -103,10 +192,8 @@ def write(outdir: Path, results: dict[str, Any], rows: Sequence[Row], notes: Seq
         }
         for r in rows
     ]
-    (outdir / "ipc.json").write_text(json.dumps(doc, indent=2) + "\n")
-    md = ["## IPC core: real clients vs raw Unix socket", "", markdown_table(rows), ""]
-    md += [f"* {n}" for n in notes]
-    (outdir / "ipc.md").write_text("\n".join(md) + "\n")
+    title = "IPC core: real clients vs raw Unix socket"
+    return publish(outdir, "ipc", title, doc, [markdown_table(rows)], notes)
 
 
 def median(values: Sequence[float]) -> float:

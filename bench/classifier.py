@@ -26,7 +26,6 @@ Writes DIR/classifier.json and DIR/classifier.md (default build/bench).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -40,11 +39,12 @@ from typing import Any
 
 import numpy as np
 
+from bench import _report
 from bench.pipeline import recipe_defaults, stop_processes, wait_state
 from ggvision.core.harness import CoreThread, pubsub_policy
 from tools.make_samples import write_images
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = _report.REPO
 CLASSIFIER = "com.custom.ImageClassifier"
 DEFAULT_VARIANT = "tflite-int8"
 PHOTO = "chelsea"
@@ -165,9 +165,9 @@ def through_ipc(store: Path, variant: str, images: Path, n: int, threads: int) -
         "cold_start_s": cold["first_result"] - spawned,
         "inprocess_ms": statistics.median(inproc),
         "overhead_ms": statistics.median(r - i for r, i in zip(rtt, inproc, strict=True)),
-        "rtt_ms_p50": statistics.median(rtt),
-        "rtt_ms_p95": sorted(rtt)[max(0, int(0.95 * len(rtt)) - 1)],
-        "classifier_total_ms_p50": statistics.median(inside),
+        "rtt_ms_p50": _report.percentile(rtt, 50),
+        "rtt_ms_p95": _report.percentile(rtt, 95),
+        "classifier_total_ms_p50": _report.percentile(inside, 50),
         "failed": run["failed"],
         "requests": len(rtt),
         "ipc_threads": threads,
@@ -199,10 +199,6 @@ def evaluate(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return verdicts
 
 
-def _verdict(met: bool | None) -> str:
-    return "-" if met is None else ("met" if met else "NOT MET")
-
-
 def tables(rows: dict[str, dict[str, Any]], verdicts: dict[str, Any]) -> list[str]:
     lines = [
         "| variant | backend | infer 1t (ms) | infer 2t (ms) | prepare (ms) | in-process (ms)"
@@ -218,7 +214,7 @@ def tables(rows: dict[str, dict[str, Any]], verdicts: dict[str, Any]) -> list[st
             + (
                 f" | {r['inprocess_ms']:.2f} | {r['rtt_ms_p50']:.2f} | {r['rtt_ms_p95']:.2f}"
                 f" | {r['overhead_ms']:+.2f} | {r['overhead_fraction'] * 100:+.1f} %"
-                f" | {_verdict(r['overhead_met'])} | {r['cold_start_s']:.2f}"
+                f" | {_report.verdict(r['overhead_met'])} | {r['cold_start_s']:.2f}"
                 f" | {r['peak_rss_mb']:.0f}"
                 if ipc
                 else " | - | - | - | - | - | - | - | -"
@@ -226,30 +222,34 @@ def tables(rows: dict[str, dict[str, Any]], verdicts: dict[str, Any]) -> list[st
             + f" | {r['top1']} |"
         )
     default = rows.get(DEFAULT_VARIANT, {})
-    lines += [
-        "",
-        "| ratio / figure | value | target | verdict |",
-        "| --- | --- | --- | --- |",
-        f"| default ({DEFAULT_VARIANT}) / fastest ({verdicts['fastest_variant']}), 2 threads"
-        f" | {verdicts['default_vs_fastest']:.2f}x | <= {TARGET_DEFAULT_VS_FASTEST}x"
-        f" | {_verdict(verdicts['default_vs_fastest_met'])} |",
+    figures = [
+        (
+            f"default ({DEFAULT_VARIANT}) / fastest ({verdicts['fastest_variant']}), 2 threads",
+            f"{verdicts['default_vs_fastest']:.2f}x",
+            f"<= {TARGET_DEFAULT_VS_FASTEST}x",
+            verdicts["default_vs_fastest_met"],
+        )
     ]
     if "cold_start_met" in verdicts:
-        lines += [
-            f"| cold start to first result ({DEFAULT_VARIANT}) | {default['cold_start_s']:.2f} s"
-            f" | <= {TARGET_COLD_S} s | {_verdict(verdicts['cold_start_met'])} |",
-            f"| classifier peak RSS ({DEFAULT_VARIANT}) | {default['peak_rss_mb']:.0f} MB"
-            f" | <= {TARGET_RSS_MB:.0f} MB | {_verdict(verdicts['rss_met'])} |",
+        figures += [
+            (
+                f"cold start to first result ({DEFAULT_VARIANT})",
+                f"{default['cold_start_s']:.2f} s",
+                f"<= {TARGET_COLD_S} s",
+                verdicts["cold_start_met"],
+            ),
+            (
+                f"classifier peak RSS ({DEFAULT_VARIANT})",
+                f"{default['peak_rss_mb']:.0f} MB",
+                f"<= {TARGET_RSS_MB:.0f} MB",
+                verdicts["rss_met"],
+            ),
         ]
-    return lines
+    return [*lines, "", *_report.verdict_table("ratio / figure", figures)]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.classifier",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = _report.parser("python -m bench.classifier", __doc__)
     parser.add_argument("--variants", nargs="*", help="default: every variant of the store")
     parser.add_argument("--ipc-variants", nargs="*", help="through IPC (default: all measured)")
     parser.add_argument("--requests", type=int, default=60, help="round trips per variant")
@@ -261,11 +261,9 @@ def main(argv: list[str] | None = None) -> int:
         "auto rule (one per core but one, at most 4), as deployed",
     )
     parser.add_argument("--seconds", type=float, default=1.5, help="timed loop per measurement")
-    parser.add_argument("--out", type=Path, default=REPO / "build" / "bench")
     args = parser.parse_args(argv)
 
-    env_store = os.environ.get("GGV_MODEL_STORE")
-    store = (Path(env_store) if env_store else REPO / "build" / "model-store").resolve()
+    store = _report.model_store().resolve()
     index = store / "index.json"
     if not index.is_file():
         print(f"no model store at {store}: build it with `make models`", file=sys.stderr)
@@ -273,8 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     ipc_threads = args.threads or max(1, min(4, (os.cpu_count() or 1) - 1))
     variants = args.variants or [v["variant"] for v in json.loads(index.read_text())["variants"]]
     ipc_variants = variants if args.ipc_variants is None else args.ipc_variants
-    started = time.monotonic()
-    load_before = os.getloadavg()[0]
+    run = _report.Run()
+    load_before = run.load_before
     rows: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="ggv-bench-img-") as tmp:
         images = Path(tmp)
@@ -301,21 +299,15 @@ def main(argv: list[str] | None = None) -> int:
         " over the pairs.",
         "cold start = classifier process spawn -> first result (model load + warm-up included).",
     ]
-    print("\n".join(lines))
-    print()
-    print("\n".join(f"* {n}" for n in notes))
-    args.out.mkdir(parents=True, exist_ok=True)
+    _report.show(lines, notes)
     doc = {
-        "setup": {"store": str(store), "wall_s": round(time.monotonic() - started, 1)},
+        "setup": {"store": str(store), "wall_s": run.wall_s()},
         "variants": rows,
         "verdicts": verdicts,
         "notes": notes,
     }
-    (args.out / "classifier.json").write_text(json.dumps(doc, indent=2) + "\n")
-    md = ["## Classifier: every variant, bare vs through IPC", "", *lines, ""]
-    md += [f"* {n}" for n in notes]
-    (args.out / "classifier.md").write_text("\n".join(md) + "\n")
-    print(f"\nwrote {args.out / 'classifier.json'} and {args.out / 'classifier.md'}")
+    title = "Classifier: every variant, bare vs through IPC"
+    _report.wrote(_report.publish(args.out, "classifier", title, doc, lines, notes))
     return 0
 
 

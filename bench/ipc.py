@@ -39,7 +39,7 @@ from bench import _report
 from bench._clients import HEAD, LATENCY, PAYLOAD_SIZE, THROUGHPUT, WARM
 from bench._report import Row, median, percentile, spread
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = _report.REPO
 TARGET_MEDIAN_MS = 0.4
 TARGET_MSG_S = 4000.0
 TARGET_CPU_US = 50.0
@@ -403,11 +403,7 @@ def rows_for(results: dict[str, Any], windows: list[int]) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.ipc",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = _report.parser("python -m bench.ipc", __doc__)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--messages", type=int, default=2000, help="latency samples per run")
@@ -418,11 +414,10 @@ def main(argv: list[str] | None = None) -> int:
         default=[32, 256],
         help="outstanding async publishes, one throughput phase each (default 32,256)",
     )
-    parser.add_argument("--out", type=Path, default=REPO / "build" / "bench")
     args = parser.parse_args(argv)
 
-    started = time.monotonic()
-    load_before = os.getloadavg()[0]
+    preamble = _report.Run()
+    load_before = preamble.load_before
     results = run(args)
     rows = rows_for(results, args.windows)
     results["setup"] = {
@@ -432,11 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         "throughput_messages": args.throughput,
         "windows": args.windows,
         "payload_bytes": PAYLOAD_SIZE,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "wall_s": round(time.monotonic() - started, 1),
-        "loadavg_1min_before": load_before,
+        **preamble.machine(),
     }
     notes = [
         f"{args.runs} runs; per run {args.messages} latency samples (one in flight, after "
@@ -453,14 +444,9 @@ def main(argv: list[str] | None = None) -> int:
         "(includes decoding the publish, its response and the event).",
     ]
     print()
-    print(_report.text_table(rows))
-    print()
-    for n in notes:
-        print(f"* {n}")
-    _report.write(args.out, results, rows, notes)
-    print(
-        f"\nwrote {args.out / 'ipc.json'} and {args.out / 'ipc.md'} "
-        f"({results['setup']['wall_s']} s)"
+    _report.show([_report.text_table(rows)], notes)
+    _report.wrote(
+        _report.write(args.out, results, rows, notes), f" ({results['setup']['wall_s']} s)"
     )
     return 0
 

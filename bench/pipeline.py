@@ -23,11 +23,8 @@ overrides ``build/model-store``), scikit-image for the photos and OpenCV for the
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -38,11 +35,12 @@ from typing import Any
 import numpy as np
 import yaml
 
+from bench import _report
 from ggvision.core.agent import AgentProcess
 from ggvision.core.harness import CoreThread, pubsub_policy
 from tools.make_samples import FRAME_SIZE, PHOTOS, photo_frames, write_video
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = _report.REPO
 CAMERA = "com.custom.CameraSource"
 CLASSIFIER = "com.custom.ImageClassifier"
 STATUS = "local/status/com.custom.CameraSource"
@@ -50,12 +48,6 @@ MODEL_KEY = "tflite-int8"
 FRAMES_PER_PHOTO = 6
 TARGET_BARE = 0.9
 TARGET_SYNC = 1.3
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100)."""
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1]
 
 
 # --- baselines -----------------------------------------------------------------------------------
@@ -125,8 +117,8 @@ def _loop_result(n: int, elapsed: float, times: list[float]) -> dict[str, Any]:
         "frames": n,
         "seconds": round(elapsed, 3),
         "fps": n / elapsed,
-        "p50_ms": percentile(ms, 50),
-        "p95_ms": percentile(ms, 95),
+        "p50_ms": _report.percentile(ms, 50),
+        "p95_ms": _report.percentile(ms, 95),
     }
 
 
@@ -154,7 +146,7 @@ def stop_processes(*procs: subprocess.Popen[bytes], timeout: float = 15.0) -> No
             p.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             print(
-                f"[bench] {p.args} did not stop on SIGTERM in {timeout:.0f} s; killed",
+                f"[bench] {p.args!r} did not stop on SIGTERM in {timeout:.0f} s; killed",
                 file=sys.stderr,
             )
             p.kill()
@@ -271,42 +263,38 @@ def table(results: dict[str, Any]) -> list[str]:
     ]
     lines += [f"| {n} | {r['fps']:.1f} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} |" for n, r in rows]
     ratios = results["ratios"]
-    lines += [
-        "",
-        "| ratio | value | target | verdict |",
-        "| --- | --- | --- | --- |",
-        f"| suite / bare | {ratios['suite_over_bare']:.2f} | >= {TARGET_BARE} | "
-        f"{'met' if ratios['suite_over_bare'] >= TARGET_BARE else 'NOT MET'} |",
-        f"| suite / sync | {ratios['suite_over_sync']:.2f} | >= {TARGET_SYNC} | "
-        f"{'met' if ratios['suite_over_sync'] >= TARGET_SYNC else 'NOT MET'} |",
-    ]
+    lines.append("")
+    lines += _report.verdict_table(
+        "ratio",
+        [
+            (name, f"{ratios[key]:.2f}", f">= {target}", ratios[key] >= target)
+            for name, key, target in (
+                ("suite / bare", "suite_over_bare", TARGET_BARE),
+                ("suite / sync", "suite_over_sync", TARGET_SYNC),
+            )
+        ],
+    )
     return lines
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.pipeline",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = _report.parser("python -m bench.pipeline", __doc__)
     parser.add_argument("--seconds", type=float, default=8.0, help="measured time per pipeline")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--threads", type=int, default=0, help="0: the classifier's auto rule")
     parser.add_argument("--max-in-flight", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=REPO / "build" / "bench")
     args = parser.parse_args(argv)
     if args.threads == 0:
         from ggvision_classifier.config import ClassifierConfig
 
         args.threads = ClassifierConfig(threads=0).inference_threads
 
-    env_store = os.environ.get("GGV_MODEL_STORE")
-    store = Path(env_store) if env_store else REPO / "build" / "model-store"
+    store = _report.model_store()
     if not (store / MODEL_KEY / "manifest.json").is_file():
         print(f"no {MODEL_KEY} model in {store}: build it with `make models`", file=sys.stderr)
         return 2
-    started = time.monotonic()
-    load_before = os.getloadavg()[0]
+    run = _report.Run()
+    load_before = run.load_before
     frames = photo_frames()
     with tempfile.TemporaryDirectory(prefix="ggv-bench-") as tmp:
         video = write_video(Path(tmp) / "photos.mp4", frames, FRAMES_PER_PHOTO)
@@ -340,11 +328,7 @@ def main(argv: list[str] | None = None) -> int:
             "video": f"{len(PHOTOS)} photos x {FRAMES_PER_PHOTO} frames, mp4v, looped",
             "seconds": args.seconds,
             "warmup": args.warmup,
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-            "cpus": os.cpu_count(),
-            "loadavg_1min_before": load_before,
-            "wall_s": round(time.monotonic() - started, 1),
+            **run.machine(),
         },
     }
     cpu = measured["cpu_ms_per_frame"]
@@ -360,16 +344,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{os.cpu_count()} CPUs, 1-min load average {load_before:.2f} before the run.",
     ]
     lines = table(results)
-    print("\n".join(lines))
-    print()
-    for n in notes:
-        print(f"* {n}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "pipeline.json").write_text(json.dumps(results, indent=2) + "\n")
-    md = ["## Pipeline: suite vs bare backend vs synchronous loop", "", *lines, ""]
-    md += [f"* {n}" for n in notes]
-    (args.out / "pipeline.md").write_text("\n".join(md) + "\n")
-    print(f"\nwrote {args.out / 'pipeline.json'} and {args.out / 'pipeline.md'}")
+    _report.show(lines, notes)
+    title = "Pipeline: suite vs bare backend vs synchronous loop"
+    _report.wrote(_report.publish(args.out, "pipeline", title, results, lines, notes))
     return 0
 
 

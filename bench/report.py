@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import _report
 from bench.classifier import (
     DEFAULT_VARIANT,
     TARGET_COLD_S,
@@ -24,8 +25,6 @@ from bench.classifier import (
     TARGET_RSS_MB,
 )
 from bench.pipeline import TARGET_BARE, TARGET_SYNC
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,7 @@ class Line:
 
     @property
     def verdict(self) -> str:
-        return "-" if self.met is None else ("met" if self.met else "NOT MET")
+        return _report.verdict(self.met)
 
 
 def _fmt(x: Any, suffix: str = "") -> str:
@@ -146,7 +145,7 @@ def render(lines: list[Line]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__)
-    parser.add_argument("--dir", type=Path, default=REPO / "build" / "bench")
+    parser.add_argument("--dir", type=Path, default=_report.OUT)
     args = parser.parse_args(argv)
     text = render(collect(args.dir))
     args.dir.mkdir(parents=True, exist_ok=True)

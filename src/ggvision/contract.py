@@ -15,6 +15,10 @@ and echoed. Result (on ``local/result`` or ``reply_topic``)::
 
 ``output`` carries the answer of a model whose task is not classification (its shape is the
 task's); a classification result has none.
+
+The classifier reads requests with :func:`decode_payload` and :func:`parse_request` and answers
+with :func:`result_json`; clients (requester, camera, benchmarks) build requests with
+:func:`request_json` (or :func:`seed_request_json`) and read answers with :func:`read_result`.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import binascii
 import json
 import os
 import uuid
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -247,6 +252,93 @@ def error_result(
 
 def result_json(result: InferenceResult) -> dict[str, Any]:
     return result.model_dump(mode="json", exclude_none=True)
+
+
+# --- the clients' side: building requests, reading results ---------------------------------------
+RequestImage = PathImage | DataImage | FrameImage  # the three forms of a request's "image"
+
+
+def path_image(path: str | os.PathLike[str]) -> PathImage:
+    """An image the classifier reads from its disk (an absolute path in ``allowedDirectories``)."""
+    return PathImage(path=os.fspath(path))
+
+
+def inline_image(data: bytes) -> DataImage:
+    """An encoded image (JPEG, PNG, ...) carried in the request, base64; at most 128 KB."""
+    return DataImage(data=base64.b64encode(data).decode("ascii"))
+
+
+def frame_image(ref: FrameRef) -> FrameImage:
+    """A frame in a shared-memory ring (:mod:`ggvision.frames`)."""
+    return FrameImage(frame=ref)
+
+
+def request_json(
+    rid: str,
+    image: RequestImage,
+    *,
+    top_k: int | None = None,
+    threshold: float | None = None,
+    reply_topic: str | None = None,
+    source: str | None = None,
+) -> dict[str, Any]:
+    """A request as it goes on the bus (``docs/messages.md``): the fields given, in the order of
+    :class:`InferenceRequest`. Not validated here: the classifier answers a bad one with
+    ``INVALID_REQUEST``, as it would anybody's."""
+    request: dict[str, Any] = {"id": rid, "image": image.model_dump()}
+    for key, value in (
+        ("top_k", top_k),
+        ("threshold", threshold),
+        ("reply_topic", reply_topic),
+        ("source", source),
+    ):
+        if value is not None:
+            request[key] = value
+    return request
+
+
+def seed_request_json(
+    rid: str, image_dir: str, fname: str, *, top_k: int | None = None, source: str | None = None
+) -> dict[str, Any]:
+    """A request in the seed's form ``{"image_dir", "fname"}`` (the classifier still accepts it)."""
+    request: dict[str, Any] = {"id": rid, "image_dir": image_dir, "fname": fname}
+    if top_k is not None:
+        request["top_k"] = top_k
+    if source is not None:
+        request["source"] = source
+    return request
+
+
+class ResultError(GgvisionError):
+    """A message on a result topic that cannot be read: not JSON (``rid`` None), or a result for
+    ``rid`` that does not follow the contract."""
+
+    def __init__(self, message: str, rid: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.rid = rid
+
+
+def read_result(
+    payload: bytes | str | dict[str, Any], wanted: Callable[[str], bool] | None = None
+) -> InferenceResult | None:
+    """The result in a message from a result topic, or None when it is not for this client: not
+    a JSON object with a string ``id``, or an id that ``wanted`` declines (another client's; such
+    messages are not validated). ResultError when it is not JSON, or ours and malformed."""
+    if isinstance(payload, dict):
+        obj: Any = payload
+    else:
+        try:
+            obj = json.loads(payload)
+        except (ValueError, RecursionError) as exc:
+            raise ResultError(f"not JSON: {exc}") from exc
+    rid = obj.get("id") if isinstance(obj, dict) else None
+    if not isinstance(rid, str) or (wanted is not None and not wanted(rid)):
+        return None
+    try:
+        return InferenceResult.model_validate(obj)
+    except ValidationError as exc:
+        raise ResultError(str(exc.errors()[0].get("msg")), rid) from exc
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:

@@ -14,6 +14,7 @@ The handler only stores the signal number: no lock that the interrupted main thr
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections.abc import Iterable
 
@@ -32,8 +33,12 @@ class StopSignals:
         if self.received is None:
             self.received = signum
 
-    def wait(self, poll_s: float = POLL_S) -> int:
-        """Block until one of the signals arrived; returns its number."""
+    def wait(self, poll_s: float = POLL_S, until: threading.Event | None = None) -> int | None:
+        """Block until one of the signals arrived (returns its number) or ``until`` is set (a
+        run that ended by itself: returns None)."""
         while self.received is None:
-            time.sleep(poll_s)
+            if until is None:
+                time.sleep(poll_s)
+            elif until.wait(poll_s):
+                return self.received
         return self.received

@@ -20,7 +20,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,19 +49,6 @@ class Health:
     errors: dict[str, int] = field(default_factory=dict)
     model: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def percentiles(values: Iterable[float]) -> tuple[float | None, float | None]:
-    """(p50, p95) by nearest rank; (None, None) without values."""
-    ordered = sorted(values)
-    if not ordered:
-        return None, None
-    n = len(ordered)
-
-    def rank(q: float) -> float:
-        return round(ordered[min(n - 1, max(0, int(q * n + 0.999999) - 1))], 3)
-
-    return rank(0.50), rank(0.95)
 
 
 class RateMeter:

@@ -21,6 +21,7 @@ from ggvision.contract import (
     FrameRef,
     inline_bytes,
     parse_request,
+    request_json,
 )
 from ggvision.frames import FrameReader, StaleFrame
 from tests.camera.conftest import photo
@@ -39,9 +40,8 @@ def test_the_ring_hands_frames_by_reference_and_the_reader_sees_overwrites_as_st
     assert isinstance(ring, transport.RingTransport)
     reader = FrameReader(ring.name, directory=tmp_path)
     try:
-        refs = [
-            FrameRef.model_validate(ring.image(pattern(n, 320, 240))["frame"]) for n in range(3)
-        ]
+        refs = [ring.image(pattern(n, 320, 240)).frame for n in range(3)]
+        assert all(isinstance(ref, FrameRef) for ref in refs)
         for n, ref in enumerate(refs):
             pixels, _ = reader.read(ref)
             assert read_number(pixels) == n
@@ -74,7 +74,8 @@ def test_a_ring_that_cannot_be_created_is_a_transport_error(tmp_path: Path) -> N
 def test_an_inline_photo_fits_at_the_configured_quality_without_resizing() -> None:
     frame = photo("astronaut")  # 512x512
     image = transport.create(CameraConfig(transport="inline", jpeg_quality=85)).image(frame)
-    data = base64.b64decode(image["data"])
+    assert isinstance(image, DataImage)
+    data = base64.b64decode(image.data)
     assert len(data) <= MAX_INLINE_IMAGE_BYTES
     assert Image.open(io.BytesIO(data)).size == (512, 512)
 
@@ -89,7 +90,7 @@ def test_inline_jpeg_is_reencoded_smaller_until_it_fits_the_contract(
     assert len(transport.jpeg(Image.fromarray(frame), 95)) > MAX_INLINE_IMAGE_BYTES
     image = transport.InlineJpegTransport(quality=95).image(frame)
     # What the classifier will do with it: the contract accepts it and it decodes.
-    request = parse_request({"id": "x", "image": image})
+    request = parse_request(request_json("x", image))
     assert isinstance(request.image, DataImage)
     data = inline_bytes(request.image)
     assert len(data) <= MAX_INLINE_IMAGE_BYTES
@@ -107,7 +108,7 @@ def test_the_file_transport_keeps_only_the_last_files(tmp_path: Path) -> None:
     folder = tmp_path / "frames"
     cfg = CameraConfig(transport="file", file_directory=str(folder), file_keep=4)
     files = transport.create(cfg)
-    paths = [Path(files.image(pattern(n, 160, 120))["path"]) for n in range(7)]
+    paths = [Path(files.image(pattern(n, 160, 120)).path) for n in range(7)]
     assert all(p.is_absolute() for p in paths)
     assert sorted(folder.iterdir()) == paths[-4:]
     for n, path in enumerate(paths[-4:], start=3):

@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from ggvision.core.harness import pubsub_policy
+from ggvision.stats import percentile
 
 from .conftest import REPO, Running, default_store, fake_store, serve
 
@@ -40,11 +41,6 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise AssertionError("no VmHWM in /proc status")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, round(q / 100 * len(ordered)) - 1))]
 
 
 def burst(running: Running, total: int, timeout_s: float) -> list[dict[str, Any]]:

@@ -1,46 +1,9 @@
-"""The summary's arithmetic: percentiles, latency figures and the tally of outcomes."""
+"""The summary's arithmetic: latency figures (percentiles by nearest rank, ``ggvision.stats``,
+tested in tests/shared/test_stats.py) and the tally of outcomes."""
 
 from __future__ import annotations
 
-import random
-
-import numpy as np
-import pytest
-from ggvision_requester.stats import Latency, Outcome, Tally, percentile
-
-
-@pytest.mark.parametrize(
-    ("values", "q", "expected"),
-    [
-        ([5.0], 50, 5.0),
-        ([5.0], 99, 5.0),
-        ([1.0, 2.0], 50, 1.5),
-        ([3.0, 1.0, 2.0], 50, 2.0),  # unsorted input
-        ([1.0, 2.0, 3.0, 4.0], 50, 2.5),
-        ([1.0, 2.0, 3.0, 4.0], 0, 1.0),
-        ([1.0, 2.0, 3.0, 4.0], 100, 4.0),
-        ([10.0, 20.0, 30.0, 40.0, 50.0], 95, 48.0),  # rank 3.8: 40 + 0.8 * 10
-        (list(range(1, 101)), 99, 99.01),  # rank 98.01 of 1..100
-    ],
-)
-def test_percentile_interpolates_between_ranks(
-    values: list[float], q: float, expected: float
-) -> None:
-    assert percentile(values, q) == pytest.approx(expected)
-
-
-def test_percentile_matches_numpy_on_random_samples() -> None:
-    rng = random.Random(7)
-    for n in (1, 2, 3, 10, 101, 1000):
-        values = [rng.expovariate(0.05) for _ in range(n)]
-        for q in (0, 1, 50, 90, 95, 99, 99.9, 100):
-            assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
-
-
-@pytest.mark.parametrize(("values", "q"), [([], 50), ([1.0], -1), ([1.0], 101)])
-def test_percentile_rejects_no_values_and_out_of_range(values: list[float], q: float) -> None:
-    with pytest.raises(ValueError, match="percentile"):
-        percentile(values, q)
+from ggvision_requester.stats import Latency, Outcome, Tally
 
 
 def test_latency_of_no_values_is_none() -> None:
@@ -49,7 +12,7 @@ def test_latency_of_no_values_is_none() -> None:
 
 def test_latency_figures() -> None:
     lat = Latency.of([float(v) for v in range(1, 101)])
-    assert lat == Latency(p50=50.5, p95=95.05, p99=99.01, max=100.0)
+    assert lat == Latency(p50=50.0, p95=95.0, p99=99.0, max=100.0)
 
 
 def _outcome(n: int, status: str, latency: float | None, code: str | None = None) -> Outcome:
@@ -79,8 +42,9 @@ def test_tally_counts_outcomes_and_ignores_timeouts_in_latency() -> None:
     assert (summary.count, summary.ok, summary.timeouts) == (8, 4, 1)
     assert summary.errors == {"IMAGE_NOT_FOUND": 2, "OVERLOADED": 1}
     assert (summary.retries, summary.duplicates) == (3, 1)
-    # Sorted answered latencies: 5 6 10 20 30 40 1000; p95 at rank 5.7, p99 at rank 5.94.
-    assert summary.latency_ms == Latency(p50=20.0, p95=712.0, p99=942.4, max=1000.0)
+    # Sorted answered latencies: 5 6 10 20 30 40 1000; p50 at rank ceil(3.5) = 4, p95 and p99
+    # at rank 7 (nearest rank: an observed value).
+    assert summary.latency_ms == Latency(p50=20.0, p95=1000.0, p99=1000.0, max=1000.0)
     assert summary.throughput_per_s == 4.0
     assert summary.to_json()["latency_ms"]["p50"] == 20.0
 

@@ -1,10 +1,12 @@
-"""Message contract v1: parsing, the seed's legacy form, limits, and the shipped JSON Schemas."""
+"""Message contract v1: parsing, the seed's legacy form, limits, the shipped JSON Schemas, and the
+clients' side: requests built in the documented wire form, results read back."""
 
 from __future__ import annotations
 
 import base64
 import json
 from importlib import resources
+from pathlib import Path
 
 import pytest
 
@@ -13,13 +15,27 @@ from ggvision.contract import (
     DataImage,
     ErrorCode,
     FrameImage,
+    FrameRef,
+    InferenceResult,
+    ModelInfo,
     PathImage,
+    Prediction,
     RequestError,
+    ResultError,
+    Timing,
     decode_payload,
+    error_result,
+    frame_image,
     inline_bytes,
+    inline_image,
     json_schemas,
     parse_request,
+    path_image,
     peek_envelope,
+    read_result,
+    request_json,
+    result_json,
+    seed_request_json,
 )
 
 
@@ -119,3 +135,132 @@ def test_shipped_json_schemas_match_the_models() -> None:
         assert json.loads((shipped / name).read_text()) == schema, (
             f"{name} is stale: regenerate it from ggvision.contract.json_schemas()"
         )
+
+
+# --- the clients' side: building requests, reading results -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("built", "wire"),
+    [
+        (
+            request_json("r1", path_image(Path("/img/cat.jpg")), top_k=3, source="requester"),
+            '{"id": "r1", "image": {"path": "/img/cat.jpg"}, "top_k": 3, "source": "requester"}',
+        ),
+        (
+            request_json("r2", inline_image(b"\xff\xd8abc")),
+            '{"id": "r2", "image": {"data": "/9hhYmM="}}',
+        ),
+        (
+            request_json(
+                "cam-1", frame_image(FrameRef(ring="ggv-cam0", slot=3, seq=42)), source="cam0"
+            ),
+            '{"id": "cam-1", "image": {"frame": {"ring": "ggv-cam0", "slot": 3, "seq": 42}}, '
+            '"source": "cam0"}',
+        ),
+        (
+            request_json(
+                "r3",
+                path_image("/a.jpg"),
+                top_k=1,
+                threshold=0.5,
+                reply_topic="local/result/me",
+                source="s",
+            ),
+            '{"id": "r3", "image": {"path": "/a.jpg"}, "top_k": 1, "threshold": 0.5, '
+            '"reply_topic": "local/result/me", "source": "s"}',
+        ),
+        (
+            seed_request_json("r4", "/greengrass/images", "cat.jpeg", top_k=5, source="x"),
+            '{"id": "r4", "image_dir": "/greengrass/images", "fname": "cat.jpeg", "top_k": 5, '
+            '"source": "x"}',
+        ),
+    ],
+)
+def test_built_requests_are_the_documented_wire_form_and_parse(
+    built: dict[str, object], wire: str
+) -> None:
+    assert json.dumps(built) == wire  # byte for byte: field order and omitted fields
+    parsed = parse_request(built)
+    assert parsed.id == built["id"]
+    assert (parsed.top_k, parsed.source) == (built.get("top_k"), built.get("source"))
+
+
+def test_a_built_request_with_a_bad_field_is_the_classifiers_to_reject() -> None:
+    built = request_json("r1", path_image("/a.jpg"), top_k=5000)  # not validated when built
+    with pytest.raises(RequestError) as info:
+        parse_request(built)
+    assert info.value.code is ErrorCode.INVALID_REQUEST
+
+
+def _ok_result(rid: str) -> dict[str, object]:
+    return result_json(
+        InferenceResult(
+            id=rid,
+            status="ok",
+            predictions=[Prediction(label="tabby", index=281, score=0.41)],
+            model=ModelInfo(name="m", version="1", backend="tflite", precision="int8"),
+            timing_ms=Timing(total=5.6),
+            source="cam0",
+        )
+    )
+
+
+@pytest.mark.parametrize("form", ["bytes", "str", "dict"])
+def test_read_result_takes_every_message_form(form: str) -> None:
+    obj = _ok_result("cam-7")
+    text = json.dumps(obj)
+    payload = {"bytes": text.encode(), "str": text, "dict": obj}[form]
+    result = read_result(payload)  # type: ignore[arg-type]
+    assert result is not None
+    assert (result.id, result.status, result.source) == ("cam-7", "ok", "cam0")
+    assert result.predictions[0] == Prediction(label="tabby", index=281, score=0.41)
+    assert result_json(result) == obj  # read back as it was written
+
+
+def test_read_result_of_an_error_answer() -> None:
+    obj = result_json(error_result("r9", ErrorCode.OVERLOADED, "queue full"))
+    result = read_result(json.dumps(obj).encode())
+    assert result is not None and result.error is not None
+    assert (result.status, result.error.code, result.predictions) == (
+        "error",
+        ErrorCode.OVERLOADED,
+        [],
+    )
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"[1, 2]", b'"text"', b"{}", b'{"id": 7, "status": "ok"}', b'{"status": "ok"}'],
+)
+def test_read_result_skips_what_is_not_a_result_with_an_id(payload: bytes) -> None:
+    assert read_result(payload) is None
+
+
+def test_read_result_skips_ids_it_does_not_want_without_validating_them() -> None:
+    def mine(rid: str) -> bool:
+        return rid.startswith("mine-")
+
+    assert read_result(b'{"id": "theirs-1", "status": "bogus"}', mine) is None
+    result = read_result(json.dumps(_ok_result("mine-1")), mine)
+    assert result is not None and result.id == "mine-1"
+
+
+@pytest.mark.parametrize(
+    ("payload", "rid"),
+    [
+        (b"{not json", None),
+        (b"\xff\xfe\x00", None),
+        (b'{"id": "mine-1", "status": "maybe"}', "mine-1"),
+        (b'{"id": "mine-2", "status": "ok", "predictions": [{"label": "x"}]}', "mine-2"),
+        (
+            b'{"id": "mine-3", "status": "error", "error": {"code": "NOPE", "message": ""}}',
+            "mine-3",
+        ),
+    ],
+)
+def test_unreadable_results_say_whose_they_were(payload: bytes, rid: str | None) -> None:
+    with pytest.raises(ResultError) as info:
+        read_result(payload)
+    assert info.value.rid == rid
+    assert info.value.message

@@ -102,3 +102,22 @@ def test_a_signal_before_wait_is_kept():
         assert time.monotonic() - started < 1.0
     finally:
         signal.signal(signal.SIGUSR1, old)
+
+
+def test_a_run_that_ends_by_itself_ends_the_wait_without_a_signal():
+    import threading
+
+    from ggvision.signals import StopSignals
+
+    old = signal.getsignal(signal.SIGUSR1)
+    try:
+        stop = StopSignals(signals=(signal.SIGUSR1,))
+        finished = threading.Event()
+        threading.Timer(0.2, finished.set).start()
+        started = time.monotonic()
+        assert stop.wait(poll_s=5.0, until=finished) is None
+        assert 0.15 < time.monotonic() - started < 2.0  # woken by the event, not the 5 s slice
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert stop.wait(poll_s=0.01, until=threading.Event()) == signal.SIGUSR1
+    finally:
+        signal.signal(signal.SIGUSR1, old)

@@ -22,7 +22,6 @@ from ggvision.telemetry import (
     Health,
     RateMeter,
     StatusReporter,
-    percentiles,
     telemetry_metrics,
 )
 from tests.camera.conftest import CameraProcess
@@ -32,13 +31,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 def decode(event: dict[str, Any]) -> Any:
     return event["json"] if "json" in event else json.loads(base64.b64decode(event["binary"]))
-
-
-def test_percentiles_by_nearest_rank() -> None:
-    assert percentiles([]) == (None, None)
-    assert percentiles([5.0]) == (5.0, 5.0)
-    assert percentiles([float(v) for v in range(1, 101)]) == (50.0, 95.0)
-    assert percentiles([3.0, 1.0, 2.0, 4.0]) == (2.0, 4.0)
 
 
 def test_rate_meter_counts_per_second_between_reads() -> None:

@@ -13,13 +13,13 @@ import asyncio
 import base64
 import binascii
 import json
-import math
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from typing import Any, TextIO
 
 from ggvision.core.services.pubsub import PubSub
+from ggvision.stats import percentile_of_sorted
 
 _MAX_PENDING = 4096  # requests remembered while unanswered (the oldest are forgotten)
 
@@ -35,10 +35,6 @@ def _message(event: dict[str, Any]) -> dict[str, Any] | None:
     except (binascii.Error, ValueError, AttributeError):
         return None
     return obj if isinstance(obj, dict) else None
-
-
-def _percentile(ordered: list[float], q: float) -> float:
-    return ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1]
 
 
 class ResultMonitor:
@@ -138,7 +134,7 @@ class ResultMonitor:
         if self.latencies_ms:
             ordered = sorted(self.latencies_ms)
             text += (
-                f"; request->result latency p50 {_percentile(ordered, 50):.1f} ms,"
-                f" p95 {_percentile(ordered, 95):.1f} ms"
+                f"; request->result latency p50 {percentile_of_sorted(ordered, 50):.1f} ms,"
+                f" p95 {percentile_of_sorted(ordered, 95):.1f} ms"
             )
         return text

@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from ggvision.serving.worker import Worker
-from ggvision.telemetry import Health, RateMeter, percentiles
+from ggvision.stats import percentiles
+from ggvision.telemetry import Health, RateMeter
 
 
 def health(

@@ -8,17 +8,14 @@ deployment's configuration is validated before it applies and then rebuilds the 
 
 from __future__ import annotations
 
-import argparse
 import logging
-import os
 import threading
 import time
 from typing import Any
 
-from ggvision import logs
-from ggvision.bus import Bus, IpcBus, Subscription
+from ggvision.bus import Bus, Subscription
+from ggvision.component import command_line, run_component
 from ggvision.errors import ConfigError, GgvisionError
-from ggvision.signals import StopSignals
 from ggvision.telemetry import Health, StatusReporter
 from ggvision_camera.camera import Camera
 from ggvision_camera.config import CameraConfig
@@ -179,20 +176,10 @@ class CameraService:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ggvision-camera", description=__doc__)
-    parser.add_argument("--log-level", default=os.environ.get("GGV_LOG_LEVEL", "INFO"))
-    args = parser.parse_args(argv)
-    logs.configure(level=args.log_level)
-    stop = StopSignals()
-    try:
-        bus = IpcBus()
-        service = CameraService(bus)
-        service.start()
-    except (GgvisionError, ConfigError) as exc:
-        log.error("cannot start: %s", exc, extra={"event": "camera.start_failed"})
-        return 2
-    stop.wait()  # in slices: a signal taken by another thread is still seen
-    log.info("stopping", extra={"event": "camera.stopping"})
-    service.stop()
-    bus.close()
-    return 0
+    return run_component(
+        "camera",
+        lambda bus, _args: CameraService(bus),
+        argv,
+        parser=command_line("ggvision-camera", __doc__),
+        logger=log,
+    )

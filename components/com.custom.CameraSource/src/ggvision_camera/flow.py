@@ -1,20 +1,19 @@
 """Flow control: requests out, results in, and what is in between.
 
 A frame is published only while fewer than ``max_in_flight`` of this camera's requests are
-unanswered; otherwise the captured frame is dropped and counted (nothing queues). An answer is
-matched by id; an entry with no answer after ``timeout_s`` is expired and counted as lost (a late
-answer after that is counted as late). Results of other requesters on the same topic are ignored.
+unanswered; otherwise the captured frame is dropped and counted (nothing queues). Requests are
+built by :func:`ggvision.contract.request_json` and answers read by
+:func:`ggvision.contract.read_result`, matched by id in a :class:`ggvision.correlate.Correlator`:
+an entry with no answer after ``timeout_s`` is expired and counted as lost (a late answer after
+that is counted as late). Results of other requesters on the same topic are ignored.
 """
 
 from __future__ import annotations
 
 import collections
-import json
 import logging
-import math
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -23,6 +22,9 @@ from typing import Any
 import numpy as np
 
 from ggvision.bus import Bus
+from ggvision.contract import InferenceResult, ResultError, read_result, request_json
+from ggvision.correlate import Correlator, Unmatched, unique_prefix
+from ggvision.stats import percentiles
 from ggvision_camera.errors import TransportError
 from ggvision_camera.transport import Transport
 
@@ -49,9 +51,8 @@ class FlowStats:
     in_flight_peak: int = 0
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Pending:
-    sent_at: float
     captured_at: float
 
 
@@ -83,10 +84,8 @@ class FramePublisher:
         self.print_results = print_results
         self.clock = clock
         # Ids are unique across restarts, so a late answer to a previous run never matches.
-        self.prefix = f"{camera}-{uuid.uuid4().hex[:8]}-"
+        self._calls: Correlator[_Pending] = Correlator(unique_prefix(camera))  # under _cond
         self.stats = FlowStats()
-        self._pending: dict[str, _Pending] = {}
-        self._expired: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._latencies: collections.deque[float] = collections.deque(maxlen=1000)
         self._cond = threading.Condition()
         self._silent = False  # the consumer stopped answering (logged once)
@@ -97,7 +96,7 @@ class FramePublisher:
     def has_room(self) -> bool:
         self.expire()
         with self._cond:
-            return len(self._pending) < self.max_in_flight and self.clock() >= self._paused_until
+            return len(self._calls) < self.max_in_flight and self.clock() >= self._paused_until
 
     def wait_for_room(self, timeout: float) -> bool:
         """Block until a request may be sent (or ``timeout``); expires overdue entries."""
@@ -112,12 +111,12 @@ class FramePublisher:
                         return False
                     self._cond.wait(min(left, self._paused_until - now))
                     continue
-                if len(self._pending) < self.max_in_flight:
+                if len(self._calls) < self.max_in_flight:
                     return True
                 if left <= 0:
                     return False
-                oldest = min(p.sent_at for p in self._pending.values())
-                self._cond.wait(min(left, max(0.001, oldest + self.timeout_s - now)))
+                due = self._calls.next_deadline()
+                self._cond.wait(min(left, max(0.001, (now if due is None else due) - now)))
 
     def offer(self, frame: np.ndarray, index: int, captured_at: float) -> bool:
         """Publish ``frame`` unless the in-flight limit is reached; True when it was sent."""
@@ -125,7 +124,7 @@ class FramePublisher:
             with self._cond:
                 self.stats.dropped += 1
             return False
-        rid = f"{self.prefix}{index}"
+        rid = self._calls.new_id(index)
         try:
             image = self.transport.image(frame)
         except TransportError as exc:
@@ -134,10 +133,10 @@ class FramePublisher:
             log.error("frame %s not sent: %s", rid, exc, extra={"event": "camera.transport_error"})
             return False
         with self._cond:
-            self._pending[rid] = _Pending(self.clock(), captured_at)
+            self._calls.add(rid, _Pending(captured_at), deadline=self.clock() + self.timeout_s)
             self.stats.sent += 1
-            self.stats.in_flight_peak = max(self.stats.in_flight_peak, len(self._pending))
-        request = {"id": rid, "image": image, "source": self.camera}
+            self.stats.in_flight_peak = max(self.stats.in_flight_peak, len(self._calls))
+        request = request_json(rid, image, source=self.camera)
         try:
             fut = self.bus.publish_json(self.topic, request)
         except Exception as exc:  # boundary: a failed publish is counted, never fatal
@@ -165,7 +164,7 @@ class FramePublisher:
     def _publish_failed(self, rid: str, exc: BaseException) -> None:
         first, initial, cap = False, *PUBLISH_BACKOFF_S
         with self._cond:
-            if self._pending.pop(rid, None) is None:
+            if self._calls.discard(rid) is None:
                 return
             self.stats.errors[PUBLISH_FAILED] += 1
             self._failures_in_row += 1
@@ -190,12 +189,9 @@ class FramePublisher:
         """Forget requests unanswered for ``timeout_s``; returns how many."""
         now = self.clock()
         with self._cond:
-            overdue = [r for r, p in self._pending.items() if now - p.sent_at > self.timeout_s]
-            for rid in overdue:
-                del self._pending[rid]
-                self._expired[rid] = None
-            while len(self._expired) > 1024:
-                self._expired.popitem(last=False)
+            overdue = self._calls.overdue(now)
+            for rid, _ in overdue:
+                self._calls.expire(rid)
             self.stats.lost += len(overdue)
             if overdue:
                 self._cond.notify_all()
@@ -212,30 +208,32 @@ class FramePublisher:
 
     def in_flight(self) -> int:
         with self._cond:
-            return len(self._pending)
+            return len(self._calls)
 
     # --- IPC thread ----------------------------------------------------------------------------
     def on_result(self, topic: str, payload: bytes | dict[str, Any]) -> None:
         """A message on the result topic. Never blocks, never raises."""
         try:
-            obj = json.loads(payload) if isinstance(payload, bytes | str) else payload
-        except ValueError:
+            result = read_result(payload, self._calls.owns)  # owns(): the prefix, no lock needed
+        except ResultError as exc:
+            if exc.rid is not None:
+                log.warning(
+                    "malformed result for %s ignored: %s",
+                    exc.rid,
+                    exc.message,
+                    extra={"event": "camera.bad_result", "id": exc.rid},
+                )
             return
-        if not isinstance(obj, dict):
-            return
-        rid = obj.get("id")
-        if not isinstance(rid, str) or not rid.startswith(self.prefix):
+        if result is None:
             return  # another requester's result
         now = self.clock()
         code = None
-        if obj.get("status") != "ok":
-            error = obj.get("error")
-            code = str(error.get("code")) if isinstance(error, dict) else "UNKNOWN"
+        if result.status != "ok":
+            code = "UNKNOWN" if result.error is None else str(result.error.code)
         with self._cond:
-            pending = self._pending.pop(rid, None)
-            if pending is None:
-                if rid in self._expired:
-                    del self._expired[rid]
+            pending = self._calls.settle(result.id)
+            if isinstance(pending, Unmatched):
+                if pending is Unmatched.LATE:
                     self.stats.late += 1
                 return
             self.stats.answered += 1
@@ -251,14 +249,14 @@ class FramePublisher:
         if resumed:
             log.info("answers resumed", extra={"event": "camera.results_resumed"})
         if self.print_results:
-            _print_result(obj, latency_ms)
+            _print_result(result, latency_ms)
 
     # --- status ------------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
         self.expire()
         with self._cond:
             s = self.stats
-            values = sorted(self._latencies)
+            p50, p95 = percentiles(self._latencies)
             return {
                 "sent": s.sent,
                 "dropped": s.dropped,
@@ -267,44 +265,33 @@ class FramePublisher:
                 "lost": s.lost,
                 "late": s.late,
                 "errors": dict(s.errors),
-                "in_flight": len(self._pending),
+                "in_flight": len(self._calls),
                 "in_flight_peak": s.in_flight_peak,
-                "latency_ms": _percentiles(values),
+                "latency_ms": {} if p50 is None else {"p50": p50, "p95": p95},
             }
 
     def drain(self, timeout: float) -> int:
         """Wait up to ``timeout`` for the answers still due; returns how many are missing."""
         deadline = self.clock() + timeout
         with self._cond:
-            while self._pending and self.clock() < deadline:
+            while self._calls and self.clock() < deadline:
                 self._cond.wait(max(0.001, deadline - self.clock()))
-            return len(self._pending)
+            return len(self._calls)
 
 
-def _percentiles(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    n = len(values)
-    return {
-        "p50": round(values[n // 2], 3),
-        "p95": round(values[min(n - 1, math.ceil(0.95 * n) - 1)], 3),
-    }
-
-
-def _print_result(obj: dict[str, Any], latency_ms: float) -> None:
-    preds = obj.get("predictions") or []
-    top = preds[0] if preds and isinstance(preds[0], dict) else {}
-    error = obj.get("error") if isinstance(obj.get("error"), dict) else None
+def _print_result(result: InferenceResult, latency_ms: float) -> None:
+    top = result.predictions[0] if result.predictions else None
+    code = result.error.code if result.error is not None else "no label"
     log.info(
         "%s: %s",
-        obj.get("id"),
-        f"{top.get('label')} {top.get('score')}" if top else (error or {}).get("code", "no label"),
+        result.id,
+        f"{top.label} {top.score}" if top else code,
         extra={
             "event": "camera.result",
-            "id": obj.get("id"),
-            "status": obj.get("status"),
-            "label": top.get("label"),
-            "score": top.get("score"),
+            "id": result.id,
+            "status": result.status,
+            "label": top.label if top else None,
+            "score": top.score if top else None,
             "latency_ms": round(latency_ms, 2),
         },
     )

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import base64
 import collections
 import io
 import logging
@@ -18,12 +17,21 @@ import math
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 from PIL import Image
 
-from ggvision.contract import MAX_INLINE_IMAGE_BYTES
+from ggvision.contract import (
+    MAX_INLINE_IMAGE_BYTES,
+    DataImage,
+    FrameImage,
+    PathImage,
+    RequestImage,
+    frame_image,
+    inline_image,
+    path_image,
+)
 from ggvision.frames import FrameError, FrameWriter
 from ggvision_camera.config import CameraConfig
 from ggvision_camera.errors import TransportError
@@ -39,8 +47,8 @@ class Transport(ABC):
     type: ClassVar[str] = "?"
 
     @abstractmethod
-    def image(self, frame: np.ndarray) -> dict[str, Any]:
-        """The request's ``image`` object for an RGB HxWx3 uint8 frame."""
+    def image(self, frame: np.ndarray) -> RequestImage:
+        """The request's ``image`` for an RGB HxWx3 uint8 frame."""
 
     def close(self) -> None:  # noqa: B027 - an optional hook
         """Release what the transport holds (optional hook)."""
@@ -56,12 +64,12 @@ class RingTransport(Transport):
             raise TransportError(f"cannot create frame ring {name} in {directory}: {exc}") from exc
         self.name = name
 
-    def image(self, frame: np.ndarray) -> dict[str, Any]:
+    def image(self, frame: np.ndarray) -> FrameImage:
         try:
             ref = self.writer.write(frame)
         except FrameError as exc:
             raise TransportError(str(exc)) from exc
-        return {"frame": ref.model_dump()}
+        return frame_image(ref)
 
     def close(self) -> None:
         self.writer.unlink()
@@ -74,9 +82,8 @@ class InlineJpegTransport(Transport):
         self.quality = quality
         self.max_bytes = max_bytes
 
-    def image(self, frame: np.ndarray) -> dict[str, Any]:
-        data = jpeg_within(frame, self.max_bytes, self.quality)
-        return {"data": base64.b64encode(data).decode("ascii")}
+    def image(self, frame: np.ndarray) -> DataImage:
+        return inline_image(jpeg_within(frame, self.max_bytes, self.quality))
 
 
 class FileTransport(Transport):
@@ -94,7 +101,7 @@ class FileTransport(Transport):
         self._written: collections.deque[Path] = collections.deque()
         self._counter = 0
 
-    def image(self, frame: np.ndarray) -> dict[str, Any]:
+    def image(self, frame: np.ndarray) -> PathImage:
         self._counter += 1
         path = self.directory / f"{self.prefix}-{self._counter:09d}.jpg"
         tmp = path.with_name(f".{path.name}.tmp")
@@ -107,7 +114,7 @@ class FileTransport(Transport):
         self._written.append(path)
         while len(self._written) > self.keep:
             self._written.popleft().unlink(missing_ok=True)
-        return {"path": str(path.resolve())}
+        return path_image(path.resolve())
 
     def close(self) -> None:
         while self._written:

@@ -8,15 +8,13 @@ with ``GGV_MODEL_STORE`` set from
 
 from __future__ import annotations
 
-import argparse
 import logging
-import os
 import threading
 from pathlib import Path
 from typing import Any
 
-from ggvision import logs
-from ggvision.bus import Bus, IpcBus
+from ggvision.bus import Bus
+from ggvision.component import command_line, run_component
 from ggvision.core.auth import PUBSUB, AccessControl
 from ggvision.errors import ConfigError, GgvisionError
 from ggvision.serving import (
@@ -29,7 +27,6 @@ from ggvision.serving import (
     health,
     prepare_model,
 )
-from ggvision.signals import StopSignals
 from ggvision.telemetry import Health, RateMeter, StatusReporter
 from ggvision.uplink import Uplink
 from ggvision_classifier.config import ClassifierConfig
@@ -214,20 +211,10 @@ def _draft(cfg: ClassifierConfig, active: ActiveModel | None) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ggvision-classifier", description=__doc__)
-    parser.add_argument("--log-level", default=os.environ.get("GGV_LOG_LEVEL", "INFO"))
-    args = parser.parse_args(argv)
-    logs.configure(level=args.log_level)
-    stop = StopSignals()
-    try:
-        bus = IpcBus()
-        service = ClassifierService(bus)
-    except (GgvisionError, ConfigError) as exc:
-        log.error("cannot start: %s", exc, extra={"event": "classifier.start_failed"})
-        return 2
-    service.start()
-    stop.wait()  # in slices: a signal taken by another thread is still seen
-    log.info("stopping", extra={"event": "classifier.stopping"})
-    service.stop()
-    bus.close()
-    return 0
+    return run_component(
+        "classifier",
+        lambda bus, _args: ClassifierService(bus),
+        argv,
+        parser=command_line("ggvision-classifier", __doc__),
+        logger=log,
+    )

@@ -18,17 +18,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import signal
 import sys
 import threading
 from pathlib import Path
 from typing import Any
 
-from ggvision import logs
-from ggvision.bus import Bus, IpcBus, Subscription
+from ggvision.bus import Bus, Subscription
+from ggvision.component import command_line, run_component
 from ggvision.errors import ConfigError, GgvisionError
-from ggvision.telemetry import Health, RateMeter, StatusReporter, percentiles
+from ggvision.stats import percentiles
+from ggvision.telemetry import Health, RateMeter, StatusReporter
 from ggvision_requester.config import RequesterConfig
 from ggvision_requester.engine import Requester
 from ggvision_requester.images import Feed, ImageListError, scan
@@ -38,7 +37,7 @@ from ggvision_requester.stats import Summary
 log = logging.getLogger("ggvision_requester")
 
 COMPONENT = "com.custom.requester"
-EXIT_OK, EXIT_TIMEOUTS, EXIT_CANNOT_START, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_OK, EXIT_TIMEOUTS, EXIT_INTERNAL = 0, 1, 3  # 2: cannot start (ggvision.component)
 
 
 class RequesterService:
@@ -171,12 +170,49 @@ class RequesterService:
                 log.info("configuration updated", extra={"event": "requester.config_updated"})
 
 
+# --- the component's lifetime -----------------------------------------------------------------
+class RequesterRun:
+    """One :meth:`RequesterService.run` on its own thread, so that the main thread waits for
+    signals (:func:`ggvision.component.run_component`); a person's run ends with the table."""
+
+    def __init__(self, service: RequesterService, human: bool) -> None:
+        self.service = service
+        self.human = human
+        self.finished = threading.Event()
+        self._code = EXIT_INTERNAL
+        self._thread = threading.Thread(target=self._run, name="requester-run")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.service.stop()
+        self._thread.join()
+
+    def exit_code(self) -> int:
+        return self._code
+
+    def _run(self) -> None:
+        try:
+            summary = self.service.run()
+        except Exception:  # boundary: a bug; say so in the log rather than die silently
+            log.exception("the run failed", extra={"event": "requester.crashed"})
+            self._code = EXIT_INTERNAL
+        else:
+            if self.human:
+                print_table(self.service.recorder.kept or [], summary, sys.stdout)
+            self._code = EXIT_TIMEOUTS if summary.timeouts else EXIT_OK
+        finally:
+            self.finished.set()
+
+
 # --- command line ------------------------------------------------------------------------------
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="ggvision-requester",
-        description="Send images to the classifier over Greengrass IPC and collect the answers. "
+def _parser() -> argparse.ArgumentParser:
+    parser = command_line(
+        "ggvision-requester",
+        "Send images to the classifier over Greengrass IPC and collect the answers. "
         "Without arguments it runs as the component, from its configuration.",
+        log_level_help="default: INFO as a component, WARNING with --once",
     )
     parser.add_argument(
         "paths", nargs="*", metavar="IMAGES_OR_DIR", help="image files and folders (implies --once)"
@@ -191,12 +227,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--timeout", type=float, metavar="S", help="per-attempt timeout (timeoutS)")
     parser.add_argument("--retries", type=int, metavar="N", help="retries per request (retries)")
-    parser.add_argument(
-        "--log-level",
-        default=os.environ.get("GGV_LOG_LEVEL"),
-        help="default: INFO as a component, WARNING with --once",
-    )
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return _parser().parse_args(argv)
+
+
+def _human(args: argparse.Namespace) -> bool:
+    """A person's run: the table goes to stdout, the JSON log to stderr."""
+    return bool(args.once or args.paths)
 
 
 def cli_config(cfg: RequesterConfig, args: argparse.Namespace) -> RequesterConfig:
@@ -227,43 +267,10 @@ def cli_config(cfg: RequesterConfig, args: argparse.Namespace) -> RequesterConfi
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    human = bool(args.once or args.paths)
-    # A person reads the table on stdout; the JSON log goes to stderr then.
-    level = args.log_level or ("WARNING" if human else "INFO")
-    logs.configure(level=level.upper(), stream=sys.stderr if human else None)
-    try:
-        bus: Bus = IpcBus()
-    except GgvisionError as exc:
-        return _cannot_start(exc, human)
-    try:
+    def build(bus: Bus, args: argparse.Namespace) -> RequesterRun:
+        human = _human(args)
         cfg = cli_config(RequesterConfig.from_raw(bus.get_configuration()), args)
         service = RequesterService(bus, cfg, keep=human, follow_deployments=not human)
-    except GgvisionError as exc:
-        bus.close()
-        return _cannot_start(exc, human)
+        return RequesterRun(service, human)
 
-    def on_signal(signum: int, _frame: object) -> None:
-        # Not stop() here: the handler may interrupt the loop inside a lock that stop() takes.
-        threading.Thread(target=service.stop, name="requester-stop", daemon=True).start()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
-    try:
-        summary = service.run()
-    except Exception:  # boundary: a bug; say so in the log rather than die silently
-        log.exception("the run failed", extra={"event": "requester.crashed"})
-        return EXIT_INTERNAL
-    finally:
-        bus.close()
-    if human:
-        print_table(service.recorder.kept or [], summary, sys.stdout)
-    return EXIT_TIMEOUTS if summary.timeouts else EXIT_OK
-
-
-def _cannot_start(exc: GgvisionError, human: bool) -> int:
-    if human:
-        print(f"ggvision-requester: {exc}", file=sys.stderr)
-    else:
-        log.error("cannot start: %s", exc, extra={"event": "requester.start_failed"})
-    return EXIT_CANNOT_START
+    return run_component("requester", build, argv, parser=_parser(), logger=log, interactive=_human)

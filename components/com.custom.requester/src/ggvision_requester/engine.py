@@ -1,8 +1,10 @@
 """The request loop: bounded in-flight requests, correlation by id, timeouts, retries, back-off.
 
-One thread (the caller of :meth:`Requester.run`) owns every piece of state. The bus callback only
-decodes and validates a result, drops the ones that are not ours (their id lacks this run's
-prefix) and ``put_nowait``\\ s the rest, stamped with their arrival time, into a bounded inbox.
+One thread (the caller of :meth:`Requester.run`) owns every piece of state, the pending requests
+in a :class:`ggvision.correlate.Correlator` among them. The bus callback only reads a result
+(:func:`ggvision.contract.read_result`: the ones that are not ours, their id lacking this run's
+prefix, are dropped undecoded) and ``put_nowait``\\ s it, stamped with its arrival time, into a
+bounded inbox.
 
 Each request keeps its id across attempts, so whichever answer comes first settles it, even one to
 an earlier attempt that had timed out; any later answer for a settled id is counted as a
@@ -13,7 +15,6 @@ within ``timeoutS`` or when the answer is ``OVERLOADED``, at most ``retries`` ti
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import queue
 import random
@@ -26,10 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from ggvision.bus import Bus
-from ggvision.contract import ErrorCode, InferenceResult
+from ggvision.contract import ErrorCode, InferenceResult, ResultError, read_result
+from ggvision.correlate import Correlator
 from ggvision_requester.config import RequesterConfig
 from ggvision_requester.images import Feed, build_request
 from ggvision_requester.stats import TIMEOUT, Outcome, Summary, Tally
@@ -50,8 +50,7 @@ class _Pending:
     transport: str
     first_sent: float
     attempts: int = 0
-    deadline: float | None = None  # awaiting an answer until then
-    retry_at: float | None = None  # waiting out a back-off until then
+    retry_at: float | None = None  # waiting out a back-off until then (deadlines: the correlator)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,9 +83,8 @@ class Requester:
         self._record = record
         self._clock = clock
         self.run_id = uuid.uuid4().hex[:12]
-        self._prefix = f"{self.run_id}-"
+        self._calls: Correlator[_Pending] = Correlator(f"{self.run_id}-")
         self._inbox: queue.Queue[_Answer | None] = queue.Queue(INBOX_SIZE)
-        self._pending: dict[str, _Pending] = {}
         self._seq = 0
         self._next_send = 0.0
         self._stop = threading.Event()
@@ -98,33 +96,32 @@ class Requester:
     def on_message(self, topic: str, payload: bytes | dict[str, Any]) -> None:
         received = self._clock()
         try:
-            obj = payload if isinstance(payload, dict) else json.loads(payload)
-        except ValueError:
-            log.warning(
-                "undecodable message on %s ignored", topic, extra={"event": "requester.bad_result"}
-            )
+            result = read_result(payload, self._calls.owns)  # owns(): the prefix, thread-safe
+        except ResultError as exc:
+            if exc.rid is None:
+                log.warning(
+                    "undecodable message on %s ignored",
+                    topic,
+                    extra={"event": "requester.bad_result"},
+                )
+            else:
+                log.warning(
+                    "malformed result for %s ignored: %s",
+                    exc.rid,
+                    exc.message,
+                    extra={"event": "requester.bad_result", "id": exc.rid},
+                )
             return
-        rid = obj.get("id") if isinstance(obj, dict) else None
-        if not isinstance(rid, str) or not rid.startswith(self._prefix):
+        if result is None:
             return  # another requester's (or a camera's) result
-        try:
-            result = InferenceResult.model_validate(obj)
-        except ValidationError as exc:
-            log.warning(
-                "malformed result for %s ignored: %s",
-                rid,
-                exc.errors()[0].get("msg"),
-                extra={"event": "requester.bad_result", "id": rid},
-            )
-            return
         try:
             self._inbox.put_nowait(_Answer(received, result))
         except queue.Full:
             self.dropped += 1
             log.warning(
                 "inbox full: result %s dropped",
-                rid,
-                extra={"event": "requester.inbox_full", "id": rid},
+                result.id,
+                extra={"event": "requester.inbox_full", "id": result.id},
             )
 
     # --- control ----------------------------------------------------------------------------
@@ -137,7 +134,7 @@ class Requester:
 
     @property
     def in_flight(self) -> int:
-        return len(self._pending)
+        return len(self._calls)
 
     # --- the loop ------------------------------------------------------------------------------
     def run(self) -> Summary:
@@ -154,7 +151,7 @@ class Requester:
             self._expire(now)
             self._resend_due(now)
             self._send_new(now)
-            if not self._pending and self.feed.exhausted:
+            if not self._calls and self.feed.exhausted:
                 break
             try:
                 answer = self._inbox.get(timeout=self._wait(self._clock()))
@@ -162,7 +159,7 @@ class Requester:
                 continue
             if answer is not None:
                 self._settle(answer)
-        summary = self.tally.summary(self._clock() - start, unanswered=len(self._pending))
+        summary = self.tally.summary(self._clock() - start, unanswered=len(self._calls))
         log.info(
             "run %s finished: %s",
             self.run_id,
@@ -186,37 +183,36 @@ class Requester:
 
     def _wait(self, now: float) -> float:
         cfg = self._config()
-        wake = [
-            p.deadline if p.deadline is not None else p.retry_at or now
-            for p in self._pending.values()
-        ]
-        if len(self._pending) < cfg.max_in_flight and not self.feed.exhausted:
+        wake = self._calls.deadlines()
+        wake += [p.retry_at for p in self._calls.items() if p.retry_at is not None]
+        if len(self._calls) < cfg.max_in_flight and not self.feed.exhausted:
             wake.append(max(self._next_send, self.feed.not_before))
         return min(MAX_WAIT_S, max(0.0, min(wake, default=now + MAX_WAIT_S) - now))
 
     def _send_new(self, now: float) -> None:
         cfg = self._config()
-        while len(self._pending) < cfg.max_in_flight and now >= self._next_send:
+        while len(self._calls) < cfg.max_in_flight and now >= self._next_send:
             item = self.feed.take(now)
             if item is None:
                 return
             self._seq += 1
-            rid = f"{self._prefix}{self._seq:06d}"
+            rid = self._calls.new_id(f"{self._seq:06d}")
             request, transport = build_request(cfg, rid, item.path)
             pending = _Pending(self._seq, rid, item.path, request, transport, first_sent=now)
-            self._pending[rid] = pending
+            self._calls.add(rid, pending, deadline=None)
             self._publish(pending, now)
             self._next_send = now + cfg.interval_s
 
     def _resend_due(self, now: float) -> None:
-        for p in list(self._pending.values()):
+        for p in self._calls.items():
             if p.retry_at is not None and now >= p.retry_at:
                 self._publish(p, now)
 
     def _publish(self, p: _Pending, now: float) -> None:
         cfg = self._config()
         p.attempts += 1
-        p.deadline, p.retry_at = now + cfg.timeout_s, None
+        p.retry_at = None
+        self._calls.arm(p.id, now + cfg.timeout_s)
         try:
             future = self.bus.publish_json(cfg.inference_topic, p.request)
         except Exception as exc:  # boundary: the request then times out and is retried
@@ -242,7 +238,8 @@ class Requester:
 
     def _retry(self, p: _Pending, now: float, reason: str) -> None:
         delay = backoff(self._config(), p.attempts, random.random())  # noqa: S311 # jitter # nosec B311
-        p.deadline, p.retry_at = None, now + delay
+        p.retry_at = now + delay
+        self._calls.arm(p.id, None)
         self.tally.retries += 1
         log.info(
             "retrying %s in %.2f s (%s, attempt %d)",
@@ -255,14 +252,12 @@ class Requester:
 
     def _expire(self, now: float) -> None:
         retries = self._config().retries
-        for p in list(self._pending.values()):
-            if p.deadline is None or now < p.deadline:
-                continue
+        for _, p in self._calls.overdue(now):
             if p.attempts <= retries:
                 self._retry(p, now, "timeout")
                 continue
+            self._calls.expire(p.id)  # an answer after this is ignored
             self._finish(
-                p,
                 Outcome(
                     id=p.id,
                     seq=p.seq,
@@ -278,10 +273,13 @@ class Requester:
 
     def _settle(self, answer: _Answer) -> None:
         result = answer.result
-        p = self._pending.get(result.id)
+        p = self._calls.get(result.id)
         overloaded = result.error is not None and result.error.code is ErrorCode.OVERLOADED
         if p is None or (overloaded and p.retry_at is not None):
-            # Settled already, or a late OVERLOADED for an attempt whose retry is scheduled.
+            # Settled (or timed out) already, or a late OVERLOADED for an attempt whose retry is
+            # scheduled.
+            if p is None:
+                self._calls.settle(result.id)  # counted there as late or duplicate
             self.tally.duplicates += 1
             log.info(
                 "duplicate answer for %s ignored",
@@ -293,8 +291,8 @@ class Requester:
             self._retry(p, answer.received, "OVERLOADED")
             return
         error = result.error.model_dump(mode="json") if result.error else None
+        self._calls.settle(p.id)
         self._finish(
-            p,
             Outcome(
                 id=p.id,
                 seq=p.seq,
@@ -308,7 +306,6 @@ class Requester:
             ),
         )
 
-    def _finish(self, p: _Pending, outcome: Outcome) -> None:
-        del self._pending[p.id]
+    def _finish(self, outcome: Outcome) -> None:
         self.tally.add(outcome)
         self._record(outcome)

@@ -7,7 +7,6 @@ again at the start of each so new photos are picked up.
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 from collections.abc import Callable
@@ -15,7 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ggvision.contract import MAX_INLINE_IMAGE_BYTES
+from ggvision.contract import (
+    MAX_INLINE_IMAGE_BYTES,
+    RequestImage,
+    inline_image,
+    path_image,
+    request_json,
+    seed_request_json,
+)
 from ggvision.errors import GgvisionError
 from ggvision_requester.config import RequesterConfig
 
@@ -106,27 +112,22 @@ class Feed:
 
 def build_request(cfg: RequesterConfig, rid: str, path: Path) -> tuple[dict[str, Any], str]:
     """The request for ``path`` and how it carries the image ("path", "inline" or "seed")."""
-    request: dict[str, Any] = {"id": rid}
-    transport = "path"
+    top_k, source = cfg.top_k or None, cfg.source or None
     if cfg.request_form == "seed":
-        request |= {"image_dir": str(path.parent), "fname": path.name}
-        transport = "seed"
-    elif cfg.transport == "inline" and _small(path):
+        request = seed_request_json(rid, str(path.parent), path.name, top_k=top_k, source=source)
+        return request, "seed"
+    image: RequestImage | None = None
+    if cfg.transport == "inline" and _small(path):
         try:
             data = path.read_bytes()
         except OSError:
             data = b""
         if 0 < len(data) <= MAX_INLINE_IMAGE_BYTES:
-            request["image"] = {"data": base64.b64encode(data).decode("ascii")}
-            transport = "inline"
-    if "image" not in request and transport != "seed":
-        # Too big (or unreadable here) for inline: the classifier reads it, and says why not.
-        request["image"] = {"path": str(path)}
-    if cfg.top_k:
-        request["top_k"] = cfg.top_k
-    if cfg.source:
-        request["source"] = cfg.source
-    return request, transport
+            image = inline_image(data)
+    # Too big (or unreadable here) for inline: the classifier reads it, and says why not.
+    transport = "path" if image is None else "inline"
+    image = image or path_image(path)
+    return request_json(rid, image, top_k=top_k, source=source), transport
 
 
 def _small(path: Path) -> bool:

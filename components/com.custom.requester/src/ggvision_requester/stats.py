@@ -1,12 +1,16 @@
-"""What happened to each request (:class:`Outcome`) and the run's :class:`Summary`."""
+"""What happened to each request (:class:`Outcome`) and the run's :class:`Summary`.
+
+Latency percentiles are by nearest rank (:mod:`ggvision.stats`), as in every status report.
+"""
 
 from __future__ import annotations
 
-import math
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from ggvision.stats import percentile_of_sorted
 
 Status = Literal["ok", "error", "timeout"]
 TIMEOUT = "TIMEOUT"  # the error code a request gets when no answer came after every attempt
@@ -62,22 +66,6 @@ class Outcome:
         }
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0-100) by linear interpolation between the closest ranks.
-
-    The same definition as ``numpy.percentile``'s default: rank ``(n - 1) * q / 100``.
-    """
-    if not values:
-        raise ValueError("percentile of no values")
-    if not 0.0 <= q <= 100.0:
-        raise ValueError(f"percentile {q} is outside 0-100")
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100.0
-    lo = math.floor(rank)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (rank - lo)
-
-
 @dataclass(frozen=True, slots=True)
 class Latency:
     p50: float
@@ -89,8 +77,9 @@ class Latency:
     def of(cls, values: Sequence[float], maximum: float | None = None) -> Latency | None:
         if not values:
             return None
-        top = max(values) if maximum is None else maximum
-        p50, p95, p99 = (round(percentile(values, q), 3) for q in (50, 95, 99))
+        ordered = sorted(values)
+        top = ordered[-1] if maximum is None else maximum
+        p50, p95, p99 = (round(percentile_of_sorted(ordered, q), 3) for q in (50, 95, 99))
         return cls(p50=p50, p95=p95, p99=p99, max=round(top, 3))
 
 
