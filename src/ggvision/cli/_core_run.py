@@ -118,10 +118,10 @@ def core_run(args: argparse.Namespace) -> int:
 
 
 async def _core_run_async(args: argparse.Namespace, layout: Any) -> int:
+    from ggvision.core.environment import default_region
     from ggvision.core.server import IpcCore
     from ggvision.runner.admin_client import AdminClient
     from ggvision.runner.configuration import read_update_argument
-    from ggvision.runner.environment import default_region
     from ggvision.runner.process import console
     from ggvision.runner.recipe import load_recipe_dir
     from ggvision.runner.resolve import resolve

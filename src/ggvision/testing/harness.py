@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ggvision.core.deployments import DeployResult
+from ggvision.core.environment import DEFAULT_REGION, DEFAULT_THING_NAME, nucleus_env
 from ggvision.core.server import IpcCore
-from ggvision.runner.environment import DEFAULT_REGION, DEFAULT_THING_NAME, nucleus_env
 
 T = TypeVar("T")
 
