@@ -284,7 +284,13 @@ class IpcCore:
                     path.unlink()
         log.info("IPC core stopped", extra={"event": "core.stop"})
 
-    # --- dispatch -------------------------------------------------------------------------------
+    # --- dispatch (rpc.Dispatcher) -----------------------------------------------------------
+    def connection_opened(self, conn: Connection) -> None:
+        self.connections.add(conn)
+
+    def connection_closed(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+
     def dispatch(self, stream: Stream, payload: bytes) -> None:
         component = stream.conn.component
         assert component is not None
