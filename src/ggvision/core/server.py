@@ -11,8 +11,8 @@
 * the :class:`~ggvision.core.ipcserver.IpcServer` that serves the agents' operations.
 
 Its methods are the core's public face for whoever runs it (the runner, ``ggvision core``, the
-test harness); no part calls back into it. With ``admin_socket_path`` it also serves the admin
-socket (:class:`ggvision.core.admin.AdminServer`).
+test harness); no part calls back into it. The admin socket is not part of it:
+:class:`ggvision.core.admin.AdminServer` is started beside it by whoever composes the core.
 Everything runs on one event loop; IPC handlers never block it.
 """
 
@@ -24,7 +24,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ggvision.core.admin import AdminServer
 from ggvision.core.deployments import Deployments, DeployResult
 from ggvision.core.ipcserver import IpcServer
 from ggvision.core.mqtt import IotBridge
@@ -44,7 +43,6 @@ class IpcCore:
         self,
         socket_path: str | os.PathLike[str],
         *,
-        admin_socket_path: str | os.PathLike[str] | None = None,
         iot: IotBridge | None = None,
         validation_timeout_s: float = 20.0,
     ) -> None:
@@ -63,7 +61,6 @@ class IpcCore:
             MqttProxyAgent(registry, iot),
         ):
             self.server.serve(agent)
-        self._admin = AdminServer(self, admin_socket_path) if admin_socket_path else None
 
     @property
     def iot(self) -> IotBridge | None:
@@ -145,8 +142,6 @@ class IpcCore:
     # --- running --------------------------------------------------------------------------------
     async def start(self) -> None:
         await self.server.start()
-        if self._admin is not None:
-            await self._admin.start()
         if self.iot is not None:
             await self.iot.start()
         log.info(
@@ -156,8 +151,6 @@ class IpcCore:
         )
 
     async def stop(self) -> None:
-        if self._admin is not None:
-            await self._admin.stop()
         await self.server.stop()
         if self.iot is not None:
             await self.iot.stop()
