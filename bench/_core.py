@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from ggvision.core.harness import pubsub_policy
 from ggvision.core.server import IpcCore
+from ggvision.testing.harness import pubsub_policy
 
 TOPIC = "bench/ipc"
 COMPONENTS = {

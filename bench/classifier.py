@@ -41,7 +41,7 @@ import numpy as np
 
 from bench import _report
 from bench.pipeline import recipe_defaults, stop_processes, wait_state
-from ggvision.core.harness import CoreThread, pubsub_policy
+from ggvision.testing.harness import CoreThread, pubsub_policy
 from tools.make_samples import write_images
 
 REPO = _report.REPO

@@ -36,8 +36,8 @@ import numpy as np
 import yaml
 
 from bench import _report
-from ggvision.core.agent import AgentProcess
-from ggvision.core.harness import CoreThread, pubsub_policy
+from ggvision.testing.agent import AgentProcess
+from ggvision.testing.harness import CoreThread, pubsub_policy
 from tools.make_samples import FRAME_SIZE, PHOTOS, photo_frames, write_video
 
 REPO = _report.REPO

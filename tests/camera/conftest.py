@@ -19,8 +19,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from ggvision.core.agent import AgentProcess
-from ggvision.core.harness import CoreThread
+from ggvision.testing.agent import AgentProcess
+from ggvision.testing.harness import CoreThread
 from tests.classifier.conftest import store  # noqa: F401 - the model store, for end to end
 
 REPO = Path(__file__).resolve().parents[2]

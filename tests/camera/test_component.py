@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from ggvision.core.agent import AgentProcess
-from ggvision.core.harness import CoreThread, pubsub_policy
+from ggvision.testing.agent import AgentProcess
+from ggvision.testing.harness import CoreThread, pubsub_policy
 from tests.camera.conftest import (
     FRAMES_PER_PHOTO,
     NAME,

@@ -15,7 +15,7 @@ from ggvision_camera.flow import PUBLISH_FAILED, FramePublisher
 from ggvision_camera.transport import InlineJpegTransport
 
 from ggvision.bus import IpcBus
-from ggvision.core.harness import CoreThread, pubsub_policy
+from ggvision.testing.harness import CoreThread, pubsub_policy
 
 NAME = "com.custom.CameraSource"
 TOPIC = "local/inference"

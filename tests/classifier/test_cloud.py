@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from ggvision.core.agent import AgentProcess
-from ggvision.core.harness import CoreThread, pubsub_policy
+from ggvision.core.environment import DEFAULT_THING_NAME
 from ggvision.core.mqtt import MqttBridge, parse_broker
-from ggvision.runner.environment import DEFAULT_THING_NAME
+from ggvision.testing.agent import AgentProcess
+from ggvision.testing.harness import CoreThread, pubsub_policy
 from tests.classifier.conftest import require_runtime
 from tests.classifier.test_service import NAME, _result, start_classifier
 from tests.conftest import Mosquitto

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from ggvision.core.agent import AgentProcess
 from ggvision.core.deployments import DeployResult
-from ggvision.core.harness import CoreThread, pubsub_policy
+from ggvision.testing.agent import AgentProcess
+from ggvision.testing.harness import CoreThread, pubsub_policy
 from tests.classifier.conftest import require_runtime
 from tests.classifier.test_service import NAME, _result, start_classifier
 

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import yaml
 
-from ggvision.core.agent import AgentProcess
-from ggvision.core.harness import CoreThread, pubsub_policy
 from ggvision.frames import FrameWriter
+from ggvision.testing.agent import AgentProcess
+from ggvision.testing.harness import CoreThread, pubsub_policy
 from tests.classifier.conftest import REPO, sample_photo
 
 RECIPE = REPO / "components" / "com.custom.ImageClassifier" / "recipe.yaml"

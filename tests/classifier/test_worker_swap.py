@@ -17,11 +17,11 @@ from PIL import Image
 
 from ggvision.bus import IpcBus
 from ggvision.contract import InferenceResult
-from ggvision.core.harness import CoreThread, pubsub_policy
 from ggvision.serving import ActiveModel, Worker
 from ggvision.serving.images import ImageLoader
 from ggvision.serving.models import backends
 from ggvision.serving.models.store import Manifest, Model
+from ggvision.testing.harness import CoreThread, pubsub_policy
 
 
 def fake_active(tmp_path: Path, name: str, delay_ms: int) -> ActiveModel:

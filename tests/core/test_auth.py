@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from ggvision.core.auth import MQTTPROXY, PUBSUB, AccessControl
-from ggvision.core.harness import pubsub_policy
+from ggvision.testing.harness import pubsub_policy
 from tests.conftest import AgentFactory
 
 PUB = "aws.greengrass#PublishToTopic"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from ggvision.core.harness import CoreThread
+from ggvision.testing.harness import CoreThread
 from tests.conftest import AgentFactory
 
 CFG = {"model": {"key": "tflite-int8", "threads": 2}, "topK": 5, "accessControl": {}}

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 from ggvision.core import codec, rpc
 from ggvision.core.codec import Header
-from ggvision.core.harness import CoreThread, pubsub_policy
+from ggvision.testing.harness import CoreThread, pubsub_policy
 from tests.core.conftest import PROTOCOL_ERROR_ON_0, RawClient, kinds
 
 PUBLISH = "aws.greengrass#PublishToTopic"

@@ -11,9 +11,9 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from ggvision.core.agent import AgentProcess
-from ggvision.core.harness import CoreThread
 from ggvision.core.mqtt import MqttBridge, parse_broker
+from ggvision.testing.agent import AgentProcess
+from ggvision.testing.harness import CoreThread
 from tests.conftest import AgentFactory, Mosquitto
 
 IOT_POLICY = {

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from ggvision.core.agent import AgentError, AgentProcess
-from ggvision.core.harness import CoreThread
+from ggvision.testing.agent import AgentError, AgentProcess
+from ggvision.testing.harness import CoreThread
 from tests.conftest import AgentFactory
 
 CLI_POLICY = {

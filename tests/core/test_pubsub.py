@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from ggvision.core.harness import CoreThread, pubsub_policy
 from ggvision.core.services.pubsub import split_topic, topic_matches
+from ggvision.testing.harness import CoreThread, pubsub_policy
 from tests.conftest import AgentFactory
 
 

@@ -20,13 +20,13 @@ from typing import Any
 
 import pytest
 
-from ggvision.core.agent import AgentProcess
-from ggvision.core.harness import CoreThread, pubsub_policy
 from ggvision.core.server import IpcCore
 from ggvision.runner.layout import Layout
 from ggvision.runner.recipe import parse_recipe
 from ggvision.runner.resolve import resolve
 from ggvision.runner.runner import Runner, RunnerOptions
+from ggvision.testing.agent import AgentProcess
+from ggvision.testing.harness import CoreThread, pubsub_policy
 from tests.classifier.conftest import sample_photo
 from tests.classifier.test_service import _result, start_classifier
 

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ggvision.core.harness import pubsub_policy
 from ggvision.stats import percentile
+from ggvision.testing.harness import pubsub_policy
 
 from .conftest import REPO, Running, default_store, fake_store, serve
 

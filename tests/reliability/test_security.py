@@ -17,11 +17,11 @@ import pytest
 import yaml
 
 from ggvision.contract import ErrorCode, PathImage, RequestError
-from ggvision.core.agent import AgentError, AgentProcess
-from ggvision.core.harness import CoreThread
 from ggvision.frames import FrameWriter
 from ggvision.serving.images import ImageLoader
 from ggvision.serving.models.store import Model, ModelError, resolve_model_dir
+from ggvision.testing.agent import AgentError, AgentProcess
+from ggvision.testing.harness import CoreThread
 
 from .conftest import REPO, fake_store
 

@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 import yaml
 
-from ggvision.core.agent import AgentProcess
-from ggvision.core.harness import CoreThread, pubsub_policy
+from ggvision.testing.agent import AgentProcess
+from ggvision.testing.harness import CoreThread, pubsub_policy
 from tests.classifier.conftest import (  # noqa: F401 - photo_files and store are fixtures
     REPO,
     photo_files,

@@ -22,8 +22,6 @@ import pytest
 from PIL import Image
 
 from ggvision.bus import IpcBus
-from ggvision.core.agent import AgentProcess
-from ggvision.core.harness import CoreThread, pubsub_policy
 from ggvision.serving import (
     ImageLoader,
     ModelError,
@@ -33,6 +31,8 @@ from ggvision.serving import (
     register_task,
     tasks,
 )
+from ggvision.testing.agent import AgentProcess
+from ggvision.testing.harness import CoreThread, pubsub_policy
 from tests.conftest import AgentFactory
 from tests.serving.meancolour_task import NAME, MeanColourTask
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from ggvision.bus import IpcBus
-from ggvision.core.harness import CoreThread, pubsub_policy
+from ggvision.testing.harness import CoreThread, pubsub_policy
 
 
 @pytest.fixture

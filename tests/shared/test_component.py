@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from ggvision.core.harness import CoreThread
+from ggvision.testing.harness import CoreThread
 
 REPO = Path(__file__).resolve().parents[2]
 IPC_VARS = ("AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT", "SVCUID")

@@ -15,8 +15,6 @@ from typing import Any
 import pytest
 
 from ggvision.bus import IpcBus
-from ggvision.core.agent import AgentProcess
-from ggvision.core.harness import CoreThread, pubsub_policy
 from ggvision.telemetry import (
     TELEMETRY_TOPIC,
     Health,
@@ -24,6 +22,8 @@ from ggvision.telemetry import (
     StatusReporter,
     telemetry_metrics,
 )
+from ggvision.testing.agent import AgentProcess
+from ggvision.testing.harness import CoreThread, pubsub_policy
 from tests.camera.conftest import CameraProcess
 
 REPO = Path(__file__).resolve().parents[2]

@@ -16,7 +16,7 @@ def add_root(p: argparse.ArgumentParser) -> None:
 
 
 def add_identity(p: argparse.ArgumentParser) -> None:
-    from ggvision.runner.environment import DEFAULT_THING_NAME
+    from ggvision.core.environment import DEFAULT_THING_NAME
 
     p.add_argument("--thing-name", default=DEFAULT_THING_NAME, help="AWS_IOT_THING_NAME")
     p.add_argument("--region", default=None, help="AWS_REGION (default: environment or us-east-1)")

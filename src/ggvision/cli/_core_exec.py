@@ -54,10 +54,10 @@ def install_exec(sub: Any) -> None:
 
 
 def core_exec(args: argparse.Namespace) -> int:
+    from ggvision.core.environment import default_region, nucleus_env
     from ggvision.runner.admin_client import AdminClient
     from ggvision.runner.allow import access_control
     from ggvision.runner.configuration import initial_configuration
-    from ggvision.runner.environment import default_region, nucleus_env
     from ggvision.runner.layout import Layout
     from ggvision.runner.recipe import load_recipe
 

@@ -118,10 +118,11 @@ def core_run(args: argparse.Namespace) -> int:
 
 
 async def _core_run_async(args: argparse.Namespace, layout: Any) -> int:
+    from ggvision.core.admin import AdminServer
+    from ggvision.core.environment import default_region
     from ggvision.core.server import IpcCore
     from ggvision.runner.admin_client import AdminClient
     from ggvision.runner.configuration import read_update_argument
-    from ggvision.runner.environment import default_region
     from ggvision.runner.process import console
     from ggvision.runner.recipe import load_recipe_dir
     from ggvision.runner.resolve import resolve
@@ -142,7 +143,8 @@ async def _core_run_async(args: argparse.Namespace, layout: Any) -> int:
 
         host, port = parse_broker(args.mqtt_broker)
         iot = MqttBridge(host, port, client_id=f"ggvision-{args.thing_name}")
-    core = IpcCore(layout.ipc_socket, admin_socket_path=layout.admin_socket, iot=iot)
+    core = IpcCore(layout.ipc_socket, iot=iot)
+    admin = AdminServer(core, layout.admin_socket)
     runner = Runner(
         core,
         plan,
@@ -183,6 +185,7 @@ async def _core_run_async(args: argparse.Namespace, layout: Any) -> int:
         loop.add_signal_handler(sig, stop.set)
     reason = "signal"
     await core.start()
+    await admin.start()
     try:
         await runner.start()
         waits: dict[asyncio.Task[Any], str] = {asyncio.create_task(stop.wait()): "signal"}
@@ -199,6 +202,7 @@ async def _core_run_async(args: argparse.Namespace, layout: Any) -> int:
         log.info("stopping (%s)", reason, extra={"event": "core.stopping", "reason": reason})
     finally:
         await runner.stop()
+        await admin.stop()
         await core.stop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

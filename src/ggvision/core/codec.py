@@ -3,17 +3,24 @@
 One message: ``total:u32 | headers_len:u32 | prelude_crc:u32 | headers | payload | crc:u32``,
 big-endian, CRC-32 (zlib polynomial). Headers are ``name_len:u8 | name | type:u8 | value``.
 See ``shared/IPC_PROTOCOL.md`` section 2.
+
+The RPC layer above reads and writes its headers (``:message-type``, ``:message-flags``,
+``:stream-id``, ``:content-type``, ``service-model-type``, ``operation``, ``:version``) only through
+:func:`read_rpc` (one call per message in) and :func:`encode_rpc` / :func:`encode_raw` with a head
+from :func:`rpc_head` (one call per message out).
 """
 
 from __future__ import annotations
 
+import functools
 import struct
 import uuid
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from ggvision.errors import FrameError
+from ggvision.errors import FrameError, ProtocolError
 
 PRELUDE_LEN: Final = 12
 TRAILER_LEN: Final = 4
@@ -255,3 +262,117 @@ def encode_raw(header_block: bytes, payload: bytes) -> bytes:
 
 
 _PRELUDE_HEAD = struct.Struct(">II")
+
+
+# --- the event-stream RPC headers (shared/IPC_PROTOCOL.md section 3) ---------------------------
+MESSAGE_TYPE: Final = ":message-type"
+MESSAGE_FLAGS: Final = ":message-flags"
+STREAM_ID: Final = ":stream-id"
+CONTENT_TYPE: Final = ":content-type"
+MODEL_TYPE: Final = "service-model-type"
+OPERATION: Final = "operation"
+VERSION: Final = ":version"
+_WANTED = frozenset({MESSAGE_TYPE, MESSAGE_FLAGS, STREAM_ID, OPERATION, VERSION})
+
+
+@dataclass(frozen=True, slots=True)
+class RpcMessage:
+    """One received message as the RPC layer sees it: its three mandatory int32 headers, the
+    ``operation`` header when it is a string, ``:version`` as sent, and the message itself."""
+
+    type: int
+    flags: int
+    stream_id: int
+    operation: str | None
+    version: HeaderValue | None
+    headers: list[Header]
+    payload: bytes
+
+
+def read_rpc(msg: Message) -> RpcMessage:
+    """The RPC view of ``msg`` (header names compare case-insensitively, first one wins).
+
+    :class:`ProtocolError` when one of the three RPC headers is missing or not int32 (an int64
+    ``:message-type`` is as fatal as a missing one), checked in the order type, flags, stream id.
+    """
+    found: dict[str, Header] = {}
+    for h in msg.headers:
+        name = h.name.lower()
+        if name in _WANTED:
+            found.setdefault(name, h)
+    op = found.get(OPERATION)
+    version = found.get(VERSION)
+    return RpcMessage(
+        _int32(found, MESSAGE_TYPE),  # arguments run left to right: the order of the checks
+        _int32(found, MESSAGE_FLAGS),
+        _int32(found, STREAM_ID),
+        op.value if op is not None and isinstance(op.value, str) else None,
+        version.value if version is not None else None,
+        msg.headers,
+        msg.payload,
+    )
+
+
+def _int32(found: dict[str, Header], name: str) -> int:
+    h = found.get(name)
+    if h is None:
+        raise ProtocolError(f"missing {name} header")
+    if h.type != T_INT32:
+        raise ProtocolError(f"{name} header must be int32")
+    assert isinstance(h.value, int)
+    return h.value
+
+
+def _int32_prefix(name: str) -> bytes:
+    return encode_header_block([int32(name, 0)])[:-4]
+
+
+_RPC_NAMES = tuple(_int32_prefix(n) for n in (MESSAGE_TYPE, MESSAGE_FLAGS, STREAM_ID))
+_RPC_BLOCK = struct.Struct(">" + "".join(f"{len(p)}si" for p in _RPC_NAMES))
+
+
+@functools.lru_cache(maxsize=512)
+def _rpc_tail(content_type: str | None, model: str | None) -> bytes:
+    """The encoded ``:content-type`` and ``service-model-type`` headers (those given)."""
+    headers = [] if content_type is None else [string(CONTENT_TYPE, content_type)]
+    if model is not None:
+        headers.append(string(MODEL_TYPE, model))
+    return encode_header_block(headers)
+
+
+def rpc_head(
+    msg_type: int,
+    flags: int,
+    stream_id: int,
+    *,
+    content_type: str | None = None,
+    model: str | None = None,
+    headers: Sequence[Header] = (),
+) -> bytes:
+    """The encoded header block of an RPC message: the three int32 headers (one struct pack),
+    then ``:content-type`` and ``service-model-type`` when given, then ``headers``."""
+    a, b, c = _RPC_NAMES
+    head = _RPC_BLOCK.pack(a, msg_type, b, flags, c, stream_id)
+    if content_type is not None or model is not None:
+        head += _rpc_tail(content_type, model)
+    if headers:
+        head += encode_header_block(list(headers))
+    return head
+
+
+def encode_rpc(
+    msg_type: int,
+    flags: int,
+    stream_id: int,
+    payload: bytes = b"",
+    *,
+    content_type: str | None = None,
+    model: str | None = None,
+    headers: Sequence[Header] = (),
+) -> bytes:
+    """Encode one RPC message (see :func:`rpc_head`); a head sent many times goes to
+    :func:`encode_raw` instead."""
+    head = rpc_head(
+        msg_type, flags, stream_id, content_type=content_type, model=model, headers=headers
+    )
+    return encode_raw(head, payload)

@@ -5,6 +5,9 @@ Before anything changes, components subscribed to SubscribeToValidateConfigurati
 proposed configuration and must answer with SendConfigurationValidityReport; one REJECTED report
 (or silence past the timeout, which the Nucleus treats as acceptance) decides. Only then is the
 new configuration applied, which fires SubscribeToConfigurationUpdate events.
+
+:class:`Deployments` sees only a :class:`ConfigRegistry` (each component's configuration and
+defaults) and, of each validating component, an :class:`EventStream` to send the proposal on.
 """
 
 from __future__ import annotations
@@ -17,13 +20,9 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from ggvision.errors import ConfigError
-
-if TYPE_CHECKING:
-    from ggvision.core.rpc import Stream
-    from ggvision.core.server import IpcCore
+from ggvision.errors import ConfigError, IpcError
 
 log = logging.getLogger(__name__)
 
@@ -93,25 +92,50 @@ def apply_update(
     return new
 
 
+class ConfigRegistry(Protocol):
+    """The components' configurations, as a deployment reads and replaces them."""
+
+    def has_component(self, name: str) -> bool: ...
+
+    def configuration_of(self, name: str) -> dict[str, Any]: ...
+
+    def defaults_of(self, name: str) -> dict[str, Any]: ...
+
+    def update_component_configuration(
+        self, name: str, configuration: Mapping[str, Any]
+    ) -> None: ...
+
+
+class EventStream(Protocol):
+    """A validating component's SubscribeToValidateConfigurationUpdates stream."""
+
+    @property
+    def is_open(self) -> bool: ...
+
+    def send_event_bytes(self, model: str, payload: bytes) -> None: ...
+
+
 class Deployments:
-    def __init__(self, core: IpcCore, validation_timeout_s: float = DEFAULT_VALIDATION_TIMEOUT_S):
-        self.core = core
+    def __init__(
+        self,
+        registry: ConfigRegistry,
+        validation_timeout_s: float = DEFAULT_VALIDATION_TIMEOUT_S,
+    ) -> None:
+        self.registry = registry
         self.validation_timeout_s = validation_timeout_s
-        self._validators: dict[str, list[Stream]] = {}
+        self._validators: dict[str, list[EventStream]] = {}
         self._pending: dict[tuple[str, str], asyncio.Future[tuple[bool, str]]] = {}
         self.history: dict[str, DeployResult] = {}
 
-    def add_validator(self, component: str, stream: Stream) -> None:
+    def add_validator(self, component: str, stream: EventStream) -> None:
         self._validators.setdefault(component, []).append(stream)
 
-    def remove_validator(self, component: str, stream: Stream) -> None:
+    def remove_validator(self, component: str, stream: EventStream) -> None:
         lst = self._validators.get(component)
         if lst and stream in lst:
             lst.remove(stream)
 
     def report(self, component: str, deployment_id: str, accepted: bool, message: str) -> None:
-        from ggvision.errors import IpcError
-
         fut = self._pending.get((component, deployment_id))
         if fut is None or fut.done():
             raise IpcError(
@@ -121,16 +145,16 @@ class Deployments:
 
     async def deploy(self, component_to_configuration: Mapping[str, Any]) -> DeployResult:
         deployment_id = str(uuid.uuid4())
-        core = self.core
+        registry = self.registry
         proposals: dict[str, dict[str, Any]] = {}
         try:
             for comp, update in component_to_configuration.items():
-                if not core.config.has_component(comp):
+                if not registry.has_component(comp):
                     raise ConfigError(f"component {comp} is not part of this core")
                 if not isinstance(update, Mapping):
                     raise ConfigError(f"configuration update for {comp} must be an object")
                 proposals[comp] = apply_update(
-                    core.config.snapshot(comp), core.defaults_of(comp), update
+                    registry.configuration_of(comp), registry.defaults_of(comp), update
                 )
         except (ConfigError, ValueError) as exc:
             return self._done(DeployResult(deployment_id, "FAILED", str(exc)))
@@ -179,7 +203,7 @@ class Deployments:
                 self._pending.pop((comp, deployment_id), None)
 
         for comp, proposed in proposals.items():
-            core.update_component_configuration(comp, proposed)
+            registry.update_component_configuration(comp, proposed)
         return self._done(DeployResult(deployment_id, "SUCCEEDED", ""))
 
     def _done(self, result: DeployResult) -> DeployResult:

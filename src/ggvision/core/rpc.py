@@ -1,27 +1,25 @@
 """Event-stream RPC, server side: one :class:`Connection` per client socket.
 
 Handshake (CONNECT -> CONNECT_ACK), ping, stream-id bookkeeping and the send helpers for
-responses, events and modeled errors. Operations are dispatched to the core
-(:meth:`ggvision.core.server.IpcCore.dispatch`). See ``shared/IPC_PROTOCOL.md`` sections 3-4.
+responses, events and modeled errors. A connection knows only the narrow :class:`Dispatcher` it
+was made with (token -> component, run an operation, connection bookkeeping), never the core
+that composes it. Headers are read and written only through :mod:`ggvision.core.codec`: one call
+per message in (:func:`~ggvision.core.codec.read_rpc`), one per message out. See
+``shared/IPC_PROTOCOL.md`` sections 3-4.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
-import struct
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 from ggvision.core import codec
-from ggvision.core.codec import Header, Message
+from ggvision.core.codec import RpcMessage
 from ggvision.errors import FrameError, IpcError, ProtocolError
-
-if TYPE_CHECKING:
-    from ggvision.core.server import IpcCore
 
 log = logging.getLogger(__name__)
 
@@ -45,34 +43,20 @@ PROTOCOL_VERSION: Final = "0.1.0"
 MAX_WRITE_BUFFER: Final = 64 * 1024 * 1024
 
 
-def _rpc_headers(msg_type: int, flags: int, stream_id: int) -> list[Header]:
-    return [
-        codec.int32(":message-type", msg_type),
-        codec.int32(":message-flags", flags),
-        codec.int32(":stream-id", stream_id),
-    ]
+class Dispatcher(Protocol):
+    """What a connection needs from the server it belongs to."""
 
+    def component_for_token(self, token: str) -> str | None:
+        """The component a CONNECT's ``authToken`` stands for; None refuses the connection."""
+        ...
 
-def _int32_prefix(name: str) -> bytes:
-    return codec.encode_header_block([codec.int32(name, 0)])[:-4]
+    def dispatch(self, stream: Stream, payload: bytes) -> None:
+        """Run the operation a new stream opened with (``stream.operation``); it answers on it."""
+        ...
 
+    def connection_opened(self, conn: Connection) -> None: ...
 
-_RPC_NAMES = tuple(_int32_prefix(n) for n in (":message-type", ":message-flags", ":stream-id"))
-_RPC_BLOCK = struct.Struct(">" + "".join(f"{len(p)}si" for p in _RPC_NAMES))
-
-
-def _rpc_block(msg_type: int, flags: int, stream_id: int) -> bytes:
-    """The encoded three RPC headers (hot path: one struct pack instead of the generic encoder)."""
-    a, b, c = _RPC_NAMES
-    return _RPC_BLOCK.pack(a, msg_type, b, flags, c, stream_id)
-
-
-@functools.lru_cache(maxsize=512)
-def _json_tail(model: str) -> bytes:
-    """The encoded ``:content-type`` and ``service-model-type`` headers of a model."""
-    return codec.encode_header_block(
-        [codec.string(":content-type", JSON), codec.string("service-model-type", model)]
-    )
+    def connection_closed(self, conn: Connection) -> None: ...
 
 
 class _Batch(threading.local):
@@ -97,17 +81,6 @@ def error_payload(err: IpcError) -> bytes:
     }
     body.update(err.fields)
     return json.dumps(body).encode()
-
-
-def _int32_header(msg: Message, name: str) -> int:
-    """The value of a mandatory int32 RPC header (``name`` lower-case); ProtocolError otherwise."""
-    for h in msg.headers:
-        if h.name.lower() == name:
-            if h.type != codec.T_INT32:
-                raise ProtocolError(f"{name} header must be int32")
-            assert isinstance(h.value, int)
-            return h.value
-    raise ProtocolError(f"missing {name} header")
 
 
 class Stream:
@@ -142,8 +115,16 @@ class Stream:
         if not self.is_open:
             return
         flags = TERMINATE_STREAM if terminate else 0
-        block = _rpc_block(APPLICATION_MESSAGE, flags, self.id) + _json_tail(model)
-        self.conn.write(codec.encode_raw(block, json.dumps(body).encode()))
+        self.conn.write(
+            codec.encode_rpc(
+                APPLICATION_MESSAGE,
+                flags,
+                self.id,
+                json.dumps(body).encode(),
+                content_type=JSON,
+                model=model,
+            )
+        )
         if terminate:
             self._closed()
 
@@ -152,30 +133,39 @@ class Stream:
         if not self.is_open:
             return
         if self._event_head is None:
-            self._event_head = _rpc_block(APPLICATION_MESSAGE, 0, self.id) + _json_tail(model)
+            self._event_head = codec.rpc_head(
+                APPLICATION_MESSAGE, 0, self.id, content_type=JSON, model=model
+            )
         self.conn.write(codec.encode_raw(self._event_head, payload))
 
     def send_error(self, err: IpcError) -> None:
         if not self.is_open:
             return
-        block = _rpc_block(APPLICATION_ERROR, TERMINATE_STREAM, self.id)
-        block += _json_tail(f"aws.greengrass#{err.name}")
-        self.conn.write(codec.encode_raw(block, error_payload(err)))
+        self.conn.write(
+            codec.encode_rpc(
+                APPLICATION_ERROR,
+                TERMINATE_STREAM,
+                self.id,
+                error_payload(err),
+                content_type=JSON,
+                model=f"aws.greengrass#{err.name}",
+            )
+        )
         self._closed()
 
     def terminate(self) -> None:
         """Close the stream from the server side (empty TERMINATE message)."""
         if not self.is_open:
             return
-        self.conn.write(codec.encode(_rpc_headers(APPLICATION_MESSAGE, TERMINATE_STREAM, self.id)))
+        self.conn.write(codec.encode_rpc(APPLICATION_MESSAGE, TERMINATE_STREAM, self.id))
         self._closed()
 
 
 class Connection(asyncio.Protocol):
     """One client connection; single-threaded on the core's event loop."""
 
-    def __init__(self, core: IpcCore) -> None:
-        self.core = core
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
         self.transport: asyncio.Transport | None = None
         self.decoder = codec.Decoder()
         self.component: str | None = None
@@ -189,7 +179,7 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        self.core.connections.add(self)
+        self.dispatcher.connection_opened(self)
 
     def data_received(self, data: bytes) -> None:
         if _batch.dirty is not None:  # nested (cannot happen on one loop); no batching
@@ -209,7 +199,7 @@ class Connection(asyncio.Protocol):
             for msg in messages:
                 if self.closed:
                     return
-                self._handle(msg)
+                self._handle(codec.read_rpc(msg))
         except (FrameError, ProtocolError) as exc:
             log.warning(
                 "closing IPC connection: %s",
@@ -223,7 +213,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.core.connections.discard(self)
+        self.dispatcher.connection_closed(self)
         for stream in list(self.streams.values()):
             stream._closed()
         self.streams.clear()
@@ -269,19 +259,16 @@ class Connection(asyncio.Protocol):
     def _fatal(self, msg_type: int, text: str) -> None:
         if self.transport is not None and not self.closed:
             self._flush()  # what was already answered goes out first
-            headers = [*_rpc_headers(msg_type, 0, 0), codec.string(":content-type", JSON)]
-            self.transport.write(codec.encode(headers, json.dumps({"message": text}).encode()))
+            payload = json.dumps({"message": text}).encode()
+            self.transport.write(codec.encode_rpc(msg_type, 0, 0, payload, content_type=JSON))
         self.close()
 
     def _protocol_error(self, text: str) -> None:
         self._fatal(PROTOCOL_ERROR, text)
 
     # --- message handling ----------------------------------------------------------------------
-    def _handle(self, msg: Message) -> None:
-        # All three must be present and int32 (an int64 :message-type is as fatal as a missing one).
-        msg_type = _int32_header(msg, ":message-type")
-        flags = _int32_header(msg, ":message-flags")
-        stream_id = _int32_header(msg, ":stream-id")
+    def _handle(self, msg: RpcMessage) -> None:
+        msg_type, flags, stream_id = msg.type, msg.flags, msg.stream_id
 
         if self._refused:
             return
@@ -292,9 +279,8 @@ class Connection(asyncio.Protocol):
             return
         if stream_id == 0:
             if msg_type == PING:
-                headers = _rpc_headers(PING_RESPONSE, 0, 0)
-                headers += [h for h in msg.headers if not h.name.startswith(":")]
-                self.write(codec.encode(headers, msg.payload))
+                echo = [h for h in msg.headers if not h.name.startswith(":")]
+                self.write(codec.encode_rpc(PING_RESPONSE, 0, 0, msg.payload, headers=echo))
             elif msg_type == PING_RESPONSE:
                 pass
             elif msg_type == CONNECT:
@@ -315,28 +301,28 @@ class Connection(asyncio.Protocol):
             return  # no Greengrass operation has client-side stream events
         if stream_id != self.highest_stream + 1:
             raise ProtocolError(f"stream id {stream_id} skips ahead of {self.highest_stream}")
-        operation = msg.get("operation")
-        if not isinstance(operation, str) or not operation:
+        operation = msg.operation
+        if not operation:
             raise ProtocolError("a new stream needs an operation header")
         self.highest_stream = stream_id
         if flags & TERMINATE_STREAM:
             return  # opened and closed in one frame: the Java server does not run it
         stream = Stream(self, stream_id, operation)
         self.streams[stream_id] = stream
-        self.core.dispatch(stream, msg.payload)
+        self.dispatcher.dispatch(stream, msg.payload)
 
-    def _connect(self, msg: Message) -> None:
-        version = msg.get(":version")
+    def _connect(self, msg: RpcMessage) -> None:
+        version = msg.version
         token: object = None
         try:
             token = json.loads(msg.payload).get("authToken")
         except (ValueError, AttributeError, RecursionError):  # hostile JSON: refuse
             token = None
-        component = self.core.component_for_token(token) if isinstance(token, str) else None
+        component = self.dispatcher.component_for_token(token) if isinstance(token, str) else None
         accepted = version == PROTOCOL_VERSION and component is not None
         flags = CONNECTION_ACCEPTED if accepted else 0
         if self.transport is not None:
-            self.transport.write(codec.encode(_rpc_headers(CONNECT_ACK, flags, 0)))
+            self.transport.write(codec.encode_rpc(CONNECT_ACK, flags, 0))
         if not accepted:
             log.warning(
                 "IPC connection refused: %s",

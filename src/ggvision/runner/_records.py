@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, TextIO
 
+from ggvision.core.environment import DEFAULT_THING_NAME, default_region
 from ggvision.runner.configuration import Update
-from ggvision.runner.environment import DEFAULT_THING_NAME, default_region
 from ggvision.runner.layout import Layout
 from ggvision.runner.process import ComponentLog, ScriptProcess
 from ggvision.runner.recipe import Platform, Recipe, Selected

@@ -9,10 +9,10 @@ import shutil
 import sys
 from collections.abc import Mapping
 
+from ggvision.core.environment import nucleus_env
 from ggvision.core.server import IpcCore
 from ggvision.errors import GgvisionError
 from ggvision.runner._records import Component, RunnerOptions
-from ggvision.runner.environment import nucleus_env
 from ggvision.runner.recipe import Recipe, Step
 from ggvision.runner.variables import ComponentPaths, Context, interpolate, interpolate_env
 

@@ -1,21 +1,27 @@
-"""IPC services: one module per Greengrass service, each a table operation -> handler."""
+"""IPC services, the Nucleus's way: one agent per Greengrass IPC service (pub/sub, config store,
+lifecycle, greengrass-cli, MQTT proxy), each a class given only what it needs (an
+:class:`Authorizer`, a router, a store) and declaring its own operations; each authorizes its own
+calls. The IPC server runs whatever operations the agents it is given declare and knows none of
+them by name.
+
+This module holds what every agent shares: :class:`Call`, :class:`Streaming`, :class:`Operation`,
+:class:`Service`, :class:`Authorizer`. It imports no agent.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from ggvision.core.rpc import Stream
-    from ggvision.core.server import IpcCore
+from ggvision.core.rpc import Stream
+from ggvision.errors import IpcError
 
 
 @dataclass(slots=True)
 class Call:
-    """One operation invocation."""
+    """One operation invocation: the stream it came on, the caller (from its token), the request."""
 
-    core: IpcCore
     stream: Stream
     component: str
     request: dict[str, Any]
@@ -44,10 +50,36 @@ class Operation:
     event_model: str | None = None
 
 
+class Service(Protocol):
+    """One IPC service's agent, as the IPC server sees it."""
+
+    def operations(self) -> Iterable[Operation]:
+        """The operations this agent serves, each with its handler."""
+        ...
+
+
+class Authorizer(Protocol):
+    """The component's ``accessControl``, as an agent asks it."""
+
+    def allows(
+        self, component: str, destination: str, operation: str, resource: str | None
+    ) -> bool: ...
+
+
+def authorize(
+    auth: Authorizer, component: str, destination: str, operation: str, resource: str | None
+) -> None:
+    """UnauthorizedError (the Nucleus's message) unless ``component`` may do this."""
+    if not auth.allows(component, destination, operation, resource):
+        raise IpcError(
+            "UnauthorizedError",
+            f"Principal {component} is not authorized to perform "
+            f"{destination}:{operation} on resource {resource}",
+        )
+
+
 def str_field(call: Call, key: str) -> str | None:
     """A request field that must be a string when present (InvalidArgumentsError otherwise)."""
-    from ggvision.errors import IpcError
-
     value = call.request.get(key)
     if value is None or isinstance(value, str):
         return value

@@ -1,10 +1,14 @@
-"""Configuration store operations (``aws.greengrass.ipc.configstore``)."""
+"""Configuration store operations (``aws.greengrass.ipc.configstore``): get, update and watch a
+component's configuration, and take part in validating a deployment's proposed configuration."""
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
+from ggvision.core.configstore import ConfigStore
+from ggvision.core.deployments import Deployments
 from ggvision.core.services import Call, Operation, Streaming, str_field
 from ggvision.errors import IpcError
 
@@ -21,131 +25,135 @@ def _key_path(call: Call) -> list[str]:
     return list(kp)
 
 
-def get_configuration(call: Call) -> dict[str, Any]:
-    component = str_field(call, "componentName") or call.component
-    path = _key_path(call)
-    store = call.core.config
-    value = store.get(component, path)
-    if path and not isinstance(value, dict):
-        value = {path[-1]: value}
-    return {"componentName": component, "value": value}
+class ConfigStoreAgent:
+    """Over the core's :class:`ConfigStore` and its :class:`Deployments`. A component writes
+    only its own configuration, never its ``accessControl``."""
 
+    def __init__(self, store: ConfigStore, deployments: Deployments) -> None:
+        self.store = store
+        self.deployments = deployments
 
-def update_configuration(call: Call) -> dict[str, Any]:
-    req = call.request
-    path = _key_path(call)
-    ts = req.get("timestamp")
-    if (
-        ts is None
-        or isinstance(ts, bool)
-        or not isinstance(ts, int | float)
-        or not math.isfinite(ts)
-    ):
-        raise IpcError("InvalidArgumentsError", "timestamp is required")
-    if "valueToMerge" not in req:
-        raise IpcError("InvalidArgumentsError", "valueToMerge is required")
-    value = req["valueToMerge"]
-    if path[:1] == ["accessControl"] or (
-        not path and isinstance(value, dict) and "accessControl" in value
-    ):
-        raise IpcError(
-            "InvalidArgumentsError",
-            "Config update is not allowed for following fields [accessControl]",
-        )
-    store = call.core.config
-    try:
-        existing = store.get(call.component, path)
-        existed = True
-    except IpcError:
-        existed = False
-    if not existed:
-        ts = None  # a container created by this call is stamped "now", as in the Nucleus
-    if path and existed and not isinstance(existing, dict) and isinstance(value, dict):
-        raise IpcError("InvalidArgumentsError", f"Cannot merge a map into the value at {path}")
-    store.merge(call.component, path, value, ts)
-    if path and ts is not None and not isinstance(value, dict):
-        stamp = store.leaf_mtime(call.component, tuple(path))
-        if stamp is not None and stamp > ts:
+    def operations(self) -> list[Operation]:
+        return [
+            Operation("aws.greengrass#GetConfiguration", self.get_configuration),
+            Operation("aws.greengrass#UpdateConfiguration", self.update_configuration),
+            Operation(
+                "aws.greengrass#SubscribeToConfigurationUpdate",
+                self.subscribe_to_configuration_update,
+                streaming=True,
+                event_model=CONFIG_EVENT,
+            ),
+            Operation(
+                "aws.greengrass#SubscribeToValidateConfigurationUpdates",
+                self.subscribe_to_validate_configuration_updates,
+                streaming=True,
+                event_model=VALIDATE_EVENT,
+            ),
+            Operation(
+                "aws.greengrass#SendConfigurationValidityReport",
+                self.send_configuration_validity_report,
+            ),
+        ]
+
+    def get_configuration(self, call: Call) -> dict[str, Any]:
+        component = str_field(call, "componentName") or call.component
+        path = _key_path(call)
+        value = self.store.get(component, path)
+        if path and not isinstance(value, dict):
+            value = {path[-1]: value}
+        return {"componentName": component, "value": value}
+
+    def update_configuration(self, call: Call) -> dict[str, Any]:
+        req = call.request
+        path = _key_path(call)
+        ts = req.get("timestamp")
+        if (
+            ts is None
+            or isinstance(ts, bool)
+            or not isinstance(ts, int | float)
+            or not math.isfinite(ts)
+        ):
+            raise IpcError("InvalidArgumentsError", "timestamp is required")
+        if "valueToMerge" not in req:
+            raise IpcError("InvalidArgumentsError", "valueToMerge is required")
+        value = req["valueToMerge"]
+        if path[:1] == ["accessControl"] or (
+            not path and isinstance(value, dict) and "accessControl" in value
+        ):
             raise IpcError(
-                "FailedUpdateConditionCheckError",
-                "Proposed timestamp is older than the config's latest modified timestamp",
+                "InvalidArgumentsError",
+                "Config update is not allowed for following fields [accessControl]",
             )
-    return {}
+        store = self.store
+        try:
+            existing = store.get(call.component, path)
+            existed = True
+        except IpcError:
+            existed = False
+        if not existed:
+            ts = None  # a container created by this call is stamped "now", as in the Nucleus
+        if path and existed and not isinstance(existing, dict) and isinstance(value, dict):
+            raise IpcError("InvalidArgumentsError", f"Cannot merge a map into the value at {path}")
+        store.merge(call.component, path, value, ts)
+        if path and ts is not None and not isinstance(value, dict):
+            stamp = store.leaf_mtime(call.component, tuple(path))
+            if stamp is not None and stamp > ts:
+                raise IpcError(
+                    "FailedUpdateConditionCheckError",
+                    "Proposed timestamp is older than the config's latest modified timestamp",
+                )
+        return {}
 
+    def subscribe_to_configuration_update(self, call: Call) -> Streaming:
+        component = str_field(call, "componentName") or call.component
+        path = _key_path(call)
+        store = self.store
+        store.get(component, path)  # ResourceNotFoundError when missing
+        stream = call.stream
 
-def subscribe_to_configuration_update(call: Call) -> Streaming:
-    component = str_field(call, "componentName") or call.component
-    path = _key_path(call)
-    store = call.core.config
-    store.get(component, path)  # ResourceNotFoundError when missing
-    stream = call.stream
+        def on_change(comp: str, leaf: list[str]) -> None:
+            stream.send_event_bytes(
+                CONFIG_EVENT,
+                _json({"configurationUpdateEvent": {"componentName": comp, "keyPath": leaf}}),
+            )
 
-    def on_change(comp: str, leaf: list[str]) -> None:
-        stream.send_event_bytes(
-            CONFIG_EVENT,
-            _json({"configurationUpdateEvent": {"componentName": comp, "keyPath": leaf}}),
+        def register() -> None:
+            if stream.is_open:
+                stream.on_close(store.watch(component, path, on_change))
+
+        return Streaming({}, register)
+
+    def subscribe_to_validate_configuration_updates(self, call: Call) -> Streaming:
+        deployments = self.deployments
+        stream = call.stream
+        component = call.component
+
+        def register() -> None:
+            if stream.is_open:
+                deployments.add_validator(component, stream)
+                stream.on_close(lambda: deployments.remove_validator(component, stream))
+
+        return Streaming({}, register)
+
+    def send_configuration_validity_report(self, call: Call) -> dict[str, Any]:
+        report = call.request.get("configurationValidityReport")
+        if not isinstance(report, dict):
+            raise IpcError("InvalidArgumentsError", "configurationValidityReport is required")
+        status = report.get("status")
+        if status not in ("ACCEPTED", "REJECTED"):
+            raise IpcError("InvalidArgumentsError", "status must be ACCEPTED or REJECTED")
+        deployment_id = report.get("deploymentId")
+        if not isinstance(deployment_id, str):
+            raise IpcError("InvalidArgumentsError", "deploymentId is required")
+        message = report.get("message")
+        self.deployments.report(
+            call.component,
+            deployment_id,
+            status == "ACCEPTED",
+            str(message) if message is not None else "",
         )
-
-    def register() -> None:
-        if stream.is_open:
-            stream.on_close(store.watch(component, path, on_change))
-
-    return Streaming({}, register)
-
-
-def subscribe_to_validate_configuration_updates(call: Call) -> Streaming:
-    deployments = call.core.deployments
-    stream = call.stream
-    component = call.component
-
-    def register() -> None:
-        if stream.is_open:
-            deployments.add_validator(component, stream)
-            stream.on_close(lambda: deployments.remove_validator(component, stream))
-
-    return Streaming({}, register)
-
-
-def send_configuration_validity_report(call: Call) -> dict[str, Any]:
-    report = call.request.get("configurationValidityReport")
-    if not isinstance(report, dict):
-        raise IpcError("InvalidArgumentsError", "configurationValidityReport is required")
-    status = report.get("status")
-    if status not in ("ACCEPTED", "REJECTED"):
-        raise IpcError("InvalidArgumentsError", "status must be ACCEPTED or REJECTED")
-    deployment_id = report.get("deploymentId")
-    if not isinstance(deployment_id, str):
-        raise IpcError("InvalidArgumentsError", "deploymentId is required")
-    message = report.get("message")
-    call.core.deployments.report(
-        call.component,
-        deployment_id,
-        status == "ACCEPTED",
-        str(message) if message is not None else "",
-    )
-    return {}
+        return {}
 
 
 def _json(obj: Any) -> bytes:
-    import json
-
     return json.dumps(obj).encode()
-
-
-OPERATIONS = [
-    Operation("aws.greengrass#GetConfiguration", get_configuration),
-    Operation("aws.greengrass#UpdateConfiguration", update_configuration),
-    Operation(
-        "aws.greengrass#SubscribeToConfigurationUpdate",
-        subscribe_to_configuration_update,
-        streaming=True,
-        event_model=CONFIG_EVENT,
-    ),
-    Operation(
-        "aws.greengrass#SubscribeToValidateConfigurationUpdates",
-        subscribe_to_validate_configuration_updates,
-        streaming=True,
-        event_model=VALIDATE_EVENT,
-    ),
-    Operation("aws.greengrass#SendConfigurationValidityReport", send_configuration_validity_report),
-]

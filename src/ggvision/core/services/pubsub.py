@@ -3,6 +3,9 @@
 Topics split on ``/`` the Java way (trailing empty levels dropped). ``+`` matches one level (may be
 empty in the middle); ``#`` matches one or more remaining levels, so ``a/#`` does not match ``a``;
 a bare ``#`` matches everything. The event carries the published topic, not the filter.
+
+:class:`PubSub` is the router (also for the operator's console, ``observe``);
+:class:`PubSubAgent` serves the two IPC operations over it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 
 from ggvision.core.auth import PUBSUB
 from ggvision.core.rpc import Stream
-from ggvision.core.services import Call, Operation, Streaming, str_field
+from ggvision.core.services import Authorizer, Call, Operation, Streaming, authorize, str_field
 from ggvision.errors import IpcError
 
 log = logging.getLogger(__name__)
@@ -126,67 +129,77 @@ def _has_wildcard(topic: str) -> bool:
     return any(c in topic for c in "+#*")
 
 
-def publish_to_topic(call: Call) -> dict[str, Any]:
-    topic = str_field(call, "topic")
-    call.core.authorize(call.component, PUBSUB, PUBLISH, topic)
-    if topic is None:
-        raise IpcError("InvalidArgumentsError", "Publish topic must not be null")
-    if _has_wildcard(topic):
-        raise IpcError("InvalidArgumentsError", "Publish topic must not contain a wildcard.")
-    message = call.request.get("publishMessage")
-    if not isinstance(message, dict):
-        raise IpcError("ServiceError", "publishMessage is required")
-    json_msg = message.get("jsonMessage")
-    binary_msg = message.get("binaryMessage")
-    if (json_msg is None) == (binary_msg is None):
-        raise IpcError(
-            "InvalidArgumentsError",
-            "publishMessage needs exactly one of jsonMessage, binaryMessage",
+class PubSubAgent:
+    """PublishToTopic and SubscribeToTopic, authorized under ``aws.greengrass.ipc.pubsub``."""
+
+    def __init__(self, auth: Authorizer, router: PubSub) -> None:
+        self.auth = auth
+        self.router = router
+
+    def operations(self) -> list[Operation]:
+        return [
+            Operation(PUBLISH, self.publish_to_topic),
+            Operation(SUBSCRIBE, self.subscribe_to_topic, streaming=True, event_model=EVENT_MODEL),
+        ]
+
+    def publish_to_topic(self, call: Call) -> dict[str, Any]:
+        topic = str_field(call, "topic")
+        authorize(self.auth, call.component, PUBSUB, PUBLISH, topic)
+        if topic is None:
+            raise IpcError("InvalidArgumentsError", "Publish topic must not be null")
+        if _has_wildcard(topic):
+            raise IpcError("InvalidArgumentsError", "Publish topic must not contain a wildcard.")
+        message = call.request.get("publishMessage")
+        if not isinstance(message, dict):
+            raise IpcError("ServiceError", "publishMessage is required")
+        json_msg = message.get("jsonMessage")
+        binary_msg = message.get("binaryMessage")
+        if (json_msg is None) == (binary_msg is None):
+            raise IpcError(
+                "InvalidArgumentsError",
+                "publishMessage needs exactly one of jsonMessage, binaryMessage",
+            )
+        context = {"topic": topic}
+        event: dict[str, Any]
+        if json_msg is not None:
+            if not isinstance(json_msg, dict):
+                raise IpcError("InvalidArgumentsError", "jsonMessage must be an object")
+            event = {"jsonMessage": {"message": json_msg.get("message"), "context": context}}
+        else:
+            if not isinstance(binary_msg, dict) or not isinstance(
+                binary_msg.get("message", ""), str
+            ):
+                raise IpcError("InvalidArgumentsError", "binaryMessage.message must be base64")
+            event = {
+                "binaryMessage": {"message": binary_msg.get("message", ""), "context": context}
+            }
+        self.router.publish(call.component, topic, event)
+        return {}
+
+    def subscribe_to_topic(self, call: Call) -> Streaming:
+        topic = str_field(call, "topic")
+        authorize(self.auth, call.component, PUBSUB, SUBSCRIBE, topic)
+        if not topic:
+            raise IpcError("InvalidArgumentsError", "Subscribe topic must not be empty")
+        mode = call.request.get("receiveMode")
+        if mode is None:
+            mode = OTHERS if _has_wildcard(topic) else ALL
+        elif mode not in (ALL, OTHERS):
+            raise IpcError("InvalidArgumentsError", f"Unknown receive mode {mode}")
+        levels = split_topic(topic)
+        sub = Subscription(
+            component=call.component,
+            topic=topic,
+            levels=levels,
+            exact=not any(lv in ("+", "#") for lv in levels),
+            receive_mode=str(mode),
+            stream=call.stream,
         )
-    context = {"topic": topic}
-    event: dict[str, Any]
-    if json_msg is not None:
-        if not isinstance(json_msg, dict):
-            raise IpcError("InvalidArgumentsError", "jsonMessage must be an object")
-        event = {"jsonMessage": {"message": json_msg.get("message"), "context": context}}
-    else:
-        if not isinstance(binary_msg, dict) or not isinstance(binary_msg.get("message", ""), str):
-            raise IpcError("InvalidArgumentsError", "binaryMessage.message must be base64")
-        event = {"binaryMessage": {"message": binary_msg.get("message", ""), "context": context}}
-    call.core.pubsub.publish(call.component, topic, event)
-    return {}
+        router = self.router
 
+        def register() -> None:
+            if call.stream.is_open:
+                router.add(sub)
+                call.stream.on_close(lambda: router.remove(sub))
 
-def subscribe_to_topic(call: Call) -> Streaming:
-    topic = str_field(call, "topic")
-    call.core.authorize(call.component, PUBSUB, SUBSCRIBE, topic)
-    if not topic:
-        raise IpcError("InvalidArgumentsError", "Subscribe topic must not be empty")
-    mode = call.request.get("receiveMode")
-    if mode is None:
-        mode = OTHERS if _has_wildcard(topic) else ALL
-    elif mode not in (ALL, OTHERS):
-        raise IpcError("InvalidArgumentsError", f"Unknown receive mode {mode}")
-    levels = split_topic(topic)
-    sub = Subscription(
-        component=call.component,
-        topic=topic,
-        levels=levels,
-        exact=not any(lv in ("+", "#") for lv in levels),
-        receive_mode=str(mode),
-        stream=call.stream,
-    )
-    pubsub = call.core.pubsub
-
-    def register() -> None:
-        if call.stream.is_open:
-            pubsub.add(sub)
-            call.stream.on_close(lambda: pubsub.remove(sub))
-
-    return Streaming({}, register)
-
-
-OPERATIONS = [
-    Operation(PUBLISH, publish_to_topic),
-    Operation(SUBSCRIBE, subscribe_to_topic, streaming=True, event_model=EVENT_MODEL),
-]
+        return Streaming({}, register)

@@ -1,8 +1,8 @@
 """A scriptable component process for tests: the real ``GreengrassCoreIPCClientV2`` driven by JSON
 lines on stdin, answering JSON lines on stdout.
 
-Run it as ``python -m ggvision.core.agent`` with the Nucleus environment (see
-:func:`ggvision.runner.environment.nucleus_env`); :class:`AgentProcess` does that for you.
+Run it as ``python -m ggvision.testing.agent`` with the Nucleus environment (see
+:func:`ggvision.core.environment.nucleus_env`); :class:`AgentProcess` does that for you.
 Each request ``{"op": ..., ...}`` gets exactly one reply ``{"ok": true, ...}`` or
 ``{"ok": false, "error": "<exception class>", "message": "..."}``. Events of subscriptions are
 buffered in the agent and fetched with ``{"op": "events", "sub": id, "n": N, "timeout": s}``.
@@ -217,7 +217,7 @@ class AgentProcess:
 
     def __init__(self, env: Mapping[str, str], timeout: float = 20.0) -> None:
         self.proc = subprocess.Popen(  # fixed argv: this module, no shell # nosec B603
-            [sys.executable, "-m", "ggvision.core.agent"],
+            [sys.executable, "-m", "ggvision.testing.agent"],
             env=dict(env),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

@@ -1,4 +1,5 @@
-"""Run an :class:`IpcCore` on a background thread: the test harness shipped with the code.
+"""Run an :class:`IpcCore` (and its admin socket) on a background thread: the test harness
+shipped with the code.
 
 Component authors use it to test their component against the real IPC protocol without a device::
 
@@ -19,9 +20,10 @@ from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ggvision.core.admin import AdminServer
 from ggvision.core.deployments import DeployResult
+from ggvision.core.environment import DEFAULT_REGION, DEFAULT_THING_NAME, nucleus_env
 from ggvision.core.server import IpcCore
-from ggvision.runner.environment import DEFAULT_REGION, DEFAULT_THING_NAME, nucleus_env
 
 T = TypeVar("T")
 
@@ -37,10 +39,15 @@ class CoreThread:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="ipc-core", daemon=True)
         self.core: IpcCore | None = None
+        self._admin: AdminServer | None = None
 
     @property
     def socket_path(self) -> Path:
         return self.root / "ipc.socket"
+
+    @property
+    def admin_socket_path(self) -> Path:
+        return self.root / "admin.socket"
 
     def __enter__(self) -> CoreThread:
         self.start()
@@ -51,15 +58,25 @@ class CoreThread:
 
     def start(self) -> None:
         self._thread.start()
+        self.core = self.run(self._start_core([]))
 
-        async def _start() -> IpcCore:
-            core = IpcCore(
-                self.socket_path, admin_socket_path=self.root / "admin.socket", **self._core_kwargs
-            )
-            await core.start()
-            return core
+    async def _start_core(
+        self, kept: list[tuple[str, str | None, dict[str, Any], dict[str, Any], str]]
+    ) -> IpcCore:
+        """A new core with ``kept`` components registered, then its admin socket."""
+        core = IpcCore(self.socket_path, **self._core_kwargs)
+        for name, token, cfg, defaults, version in kept:
+            core.register_component(name, cfg, defaults=defaults, version=version, token=token)
+        await core.start()
+        self._admin = AdminServer(core, self.admin_socket_path)
+        await self._admin.start()
+        return core
 
-        self.core = self.run(_start())
+    async def _stop_core(self, core: IpcCore) -> None:
+        if self._admin is not None:
+            await self._admin.stop()
+            self._admin = None
+        await core.stop()
 
     def restart(self, down_s: float = 0.0) -> None:
         """Stop the core and, ``down_s`` seconds later, start a new one on the same sockets with
@@ -79,24 +96,14 @@ class CoreThread:
                 for name in old.components()
             ]
         )
-        self.run(old.stop())
+        self.run(self._stop_core(old))
         self.core = None
         time.sleep(down_s)
-
-        async def _start() -> IpcCore:
-            core = IpcCore(
-                self.socket_path, admin_socket_path=self.root / "admin.socket", **self._core_kwargs
-            )
-            for name, token, cfg, defaults, version in kept:
-                core.register_component(name, cfg, defaults=defaults, version=version, token=token)
-            await core.start()
-            return core
-
-        self.core = self.run(_start())
+        self.core = self.run(self._start_core(kept))
 
     def stop(self) -> None:
         if self.core is not None:
-            self.run(self.core.stop())
+            self.run(self._stop_core(self.core))
             self.core = None
         if self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._loop.stop)

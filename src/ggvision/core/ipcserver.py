@@ -1,0 +1,194 @@
+"""The IPC socket server: listens on the Unix socket the ``awsiotsdk`` client connects to, keeps
+its connections, and runs each operation a client opens a stream with.
+
+It is the :class:`ggvision.core.rpc.Dispatcher` of its connections. It knows no IPC service by
+name: the agents it is given (:class:`ggvision.core.services.Service`) declare their operations,
+and it only resolves tokens (through the function it was made with), decodes the request, calls
+the handler, and writes the reply or the modeled error back on the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ggvision.core.rpc import Connection, Stream
+from ggvision.core.services import Call, Operation, Service, Streaming
+from ggvision.core.unixsocket import check_socket_path, owner_only_socket
+from ggvision.errors import GgvisionError, IpcError
+
+log = logging.getLogger(__name__)
+
+# Every operation of the Greengrass IPC model; those without a handler get a modeled
+# ServiceError ("not supported"), never a hang.
+KNOWN_OPERATIONS = frozenset(
+    "aws.greengrass#" + n
+    for n in [
+        "AuthorizeClientDeviceAction",
+        "CancelLocalDeployment",
+        "CreateDebugPassword",
+        "CreateLocalDeployment",
+        "DeferComponentUpdate",
+        "DeleteThingShadow",
+        "GetClientDeviceAuthToken",
+        "GetComponentDetails",
+        "GetConfiguration",
+        "GetLocalDeploymentStatus",
+        "GetSecretValue",
+        "GetThingShadow",
+        "ListComponents",
+        "ListLocalDeployments",
+        "ListNamedShadowsForThing",
+        "PauseComponent",
+        "PublishToIoTCore",
+        "PublishToTopic",
+        "PutComponentMetric",
+        "RestartComponent",
+        "ResumeComponent",
+        "SendConfigurationValidityReport",
+        "StopComponent",
+        "SubscribeToCertificateUpdates",
+        "SubscribeToComponentUpdates",
+        "SubscribeToConfigurationUpdate",
+        "SubscribeToIoTCore",
+        "SubscribeToIoTCoreConnectionStatus",
+        "SubscribeToTopic",
+        "SubscribeToValidateConfigurationUpdates",
+        "UpdateConfiguration",
+        "UpdateState",
+        "UpdateThingShadow",
+        "ValidateAuthorizationToken",
+        "VerifyClientDeviceIdentity",
+    ]
+)
+
+
+class IpcServer:
+    """One listening socket, its connections, and the operation table of its agents."""
+
+    def __init__(
+        self,
+        socket_path: str | os.PathLike[str],
+        authenticate: Callable[[str], str | None],
+    ) -> None:
+        self.socket_path = Path(socket_path)
+        check_socket_path(self.socket_path)
+        self._authenticate = authenticate
+        self.connections: set[Connection] = set()
+        self._ops: dict[str, Operation] = {}
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def serve(self, service: Service) -> None:
+        """Run the operations ``service`` declares (each name once across all services)."""
+        for op in service.operations():
+            if op.name in self._ops:
+                raise GgvisionError(f"operation {op.name} is served twice")
+            self._ops[op.name] = op
+
+    def close_component(self, component: str) -> None:
+        """Close every connection of ``component`` (it was unregistered)."""
+        for conn in list(self.connections):
+            if conn.component == component:
+                conn.close()
+
+    # --- listening ------------------------------------------------------------------------
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        with owner_only_socket(self.socket_path):
+            self._server = await loop.create_unix_server(
+                lambda: Connection(self), path=str(self.socket_path)
+            )
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            conn.close()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+        self._server = None
+        for task in list(self._tasks):
+            task.cancel()
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+
+    # --- rpc.Dispatcher -------------------------------------------------------------------
+    def component_for_token(self, token: str) -> str | None:
+        return self._authenticate(token)
+
+    def connection_opened(self, conn: Connection) -> None:
+        self.connections.add(conn)
+
+    def connection_closed(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+
+    def dispatch(self, stream: Stream, payload: bytes) -> None:
+        component = stream.conn.component
+        assert component is not None
+        op = self._ops.get(stream.operation)
+        try:
+            if op is None:
+                if stream.operation in KNOWN_OPERATIONS:
+                    raise IpcError(
+                        "ServiceError",
+                        f"Operation {stream.operation} is not supported by Greengrass",
+                    )
+                raise IpcError("ServiceError", f"Unknown operation {stream.operation}")
+            try:
+                request = json.loads(payload) if payload else {}
+            except (ValueError, RecursionError) as exc:
+                raise IpcError("ServiceError", "Request is not valid JSON") from exc
+            if not isinstance(request, dict):
+                raise IpcError("ServiceError", "Request must be a JSON object")
+            result = op.handler(Call(stream, component, request))
+        except IpcError as err:
+            stream.send_error(err)
+            return
+        except Exception as exc:
+            self._internal(stream, exc)
+            return
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(self._finish_async(op, stream, result))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            self._finish(op, stream, result)
+
+    async def _finish_async(self, op: Operation, stream: Stream, pending: Any) -> None:
+        try:
+            result = await pending
+        except IpcError as err:
+            stream.send_error(err)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._internal(stream, exc)
+            return
+        self._finish(op, stream, result)
+
+    def _finish(self, op: Operation, stream: Stream, result: dict[str, Any] | Streaming) -> None:
+        model = op.name + "Response"
+        if isinstance(result, Streaming):
+            stream.respond(model, result.response, terminate=False)
+            if result.after is not None:
+                result.after()
+        else:
+            stream.respond(model, result, terminate=True)
+
+    @staticmethod
+    def _internal(stream: Stream, exc: Exception) -> None:
+        log.exception(
+            "IPC handler failed",
+            extra={"event": "ipc.handler_error", "operation": stream.operation},
+        )
+        stream.send_error(IpcError("ServiceError", f"{type(exc).__name__}: {exc}"))
