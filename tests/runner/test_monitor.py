@@ -113,3 +113,14 @@ def test_a_failing_observer_never_breaks_delivery() -> None:
     pubsub.publish("a", "local/result", _json({}))
     assert seen == ["local/result", "local/result"]
     assert pubsub.delivered == 0  # observers are not deliveries
+
+
+def test_a_message_that_is_no_valid_result_is_shown_and_counted_as_malformed() -> None:
+    monitor, pubsub, out, _ = _monitor()
+    pubsub.publish("clf", "local/result", _json({"id": "x", "status": "maybe"}))
+    pubsub.publish("clf", "local/result", _json({"status": "ok"}))
+    lines = out.getvalue().splitlines()
+    assert "ERROR MALFORMED: not a valid result (" in lines[0]
+    assert "'ok' or 'error'" in lines[0]
+    assert "ERROR MALFORMED: not a valid result (no string id)" in lines[1]
+    assert monitor.errors == {"MALFORMED": 2}

@@ -18,10 +18,12 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from ggvision.contract import InferenceResult, ResultError, read_result
 from ggvision.core.services.pubsub import PubSub
 from ggvision.stats import percentile_of_sorted
 
 _MAX_PENDING = 4096  # requests remembered while unanswered (the oldest are forgotten)
+MALFORMED = "MALFORMED"  # the monitor's own count of messages that are no valid result
 
 
 def _message(event: dict[str, Any]) -> dict[str, Any] | None:
@@ -101,24 +103,37 @@ class ResultMonitor:
         latency = None if started is None else (now - started) * 1000
         if latency is not None:
             self.latencies_ms.append(latency)
-        self.out.write(self.line(msg, fps, latency) + "\n")
+        try:
+            result = read_result(msg)
+        except ResultError as exc:
+            result, reason = None, str(exc)
+        else:
+            reason = "no string id"
+        self.out.write(self.line(result, fps, latency, reason) + "\n")
         self.out.flush()
         if self.max_results is not None and self.results >= self.max_results:
             self.done.set()
 
-    def line(self, msg: dict[str, Any], fps: float, latency_ms: float | None) -> str:
+    def line(
+        self,
+        result: InferenceResult | None,
+        fps: float,
+        latency_ms: float | None,
+        reason: str = "",
+    ) -> str:
+        """One console line; ``result`` None is a message that is no valid result (``reason``)."""
         lat = f"{latency_ms:7.1f} ms" if latency_ms is not None else "      - ms"
         head = f"{self.results:6d}  {fps:5.1f} fps  {lat}  "
-        if msg.get("status") != "ok":
-            raw = msg.get("error")
-            error: dict[str, Any] = raw if isinstance(raw, dict) else {}
-            code = str(error.get("code", "UNKNOWN"))
+        if result is None:
+            self.errors[MALFORMED] += 1
+            return head + f"ERROR {MALFORMED}: not a valid result ({reason})"
+        if result.status != "ok":
+            code = result.error.code.value if result.error else "UNKNOWN"
             self.errors[code] += 1
-            return head + f"ERROR {code}: {error.get('message', '')}"
-        preds = [p for p in msg.get("predictions") or [] if isinstance(p, dict)]
-        if not preds:
+            return head + f"ERROR {code}: {result.error.message if result.error else ''}"
+        if not result.predictions:
             return head + "(no prediction above the threshold)"
-        top = ", ".join(f"{p.get('label')} {float(p.get('score', 0)):.2f}" for p in preds[:2])
+        top = ", ".join(f"{p.label} {p.score:.2f}" for p in result.predictions[:2])
         return head + top
 
     # --- summary -------------------------------------------------------------------------------
