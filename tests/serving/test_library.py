@@ -7,17 +7,17 @@ from __future__ import annotations
 import base64
 import io
 import json
-from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from ggvision.serving import ActiveModel, ImageLoader, Manifest, Model, Worker, backends
+from ggvision.serving import ImageLoader, Manifest, Worker
 from ggvision.serving.tasks.classification import ClassificationTask
 from tests.classifier.conftest import default_store
+from tests.classifier.test_worker_swap import fake_active
+from tests.reliability.test_fuzz_contract import RecordingBus
 
 
 def test_the_built_manifests_load_unchanged_as_classification() -> None:
@@ -30,35 +30,8 @@ def test_the_built_manifests_load_unchanged_as_classification() -> None:
         assert Manifest.model_validate(raw).task == "classification"
 
 
-class RecordingBus:
-    def __init__(self) -> None:
-        self.published: list[tuple[str, dict[str, Any]]] = []
-
-    def publish_json(self, topic: str, obj: dict[str, Any]) -> Future[Any]:
-        self.published.append((topic, obj))
-        done: Future[Any] = Future()
-        done.set_result(None)
-        return done
-
-
 def test_a_classification_result_has_its_old_keys_and_no_output(tmp_path: Path) -> None:
-    manifest = Manifest.model_validate(
-        {
-            "name": "fake",
-            "version": "0",
-            "variant": "fake",
-            "format": "tflite",
-            "precision": "fp32",
-            "file": "absent.tflite",
-            "num_classes": 10,
-            "input": {"shape": [1, 8, 8, 3], "layout": "NHWC", "dtype": "float32"},
-            "preprocess": {"resize": 8},
-        }
-    )
-    model = Model(tmp_path, manifest, [f"class{i}" for i in range(10)])
-    backend = backends.create("fake", model)
-    backend.load()
-    active = ActiveModel.of(model, backend)
+    active = fake_active(tmp_path, "fake", delay_ms=0)
     assert isinstance(active.task, ClassificationTask)
     bus = RecordingBus()
     worker = Worker(
