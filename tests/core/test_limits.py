@@ -578,3 +578,32 @@ def _publish_frame(client: RawClient, payload: bytes) -> bytes:
         payload,
     )
 
+
+# --- the command line ------------------------------------------------------------------------
+
+
+def test_core_run_options_set_the_limits() -> None:
+    from ggvision.cli import build_parser
+    from ggvision.cli._core_run import limits_of
+
+    run = ["core", "run", "--recipe-dir", "r"]
+    assert limits_of(build_parser().parse_args(run)) == Limits()
+    args = build_parser().parse_args(
+        [
+            *run,
+            "--outbound-budget",
+            "100",
+            "--component-outbound-budget",
+            "10",
+            "--connections-per-token",
+            "4",
+            "--handshake-timeout",
+            "1.5",
+        ]
+    )
+    assert limits_of(args) == Limits(
+        outbound_total=100 * MIB,
+        outbound_per_component=10 * MIB,
+        connections_per_token=4,
+        handshake_timeout_s=1.5,
+    )
