@@ -201,10 +201,10 @@ def decode_headers(buf: bytes | memoryview) -> list[Header]:
 class Decoder:
     """Incremental decoder: feed bytes, get whole messages; :class:`FrameError` on corruption.
 
-    ``first_message_len``: a lower bound for the first message only (the handshake's), refused
-    from its prelude alone, before any of its body is buffered; ``max_message_len`` applies from
-    the second message on. After an error the framing is lost; the caller must drop the
-    connection.
+    ``first_message_len``: a tighter limit for the first message only (the handshake's); a
+    message over it is refused from its prelude alone, before any of its body is buffered, and
+    ``max_message_len`` applies from the second message on. After an error the framing is lost;
+    the caller must drop the connection.
     """
 
     __slots__ = ("_buf", "_then", "max_message_len")
