@@ -15,6 +15,7 @@ from typing import Any
 
 from ggvision import logs
 from ggvision.cli._args import add_identity, add_root
+from ggvision.core.limits import MIB, Limits
 from ggvision.errors import AdminError, GgvisionError
 
 # The command line's logger, one name across its modules.
@@ -97,8 +98,53 @@ def install_run(sub: Any) -> None:
         metavar="S",
         help="back-off before a restart (multiplied by the error count)",
     )
+    add_limits(p)
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(handler=core_run)
+
+
+def add_limits(p: argparse.ArgumentParser) -> None:
+    """The core's bounds on local clients (:class:`ggvision.core.limits.Limits`)."""
+    d = Limits()
+    g = p.add_argument_group("limits of the IPC core")
+    g.add_argument(
+        "--outbound-budget",
+        type=int,
+        default=d.outbound_total // MIB,
+        metavar="MIB",
+        help="bytes queued for slow readers, all connections together; over it the one with "
+        "the most is dropped (default %(default)s MiB)",
+    )
+    g.add_argument(
+        "--component-outbound-budget",
+        type=int,
+        default=d.outbound_per_component // MIB,
+        metavar="MIB",
+        help="the same for one component's connections (default %(default)s MiB)",
+    )
+    g.add_argument(
+        "--connections-per-token",
+        type=int,
+        default=d.connections_per_token,
+        metavar="N",
+        help="connections one component may hold at once (default %(default)s)",
+    )
+    g.add_argument(
+        "--handshake-timeout",
+        type=float,
+        default=d.handshake_timeout_s,
+        metavar="S",
+        help="a connection not authenticated within S seconds is dropped (default %(default)s)",
+    )
+
+
+def limits_of(args: argparse.Namespace) -> Limits:
+    return Limits(
+        outbound_total=args.outbound_budget * MIB,
+        outbound_per_component=args.component_outbound_budget * MIB,
+        connections_per_token=args.connections_per_token,
+        handshake_timeout_s=args.handshake_timeout,
+    )
 
 
 def core_run(args: argparse.Namespace) -> int:
@@ -128,6 +174,7 @@ async def _core_run_async(args: argparse.Namespace, layout: Any) -> int:
     from ggvision.runner.resolve import resolve
     from ggvision.runner.runner import BROKEN, Runner, RunnerOptions
 
+    limits = limits_of(args)  # before anything starts: a bad value is a usage error
     try:
         AdminClient(layout.admin_socket, timeout_s=2.0).states()
     except AdminError:
@@ -143,7 +190,7 @@ async def _core_run_async(args: argparse.Namespace, layout: Any) -> int:
 
         host, port = parse_broker(args.mqtt_broker)
         iot = MqttBridge(host, port, client_id=f"ggvision-{args.thing_name}")
-    core = IpcCore(layout.ipc_socket, iot=iot)
+    core = IpcCore(layout.ipc_socket, iot=iot, limits=limits)
     admin = AdminServer(core, layout.admin_socket)
     runner = Runner(
         core,

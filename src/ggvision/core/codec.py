@@ -201,14 +201,22 @@ def decode_headers(buf: bytes | memoryview) -> list[Header]:
 class Decoder:
     """Incremental decoder: feed bytes, get whole messages; :class:`FrameError` on corruption.
 
-    After an error the framing is lost; the caller must drop the connection.
+    ``first_message_len``: a tighter limit for the first message only (the handshake's); a
+    message over it is refused from its prelude alone, before any of its body is buffered, and
+    ``max_message_len`` applies from the second message on. After an error the framing is lost;
+    the caller must drop the connection.
     """
 
-    __slots__ = ("_buf", "max_message_len")
+    __slots__ = ("_buf", "_then", "max_message_len")
 
-    def __init__(self, max_message_len: int = MAX_MESSAGE_LEN) -> None:
+    def __init__(
+        self, max_message_len: int = MAX_MESSAGE_LEN, first_message_len: int | None = None
+    ) -> None:
         self._buf = bytearray()
         self.max_message_len = max_message_len
+        self._then = 0  # the limit after the first message, while the first one's applies
+        if first_message_len is not None and first_message_len < max_message_len:
+            self.max_message_len, self._then = first_message_len, max_message_len
 
     def feed(self, data: bytes) -> list[Message]:
         self._buf += data
@@ -220,6 +228,11 @@ class Decoder:
             if zlib.crc32(memoryview(buf)[pos : pos + 8]) != pcrc:
                 raise FrameError("prelude CRC mismatch")
             if total < MIN_MESSAGE_LEN or total > self.max_message_len:
+                if self._then and total >= MIN_MESSAGE_LEN:
+                    raise FrameError(
+                        f"first message length {total} is over the handshake's limit of "
+                        f"{self.max_message_len} bytes"
+                    )
                 raise FrameError(f"message length {total} out of range")
             if hlen > total - MIN_MESSAGE_LEN:
                 raise FrameError(f"header length {hlen} exceeds message length {total}")
@@ -237,6 +250,8 @@ class Decoder:
             mv.release()
             out.append(Message(headers, payload))
             pos = end
+            if self._then:
+                self.max_message_len, self._then = self._then, 0
         if pos:
             del buf[:pos]
         return out

@@ -4,7 +4,9 @@ its connections, and runs each operation a client opens a stream with.
 It is the :class:`ggvision.core.rpc.Dispatcher` of its connections. It knows no IPC service by
 name: the agents it is given (:class:`ggvision.core.services.Service`) declare their operations,
 and it only resolves tokens (through the function it was made with), decodes the request, calls
-the handler, and writes the reply or the modeled error back on the stream.
+the handler, and writes the reply or the modeled error back on the stream. It owns the bounds of
+:mod:`ggvision.core.limits`: the outbound budget its connections report to, and the count of
+each component's connections (one over ``connections_per_token`` is refused).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ggvision.core.limits import Limits, OutboundBudget
 from ggvision.core.rpc import Connection, Stream
 from ggvision.core.services import Call, Operation, Service, Streaming
 from ggvision.core.unixsocket import check_socket_path, owner_only_socket
@@ -77,11 +80,15 @@ class IpcServer:
         self,
         socket_path: str | os.PathLike[str],
         authenticate: Callable[[str], str | None],
+        limits: Limits | None = None,
     ) -> None:
         self.socket_path = Path(socket_path)
         check_socket_path(self.socket_path)
         self._authenticate = authenticate
+        self.limits = limits = limits or Limits()
+        self.outbound = OutboundBudget(limits.outbound_total, limits.outbound_per_component)
         self.connections: set[Connection] = set()
+        self._admitted: dict[str, int] = {}  # component -> its authenticated connections
         self._ops: dict[str, Operation] = {}
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -104,7 +111,7 @@ class IpcServer:
         loop = asyncio.get_running_loop()
         with owner_only_socket(self.socket_path):
             self._server = await loop.create_unix_server(
-                lambda: Connection(self), path=str(self.socket_path)
+                lambda: Connection(self, self.outbound, self.limits), path=str(self.socket_path)
             )
 
     async def stop(self) -> None:
@@ -125,11 +132,34 @@ class IpcServer:
     def component_for_token(self, token: str) -> str | None:
         return self._authenticate(token)
 
+    def admit(self, component: str) -> bool:
+        n = self._admitted.get(component, 0)
+        if n >= self.limits.connections_per_token:
+            log.warning(
+                "IPC connection refused: %s already has %d connections, the limit per token",
+                component,
+                n,
+                extra={
+                    "event": "ipc.connection_limit",
+                    "component": component,
+                    "limit": self.limits.connections_per_token,
+                },
+            )
+            return False
+        self._admitted[component] = n + 1
+        return True
+
     def connection_opened(self, conn: Connection) -> None:
         self.connections.add(conn)
 
     def connection_closed(self, conn: Connection) -> None:
         self.connections.discard(conn)
+        if conn.component is not None:
+            left = self._admitted.get(conn.component, 0) - 1
+            if left > 0:
+                self._admitted[conn.component] = left
+            else:
+                self._admitted.pop(conn.component, None)
 
     def dispatch(self, stream: Stream, payload: bytes) -> None:
         component = stream.conn.component

@@ -19,6 +19,7 @@ from typing import Any, Final, Protocol
 
 from ggvision.core import codec
 from ggvision.core.codec import RpcMessage
+from ggvision.core.limits import Limits, OutboundBudget
 from ggvision.errors import FrameError, IpcError, ProtocolError
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,8 @@ TERMINATE_STREAM: Final = 2
 JSON: Final = "application/json"
 SERVICE: Final = "aws.greengrass#GreengrassCoreIPC"
 PROTOCOL_VERSION: Final = "0.1.0"
-# A subscriber that stops reading is cut off once this much is queued for it.
-MAX_WRITE_BUFFER: Final = 64 * 1024 * 1024
+# A closing connection whose peer does not read what is still queued is aborted after this.
+CLOSE_GRACE_S: Final = 2.0
 
 
 class Dispatcher(Protocol):
@@ -48,6 +49,10 @@ class Dispatcher(Protocol):
 
     def component_for_token(self, token: str) -> str | None:
         """The component a CONNECT's ``authToken`` stands for; None refuses the connection."""
+        ...
+
+    def admit(self, component: str) -> bool:
+        """Whether ``component`` may open one more connection (it is counted if so)."""
         ...
 
     def dispatch(self, stream: Stream, payload: bytes) -> None:
@@ -162,24 +167,43 @@ class Stream:
 
 
 class Connection(asyncio.Protocol):
-    """One client connection; single-threaded on the core's event loop."""
+    """One client connection; single-threaded on the core's event loop.
 
-    def __init__(self, dispatcher: Dispatcher) -> None:
+    Bounded (see :mod:`ggvision.core.limits`): its first message may be a CONNECT's size at
+    most, it is dropped if it has not authenticated within the handshake timeout, and what is
+    queued for it counts against the outbound budget, which may abort it.
+    """
+
+    def __init__(self, dispatcher: Dispatcher, budget: OutboundBudget, limits: Limits) -> None:
         self.dispatcher = dispatcher
+        self.budget = budget
+        self.limits = limits
         self.transport: asyncio.Transport | None = None
-        self.decoder = codec.Decoder()
+        self.decoder = codec.Decoder(first_message_len=limits.max_connect_bytes)
         self.component: str | None = None
         self.highest_stream = 0
         self.streams: dict[int, Stream] = {}
         self.closed = False
+        self.queued = 0  # the budget's record of what the transport holds for the client
         self._refused = False
         self._out: list[bytes] = []  # frames held back until the current batch ends
+        self._timer: asyncio.TimerHandle | None = None  # handshake timeout, then close grace
 
     # --- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        # pause_writing() once anything is queued, resume_writing() once it has all gone out:
+        # the budget hears of every queue that empties without a write.
+        transport.set_write_buffer_limits(high=0)
+        self._timer = asyncio.get_running_loop().call_later(
+            self.limits.handshake_timeout_s, self._handshake_expired
+        )
         self.dispatcher.connection_opened(self)
+
+    def resume_writing(self) -> None:
+        if self.queued:
+            self.budget.update(self, 0)
 
     def data_received(self, data: bytes) -> None:
         if _batch.dirty is not None:  # nested (cannot happen on one loop); no batching
@@ -194,6 +218,8 @@ class Connection(asyncio.Protocol):
                 conn._flush()
 
     def _receive(self, data: bytes) -> None:
+        if self._refused:
+            return  # read and dropped until the close: nothing of it is kept
         try:
             messages = self.decoder.feed(data)
             for msg in messages:
@@ -213,6 +239,10 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.budget.forget(self)
         self.dispatcher.connection_closed(self)
         for stream in list(self.streams.values()):
             stream._closed()
@@ -241,20 +271,46 @@ class Connection(asyncio.Protocol):
         if not out or t is None or self.closed or t.is_closing():
             return
         t.write(out[0] if len(out) == 1 else b"".join(out))
-        if t.get_write_buffer_size() > MAX_WRITE_BUFFER:
-            log.error(
-                "IPC client is not reading; closing its connection",
-                extra={"event": "ipc.slow_consumer", "component": self.component},
-            )
-            self.close()
+        size = t.get_write_buffer_size()
+        if size != self.queued:
+            self.budget.update(self, size)  # may cut this connection (or another) off
+
+    def queued_now(self) -> int:
+        t = self.transport
+        return 0 if t is None else t.get_write_buffer_size()
+
+    def cut_off(self) -> None:
+        """Abort: what is queued for the client is dropped at once (the budget logs why)."""
+        self.closed = True
+        self._out = []
+        if self.transport is not None:
+            self.transport.abort()
 
     def close(self) -> None:
+        """Close after what is queued has gone out; a peer that does not take it within
+        :data:`CLOSE_GRACE_S` is aborted."""
         if self.closed:
             return
         self._flush()
         self.closed = True
-        if self.transport is not None:
-            self.transport.close()
+        t = self.transport
+        if t is not None:
+            t.close()
+            if t.get_write_buffer_size():
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = asyncio.get_running_loop().call_later(CLOSE_GRACE_S, t.abort)
+
+    def _handshake_expired(self) -> None:
+        self._timer = None
+        if self.component is not None or self.closed or self._refused:
+            return
+        log.warning(
+            "IPC connection did not authenticate within %s s; dropping it",
+            self.limits.handshake_timeout_s,
+            extra={"event": "ipc.handshake_timeout"},
+        )
+        self.cut_off()
 
     def _fatal(self, msg_type: int, text: str) -> None:
         if self.transport is not None and not self.closed:
@@ -319,16 +375,18 @@ class Connection(asyncio.Protocol):
         except (ValueError, AttributeError, RecursionError):  # hostile JSON: refuse
             token = None
         component = self.dispatcher.component_for_token(token) if isinstance(token, str) else None
-        accepted = version == PROTOCOL_VERSION and component is not None
+        reason = None
+        if version != PROTOCOL_VERSION:
+            reason = "bad protocol version"
+        elif component is None:
+            reason = "unknown token"
+        accepted = reason is None and component is not None and self.dispatcher.admit(component)
         flags = CONNECTION_ACCEPTED if accepted else 0
         if self.transport is not None:
             self.transport.write(codec.encode_rpc(CONNECT_ACK, flags, 0))
         if not accepted:
-            log.warning(
-                "IPC connection refused: %s",
-                "bad protocol version" if version != PROTOCOL_VERSION else "unknown token",
-                extra={"event": "ipc.refused"},
-            )
+            if reason is not None:  # the dispatcher logs a refusal of its own
+                log.warning("IPC connection refused: %s", reason, extra={"event": "ipc.refused"})
             # Let the client read the rejection before the socket goes away; closing at once
             # makes the CRT report a bare "socket closed" instead of AccessDeniedError.
             asyncio.get_running_loop().call_later(0.2, self.close)
@@ -336,4 +394,7 @@ class Connection(asyncio.Protocol):
             self._refused = True
             return
         self.component = component
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         log.debug("component connected", extra={"event": "ipc.connect", "component": component})

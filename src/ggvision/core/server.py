@@ -26,6 +26,7 @@ from typing import Any
 
 from ggvision.core.deployments import Deployments, DeployResult
 from ggvision.core.ipcserver import IpcServer
+from ggvision.core.limits import Limits
 from ggvision.core.mqtt import IotBridge
 from ggvision.core.registry import ComponentRegistry, StateListener
 from ggvision.core.rpc import Connection
@@ -45,9 +46,12 @@ class IpcCore:
         *,
         iot: IotBridge | None = None,
         validation_timeout_s: float = 20.0,
+        limits: Limits | None = None,
     ) -> None:
+        """``limits``: what local clients can make the core hold (:class:`Limits`' defaults
+        when None)."""
         self.registry = registry = ComponentRegistry()
-        self.server = IpcServer(socket_path, registry.component_for_token)
+        self.server = IpcServer(socket_path, registry.component_for_token, limits)
         self._iot = iot
         self.config = registry.config
         self.pubsub = PubSub()
