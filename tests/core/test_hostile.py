@@ -453,6 +453,28 @@ def test_unrunnable_operation_gets_service_error_and_terminate(
     assert kinds([again]) == [(rpc.APPLICATION_MESSAGE, 0, 2)]
 
 
+@pytest.mark.parametrize("blob", ["!!!notbase64", "AAA", "AA==AA==", "AAAA\n", "\u00e9"])
+def test_a_binary_message_that_is_not_base64_is_refused_like_the_nucleus(
+    raw: Callable[[], RawClient], shared: Shared, blob: str
+) -> None:
+    """The Nucleus cannot deserialize such a request (its blob adapter throws), and its RPC
+    framework answers the bare ``text/plain`` ``InternalServerError``; nothing is published."""
+    sub, pub = raw(), raw()
+    sub.handshake(shared.token)
+    pub.handshake(shared.token)
+    assert kinds([sub.call(SUBSCRIBE, {"topic": "b64"})]) == [(rpc.APPLICATION_MESSAGE, 0, 1)]
+    bad = {"topic": "b64", "publishMessage": {"binaryMessage": {"message": blob}}}
+    reply = pub.call(PUBLISH, bad)
+    assert kinds([reply]) == [(rpc.APPLICATION_ERROR, rpc.TERMINATE_STREAM, 1)]
+    assert reply.get(":content-type") == "text/plain"
+    assert reply.get("service-model-type") is None
+    assert reply.payload == b"InternalServerError"
+    good = {"topic": "b64", "publishMessage": {"binaryMessage": {"message": "AAAA"}}}
+    assert kinds([pub.call(PUBLISH, good)]) == [(rpc.APPLICATION_MESSAGE, rpc.TERMINATE_STREAM, 2)]
+    event = sub.expect()  # the first event on the topic is the good one
+    assert _body(event)["binaryMessage"]["message"] == "AAAA"
+
+
 # --- the sockets -------------------------------------------------------------------------------
 
 

@@ -19,7 +19,7 @@ from typing import Any, Final, Protocol
 
 from ggvision.core import codec
 from ggvision.core.codec import RpcMessage
-from ggvision.errors import FrameError, IpcError, ProtocolError
+from ggvision.errors import FrameError, IpcError, ProtocolError, UnmodeledIpcError
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ CONNECTION_ACCEPTED: Final = 1
 TERMINATE_STREAM: Final = 2
 
 JSON: Final = "application/json"
+TEXT: Final = "text/plain"
 SERVICE: Final = "aws.greengrass#GreengrassCoreIPC"
 PROTOCOL_VERSION: Final = "0.1.0"
 # A subscriber that stops reading is cut off once this much is queued for it.
@@ -141,8 +142,12 @@ class Stream:
     def send_error(self, err: IpcError) -> None:
         if not self.is_open:
             return
-        self.conn.write(
-            codec.encode_rpc(
+        if isinstance(err, UnmodeledIpcError):  # the Nucleus's bare text, no model header
+            frame = codec.encode_rpc(
+                APPLICATION_ERROR, TERMINATE_STREAM, self.id, err.name.encode(), content_type=TEXT
+            )
+        else:
+            frame = codec.encode_rpc(
                 APPLICATION_ERROR,
                 TERMINATE_STREAM,
                 self.id,
@@ -150,7 +155,7 @@ class Stream:
                 content_type=JSON,
                 model=f"aws.greengrass#{err.name}",
             )
-        )
+        self.conn.write(frame)
         self._closed()
 
     def terminate(self) -> None:
