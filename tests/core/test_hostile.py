@@ -475,6 +475,21 @@ def test_a_binary_message_that_is_not_base64_is_refused_like_the_nucleus(
     assert _body(event)["binaryMessage"]["message"] == "AAAA"
 
 
+def test_a_blob_that_is_not_base64_fails_before_authorization(
+    raw: Callable[[], RawClient], shared: Shared
+) -> None:
+    """As in the Nucleus, the request is deserialized first: a component without the grant gets
+    the deserialization error, and the UnauthorizedError only for a valid blob."""
+    c = raw()
+    c.handshake(shared.probe_token)  # may publish on probe/* only
+    body: dict[str, Any] = {"topic": "elsewhere", "publishMessage": {"binaryMessage": {}}}
+    body["publishMessage"]["binaryMessage"]["message"] = "AAA"
+    assert c.call(PUBLISH, body).payload == b"InternalServerError"
+    body["publishMessage"]["binaryMessage"]["message"] = "AAAA"
+    denied = c.call(PUBLISH, body)
+    assert denied.get("service-model-type") == "aws.greengrass#UnauthorizedError"
+
+
 # --- the sockets -------------------------------------------------------------------------------
 
 
