@@ -6,7 +6,9 @@ Request (on ``local/inference``)::
      "top_k"?: int, "threshold"?: float, "reply_topic"?: str, "source"?: str}
 
 The seed's ``{"image_dir": ..., "fname": ...}`` form is accepted too. A missing id is generated
-and echoed. Result (on ``local/result`` or ``reply_topic``)::
+and echoed; an error reply carries the request's own id whenever one can be found, even in bytes
+that cannot be decoded (:func:`peek_envelope`, :func:`scan_envelope`). Result (on
+``local/result`` or ``reply_topic``)::
 
     {"id", "status": "ok"|"error", "predictions": [{"label", "index", "score"}],
      "model": {"name", "version", "backend", "precision"},
@@ -27,6 +29,7 @@ import base64
 import binascii
 import json
 import os
+import re
 import uuid
 from collections.abc import Callable
 from enum import StrEnum
@@ -157,8 +160,80 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+# How far :func:`scan_envelope` reads a request it cannot decode: its first 64 KB, and in them at
+# most 4,096 JSON tokens (strings, brackets), so that the scan costs little even on a hostile one.
+ENVELOPE_SCAN_BYTES = 64 * 1024
+ENVELOPE_SCAN_TOKENS = 4096
+_ENVELOPE_FIELDS = ("id", "reply_topic", "source")
+_RAW_FIELDS = frozenset(f'"{name}"'.encode() for name in _ENVELOPE_FIELDS)
+_STRING = rb'"[^"\\]*(?:\\.[^"\\]*)*"'
+# One token of JSON text: a string followed by a colon (an object key), any other string, a run of
+# opening brackets, a run of closing ones, or a quote that opens a string the window cuts off.
+_TOKEN = re.compile(rb"(" + _STRING + rb")\s*:|" + _STRING + rb"|([\[{]+)|([\]}]+)|(\")")
+_VALUE = re.compile(rb"\s*(" + _STRING + rb")")
+
+
+def _literal(raw: bytes) -> str | None:
+    """A JSON string literal (quotes included) -> its text; None when it is not valid UTF-8/JSON."""
+    try:
+        text = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return text if isinstance(text, str) else None
+
+
+def scan_envelope(raw: bytes | bytearray | str) -> dict[str, str]:
+    """The top-level string members ``id``, ``reply_topic`` and ``source`` of a request that
+    cannot be decoded (not UTF-8, nested too deeply, too large, not JSON), found by a bounded scan
+    of its raw bytes.
+
+    The rule (``docs/messages.md``): within the first :data:`ENVELOPE_SCAN_BYTES` bytes and
+    :data:`ENVELOPE_SCAN_TOKENS` tokens, the first member of that name directly inside the
+    top-level object whose value is a complete JSON string (escapes decoded; its own bytes valid
+    UTF-8) counts. Members of nested objects, strings that merely contain ``"id"``, and a value
+    cut off by the window do not. The scan stops at a string the window cuts off."""
+    if isinstance(raw, str):
+        raw = raw[:ENVELOPE_SCAN_BYTES].encode("utf-8", "surrogatepass")
+    window = bytes(raw[:ENVELOPE_SCAN_BYTES])
+    start = len(window) - len(window.lstrip())
+    if window[start : start + 1] != b"{":
+        return {}
+    found: dict[str, str] = {}
+    depth = 0
+    pos = start
+    for _ in range(ENVELOPE_SCAN_TOKENS):
+        m = _TOKEN.search(window, pos)
+        if m is None or m.group(4) is not None:
+            break
+        pos = m.end()
+        key, opening, closing = m.group(1), m.group(2), m.group(3)
+        if opening is not None:
+            depth += len(opening)
+        elif closing is not None:
+            depth -= len(closing)
+            if depth <= 0:
+                break  # the top-level object ended
+        elif key is not None and depth == 1 and len(key) <= 32:
+            name = key[1:-1].decode("ascii") if key in _RAW_FIELDS else None
+            if name is None and b"\\" in key:  # an escaped name, e.g. "\u0069d"
+                name = _literal(key)
+            value = _VALUE.match(window, pos)
+            if name in _ENVELOPE_FIELDS and name not in found and value is not None:
+                text = _literal(value.group(1))
+                if text is not None:
+                    found[name] = text
+                pos = value.end()
+                if len(found) == len(_ENVELOPE_FIELDS):
+                    break
+    return found
+
+
 def peek_envelope(raw: Any) -> tuple[str, str | None, str | None]:
-    """Best-effort (id, reply_topic, source) of a possibly invalid request, for its error reply."""
+    """Best-effort (id, reply_topic, source) of a possibly invalid request, for its error reply:
+    ``raw`` is the decoded request, or its undecodable bytes/str (then :func:`scan_envelope`
+    finds what it can). An id is generated only when none of 1 to 128 characters can be found."""
+    if isinstance(raw, bytes | bytearray | str):
+        raw = scan_envelope(raw)
     rid, reply, source = None, None, None
     if isinstance(raw, dict):
         v = raw.get("id")

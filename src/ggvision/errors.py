@@ -31,6 +31,15 @@ class IpcError(GgvisionError):
         self.fields = fields
 
 
+class UnmodeledIpcError(IpcError):
+    """An error the Nucleus's RPC framework answers with no model at all: an ``ApplicationError``
+    whose ``text/plain`` payload is ``InternalServerError`` (what its generic handler sends when a
+    request does not deserialize into its shape, e.g. a blob that is not base64)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("InternalServerError", message)
+
+
 class RecipeError(GgvisionError):
     """A recipe is malformed or cannot be resolved (bad keys, unknown references, cycles)."""
 

@@ -272,6 +272,32 @@ def test_garbage_payload_gets_an_error_with_a_generated_id_and_service_continues
     assert running.proc.poll() is None
 
 
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [
+        pytest.param(
+            b'{"id": "raw-utf8", "image": {"path": "/x/\xff\xfe.jpg"}}',
+            "INVALID_REQUEST",
+            id="not-utf8",
+        ),
+        pytest.param(
+            b'{"id": "raw-deep", "image": ' + b"[" * 100_000, "INVALID_REQUEST", id="too-deep"
+        ),
+        pytest.param(
+            b'{"id": "raw-big", "image": {"data": "' + b"A" * (300 * 1024) + b'"}}',
+            "IMAGE_TOO_LARGE",
+            id="oversized",
+        ),
+    ],
+)
+def test_undecodable_requests_are_answered_under_their_own_id(
+    running: Running, payload: bytes, code: str
+) -> None:
+    result = running.ask(payload)
+    assert (result["status"], result["error"]["code"]) == ("error", code)
+    assert result["id"] == json.loads(payload[: payload.index(b",")] + b"}")["id"]
+
+
 def test_a_burst_beyond_the_queue_is_answered_ok_or_overloaded_exactly_once(
     running: Running,
 ) -> None:

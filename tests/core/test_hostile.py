@@ -454,6 +454,43 @@ def test_unrunnable_operation_gets_service_error_and_terminate(
     assert kinds([again]) == [(rpc.APPLICATION_MESSAGE, 0, 2)]
 
 
+@pytest.mark.parametrize("blob", ["!!!notbase64", "AAA", "AA==AA==", "AAAA\n", "\u00e9"])
+def test_a_binary_message_that_is_not_base64_is_refused_like_the_nucleus(
+    raw: Callable[[], RawClient], shared: Shared, blob: str
+) -> None:
+    """The Nucleus cannot deserialize such a request (its blob adapter throws), and its RPC
+    framework answers the bare ``text/plain`` ``InternalServerError``; nothing is published."""
+    sub, pub = raw(), raw()
+    sub.handshake(shared.token)
+    pub.handshake(shared.token)
+    assert kinds([sub.call(SUBSCRIBE, {"topic": "b64"})]) == [(rpc.APPLICATION_MESSAGE, 0, 1)]
+    bad = {"topic": "b64", "publishMessage": {"binaryMessage": {"message": blob}}}
+    reply = pub.call(PUBLISH, bad)
+    assert kinds([reply]) == [(rpc.APPLICATION_ERROR, rpc.TERMINATE_STREAM, 1)]
+    assert reply.get(":content-type") == "text/plain"
+    assert reply.get("service-model-type") is None
+    assert reply.payload == b"InternalServerError"
+    good = {"topic": "b64", "publishMessage": {"binaryMessage": {"message": "AAAA"}}}
+    assert kinds([pub.call(PUBLISH, good)]) == [(rpc.APPLICATION_MESSAGE, rpc.TERMINATE_STREAM, 2)]
+    event = sub.expect()  # the first event on the topic is the good one
+    assert _body(event)["binaryMessage"]["message"] == "AAAA"
+
+
+def test_a_blob_that_is_not_base64_fails_before_authorization(
+    raw: Callable[[], RawClient], shared: Shared
+) -> None:
+    """As in the Nucleus, the request is deserialized first: a component without the grant gets
+    the deserialization error, and the UnauthorizedError only for a valid blob."""
+    c = raw()
+    c.handshake(shared.probe_token)  # may publish on probe/* only
+    body: dict[str, Any] = {"topic": "elsewhere", "publishMessage": {"binaryMessage": {}}}
+    body["publishMessage"]["binaryMessage"]["message"] = "AAA"
+    assert c.call(PUBLISH, body).payload == b"InternalServerError"
+    body["publishMessage"]["binaryMessage"]["message"] = "AAAA"
+    denied = c.call(PUBLISH, body)
+    assert denied.get("service-model-type") == "aws.greengrass#UnauthorizedError"
+
+
 # --- the sockets -------------------------------------------------------------------------------
 
 

@@ -143,6 +143,12 @@ CORPUS: list[tuple[str, Callable[[Env], Payload], str, set[str]]] = [
     # --- not JSON / not an object ---------------------------------------------------------------
     ("not-json", const(b"{not json"), GENERATED, {"INVALID_REQUEST"}),
     ("not-utf8", const(b'{"id": "x\xff\xfe"}'), GENERATED, {"INVALID_REQUEST"}),
+    (
+        "not-utf8-elsewhere",
+        const(b'{"id": "utf8", "image": {"path": "/x/\xff.jpg"}}'),
+        "utf8",  # only the id's own bytes must be UTF-8
+        {"INVALID_REQUEST"},
+    ),
     ("binary-noise", const(bytes(range(256))), GENERATED, {"INVALID_REQUEST"}),
     ("empty-payload", const(b""), GENERATED, {"INVALID_REQUEST"}),
     ("json-array", const(b"[1, 2, 3]"), GENERATED, {"INVALID_REQUEST"}),
@@ -152,7 +158,7 @@ CORPUS: list[tuple[str, Callable[[Env], Payload], str, set[str]]] = [
     (
         "deep-object",
         const(b'{"id":"deep","image":' + b'{"a":' * 40_000 + b"1" + b"}" * 40_000 + b"}"),
-        GENERATED,
+        "deep",  # found by the raw scan: the id precedes the nesting
         {"INVALID_REQUEST"},
     ),
     (
@@ -164,7 +170,7 @@ CORPUS: list[tuple[str, Callable[[Env], Payload], str, set[str]]] = [
     (
         "oversized-payload",
         const(b'{"id":"big","pad":"' + b"x" * 300_000 + b'"}'),
-        GENERATED,
+        "big",  # found by the raw scan of the first 64 KB
         {"IMAGE_TOO_LARGE"},
     ),
     # --- missing, extra and mistyped keys --------------------------------------------------------

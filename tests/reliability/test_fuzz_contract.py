@@ -9,6 +9,7 @@ import json
 from concurrent.futures import Future
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -127,3 +128,50 @@ def test_intake_answers_or_accepts_each_message_exactly_once(payload: bytes) -> 
         assert reply["status"] == "error"
         assert reply["error"]["code"] != "INTERNAL", reply
         assert 0 < len(reply["id"]) <= MAX_ID_LENGTH
+
+
+def _worker(bus: RecordingBus) -> Worker:
+    return Worker(
+        bus,  # type: ignore[arg-type]
+        result_topic="local/result",
+        loader=ImageLoader([], max_bytes=1 << 20, max_pixels=1 << 20),
+        queue_size=4,
+        top_k=5,
+        threshold=0.0,
+        reply_topic_allowed=lambda topic: topic.startswith("local/result"),
+    )
+
+
+@FUZZ
+@given(
+    st.text(min_size=1, max_size=MAX_ID_LENGTH),
+    near_requests,
+    st.sampled_from([b', "x": "\xff"}', b', "x": ' + b"[" * 100_000]),
+)
+def test_an_undecodable_request_is_answered_under_its_own_id(
+    rid: str, rest: dict[str, Any], tail: bytes
+) -> None:
+    bus = RecordingBus()
+    body = json.dumps({"id": rid, **{k: v for k, v in rest.items() if k != "id"}}).encode()
+    _worker(bus).on_message("local/inference", body[:-1] + tail)
+    [(_, reply)] = bus.published
+    assert (reply["id"], reply["error"]["code"]) == (rid, "INVALID_REQUEST")
+
+
+@pytest.mark.parametrize(
+    ("reply_topic", "answered_on"),
+    [("local/result/me", "local/result/me"), ("local/elsewhere", "local/result")],
+)
+def test_an_undecodable_requests_reply_topic_is_checked_like_any_other(
+    reply_topic: str, answered_on: str
+) -> None:
+    bus = RecordingBus()
+    payload = json.dumps({"id": "r1", "reply_topic": reply_topic, "source": "cam"}).encode()
+    _worker(bus).on_message("local/inference", payload[:-1] + b', "x": "\xff"}')
+    [(topic, reply)] = bus.published
+    assert topic == answered_on
+    assert (reply["id"], reply["source"], reply["error"]["code"]) == (
+        "r1",
+        "cam",
+        "INVALID_REQUEST",
+    )

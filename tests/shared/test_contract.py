@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from ggvision.contract import (
+    ENVELOPE_SCAN_BYTES,
     MAX_INLINE_IMAGE_BYTES,
+    MAX_REQUEST_BYTES,
     DataImage,
     ErrorCode,
     FrameImage,
@@ -35,6 +37,7 @@ from ggvision.contract import (
     read_result,
     request_json,
     result_json,
+    scan_envelope,
     seed_request_json,
 )
 
@@ -127,6 +130,60 @@ def test_peek_envelope_recovers_what_it_can_for_the_error_reply() -> None:
     assert peek_envelope({"id": "keep", "reply_topic": "t", "source": "s"}) == ("keep", "t", "s")
     rid, reply, source = peek_envelope({"id": 5})
     assert len(rid) == 32 and reply is None and source is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "found"),
+    [
+        pytest.param(b'{"id": "r1", "image": {"path": "\xff"}}', {"id": "r1"}, id="not-utf8"),
+        pytest.param(b'{"id": "r2", "image": ' + b"[" * 100_000, {"id": "r2"}, id="too-deep"),
+        pytest.param(
+            b'{"id": "r3", "image": {"data": "' + b"A" * MAX_REQUEST_BYTES + b'"}}',
+            {"id": "r3"},
+            id="oversized",
+        ),
+        pytest.param(
+            b'{"image": {"id": "inner", "source": "in"}, "id": "outer"}',
+            {"id": "outer"},
+            id="nested-key-is-not-the-id",
+        ),
+        pytest.param(
+            b'{"note": "\\"id\\": \\"fake\\"", "x": ["id", "fake"], "id": "real"}',
+            {"id": "real"},
+            id="id-inside-strings-and-arrays",
+        ),
+        pytest.param(
+            b'{"id": "a\\"b\\u00e9", "reply_topic": "t/x", "source": "cam", "id": "second"}',
+            {"id": 'a"b\u00e9', "reply_topic": "t/x", "source": "cam"},
+            id="escapes-decoded-first-wins",
+        ),
+        pytest.param(b'{"\\u0069d": "escaped-name"}', {"id": "escaped-name"}, id="escaped-key"),
+        pytest.param(b'{"id": 5, "source": "s"}', {"source": "s"}, id="id-not-a-string"),
+        pytest.param(b'{"id": "\xff\xfe"}', {}, id="id-itself-not-utf8"),
+        pytest.param(b'{"id": "cut off', {}, id="id-cut-off"),
+        pytest.param(b'[{"id": "x"}]', {}, id="top-level-array"),
+        pytest.param(b'{"a": {"b": 1}}} {"id": "after-the-object"}', {}, id="after-the-object"),
+        pytest.param(
+            b'{"data": "' + b"A" * ENVELOPE_SCAN_BYTES + b'", "id": "late"}',
+            {},
+            id="beyond-the-window",
+        ),
+    ],
+)
+def test_scan_envelope_finds_the_top_level_members_in_raw_bytes(
+    raw: bytes, found: dict[str, str]
+) -> None:
+    assert scan_envelope(raw) == found
+
+
+def test_undecodable_payloads_keep_their_id_in_peek_envelope() -> None:
+    for raw in (b'{"id": "keep", "x": "\xff"}', b'{"id": "keep", "x": ' + b"[" * 100_000):
+        with pytest.raises(RequestError):
+            decode_payload(raw)
+        assert peek_envelope(raw)[0] == "keep"
+    too_long = b'{"id": "' + b"x" * 129 + b'", "x": "\xff"}'
+    rid, _, _ = peek_envelope(too_long)
+    assert len(rid) == 32 and rid != "x" * 129  # generated: the id breaks the contract
 
 
 def test_shipped_json_schemas_match_the_models() -> None:

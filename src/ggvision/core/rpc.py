@@ -20,7 +20,7 @@ from typing import Any, Final, Protocol
 from ggvision.core import codec
 from ggvision.core.codec import RpcMessage
 from ggvision.core.limits import Limits, OutboundBudget
-from ggvision.errors import FrameError, IpcError, ProtocolError
+from ggvision.errors import FrameError, IpcError, ProtocolError, UnmodeledIpcError
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ CONNECTION_ACCEPTED: Final = 1
 TERMINATE_STREAM: Final = 2
 
 JSON: Final = "application/json"
+TEXT: Final = "text/plain"
 SERVICE: Final = "aws.greengrass#GreengrassCoreIPC"
 PROTOCOL_VERSION: Final = "0.1.0"
 # A closing connection whose peer does not read what is still queued is aborted after this.
@@ -146,8 +147,12 @@ class Stream:
     def send_error(self, err: IpcError) -> None:
         if not self.is_open:
             return
-        self.conn.write(
-            codec.encode_rpc(
+        if isinstance(err, UnmodeledIpcError):  # the Nucleus's bare text, no model header
+            frame = codec.encode_rpc(
+                APPLICATION_ERROR, TERMINATE_STREAM, self.id, err.name.encode(), content_type=TEXT
+            )
+        else:
+            frame = codec.encode_rpc(
                 APPLICATION_ERROR,
                 TERMINATE_STREAM,
                 self.id,
@@ -155,7 +160,7 @@ class Stream:
                 content_type=JSON,
                 model=f"aws.greengrass#{err.name}",
             )
-        )
+        self.conn.write(frame)
         self._closed()
 
     def terminate(self) -> None:

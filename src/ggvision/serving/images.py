@@ -1,12 +1,25 @@
 """Loading the image a request names: a path inside the allowed directories, inline base64, or a
-shared-memory frame from CameraSource. Every failure is a :class:`RequestError` with its code."""
+shared-memory frame from CameraSource. Every failure is a :class:`RequestError` with its code.
+
+Memory: a JPEG over ``max_decode_pixels`` is decoded at 1/2, 1/4 or 1/8 scale in the DCT domain
+(``Image.draft``) until it fits, its short side kept >= :data:`MIN_DECODE_SIDE` (far above any
+model's crop); other formats decode at full size (``max_pixels`` bounds them). glibc keeps the
+freed heap of a large decode, so :meth:`ImageLoader.release` (called once the image is dropped)
+gives it back with ``malloc_trim`` after a decode over :data:`TRIM_AFTER_PIXELS`.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import io
+import logging
 import os
 import stat
+import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +35,50 @@ from ggvision.contract import (
 )
 from ggvision.frames import FrameError, FrameReader, StaleFrame
 
+log = logging.getLogger(__name__)
+
+MIN_DECODE_SIDE = 1024  # a reduced decode keeps its short side at least this long
+TRIM_AFTER_PIXELS = 4_000_000  # 12 MB of RGB: above it, release() trims the heap
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim`` (Linux); None elsewhere (musl, macOS) or when it cannot be found."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim: Callable[[int], int] = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]  # type: ignore[attr-defined]
+    trim.restype = ctypes.c_int  # type: ignore[attr-defined]
+    return trim
+
+
+def trim_heap() -> bool:
+    """Return the process's free heap to the OS (glibc ``malloc_trim(0)``); False where there is
+    no such call."""
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
+
+
+def reduced_scale(width: int, height: int, max_pixels: int, min_side: int = MIN_DECODE_SIDE) -> int:
+    """The JPEG DCT scale (1, 2, 4 or 8) that brings ``width`` x ``height`` within ``max_pixels``
+    (0: no limit), never making the short side shorter than ``min_side``."""
+    scale = 1
+    while (
+        max_pixels
+        and scale < 8
+        and (width // scale) * (height // scale) > max_pixels
+        and min(width, height) // (scale * 2) >= min_side
+    ):
+        scale *= 2
+    return scale
+
 
 class ImageLoader:
     """Owned by one thread (the preparation stage)."""
@@ -34,6 +91,7 @@ class ImageLoader:
         max_pixels: int,
         frame_directory: str = "/dev/shm",  # noqa: S108 # POSIX shared memory # nosec B108
         draft_size: int | None = None,
+        max_decode_pixels: int = 0,
     ) -> None:
         self.allowed = [Path(os.path.realpath(d)) for d in allowed_directories]
         self.max_bytes = max_bytes
@@ -41,7 +99,17 @@ class ImageLoader:
         self.frame_directory = Path(frame_directory)
         # JPEG only: decode at a reduced scale (DCT domain) no smaller than this on both sides.
         self.draft_size = draft_size
+        # JPEG: decode at a reduced scale when larger than this (0: never); see the module doc.
+        self.max_decode_pixels = max_decode_pixels
         self._rings: dict[str, FrameReader] = {}
+        self._decoded_pixels = 0  # of the last decode not yet released
+
+    def release(self) -> None:
+        """Call once the image of the last :meth:`load` is dropped: after a large decode, the
+        freed heap goes back to the OS (otherwise the RSS stays at the peak)."""
+        pixels, self._decoded_pixels = self._decoded_pixels, 0
+        if pixels > TRIM_AFTER_PIXELS and trim_heap():
+            log.debug("heap trimmed after a %d-pixel decode", pixels)
 
     def close(self) -> None:
         for ring in self._rings.values():
@@ -103,8 +171,9 @@ class ImageLoader:
                         ErrorCode.IMAGE_TOO_LARGE,
                         f"image is {w}x{h}; the limit is {self.max_pixels} pixels",
                     )
-                if self.draft_size and img.format == "JPEG":
-                    img.draft("RGB", (self.draft_size, self.draft_size))
+                if img.format == "JPEG":
+                    self._draft(img)
+                self._decoded_pixels = max(self._decoded_pixels, w * h)
                 img.load()
         except RequestError:
             raise
@@ -119,6 +188,18 @@ class ImageLoader:
                 ErrorCode.IMAGE_DECODE_FAILED, f"image cannot be decoded: {type(exc).__name__}"
             ) from exc
         return img
+
+    def _draft(self, img: Image.Image) -> None:
+        """Let a JPEG decode at reduced scale: as far as ``draft_size`` allows (fast decode,
+        which always reduces more than the pixel limit would), else within
+        ``max_decode_pixels``."""
+        if self.draft_size:
+            img.draft("RGB", (self.draft_size, self.draft_size))
+            return
+        w, h = img.size
+        scale = reduced_scale(w, h, self.max_decode_pixels)
+        if scale > 1:
+            img.draft("RGB", (w // scale, h // scale))
 
     def _frame(self, image: FrameImage) -> np.ndarray:
         ref = image.frame

@@ -79,7 +79,11 @@ class Intake:
         self.replies.count(received=1)
         rid, reply, source = peek_envelope(payload if isinstance(payload, dict) else None)
         try:
-            obj = decode_payload(payload)
+            try:
+                obj = decode_payload(payload)
+            except RequestError:
+                rid, reply, source = self._scanned_envelope(payload)
+                raise
             rid, reply, source = peek_envelope(obj)
             if reply is not None and not self.reply_topic_allowed(reply):
                 reply = None
@@ -101,6 +105,16 @@ class Intake:
             )
             return
         self.admit(Item(request, request.reply_topic or self.result_topic, received))
+
+    def _scanned_envelope(
+        self, payload: bytes | dict[str, Any]
+    ) -> tuple[str, str | None, str | None]:
+        """(id, reply_topic, source) of an undecodable request, found in its raw bytes; the reply
+        topic only when the recipe allows it, as for a decoded request (else the result topic)."""
+        rid, reply, source = peek_envelope(payload)
+        if reply is not None and not self.reply_topic_allowed(reply):
+            reply = None
+        return rid, reply, source
 
     def admit(self, item: Item) -> None:
         """Queue ``item``, or answer ``OVERLOADED`` (for it, or for the oldest frame it

@@ -191,6 +191,7 @@ class Worker:
         if active is None:
             item.error = RequestError(ErrorCode.MODEL_UNAVAILABLE, self._unavailable)
             return
+        image: Any = None
         try:
             image = self.loader.load(item.request.image)
             decoded = time.monotonic()
@@ -203,6 +204,8 @@ class Worker:
         except ValueError as exc:  # preprocess: an image it cannot use (e.g. 1x1 pixels)
             item.error = RequestError(ErrorCode.IMAGE_DECODE_FAILED, str(exc))
         finally:
+            image = None  # the decoded pixels: dropped before the loader trims the heap
+            self.loader.release()
             if item.active is None:
                 self._release(active)
 

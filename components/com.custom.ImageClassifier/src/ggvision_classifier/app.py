@@ -73,6 +73,7 @@ class ClassifierService:
                 cfg.allowed_directories,
                 max_bytes=cfg.max_image_bytes,
                 max_pixels=cfg.max_image_pixels,
+                max_decode_pixels=cfg.max_decode_pixels,
                 frame_directory=cfg.frame_directory,
                 draft_size=_draft(cfg, active),
             ),

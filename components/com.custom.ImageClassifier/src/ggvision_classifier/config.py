@@ -53,6 +53,12 @@ class ClassifierConfig(ComponentConfig):
     queue_size: int = Field(8, ge=1, le=10_000)
     max_image_bytes: int = Field(20 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(40_000_000, ge=1024)
+    max_decode_pixels: int = Field(
+        16_000_000,
+        ge=0,
+        description="a larger JPEG is decoded at 1/2, 1/4 or 1/8 scale (DCT domain) to fit, its "
+        "short side kept >= 1024; 0: always full size",
+    )
     decode: Literal["accurate", "fast"] = "accurate"
     frame_directory: str = "/dev/shm"  # noqa: S108 # POSIX shm: the frame ring # nosec B108
     delegate: str = Field(

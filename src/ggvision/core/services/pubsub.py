@@ -2,7 +2,10 @@
 
 Topics split on ``/`` the Java way (trailing empty levels dropped). ``+`` matches one level (may be
 empty in the middle); ``#`` matches one or more remaining levels, so ``a/#`` does not match ``a``;
-a bare ``#`` matches everything. The event carries the published topic, not the filter.
+a bare ``#`` matches everything. The event carries the published topic, not the filter. A
+``binaryMessage`` that is not strict base64 is refused as the Nucleus refuses it: its RPC framework
+cannot deserialize the request and answers a bare ``text/plain`` ``InternalServerError`` (no
+modeled error), nothing is published.
 
 :class:`PubSub` is the router (also for the operator's console, ``observe``);
 :class:`PubSubAgent` serves the two IPC operations over it.
@@ -10,6 +13,7 @@ a bare ``#`` matches everything. The event carries the published topic, not the 
 
 from __future__ import annotations
 
+import binascii
 import json
 import logging
 from collections.abc import Callable
@@ -19,7 +23,7 @@ from typing import Any
 from ggvision.core.auth import PUBSUB
 from ggvision.core.rpc import Stream
 from ggvision.core.services import Authorizer, Call, Operation, Streaming, authorize, str_field
-from ggvision.errors import IpcError
+from ggvision.errors import IpcError, UnmodeledIpcError
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +133,19 @@ def _has_wildcard(topic: str) -> bool:
     return any(c in topic for c in "+#*")
 
 
+def _check_blob(request: dict[str, Any]) -> None:
+    """The Nucleus deserializes the request before anything else (authorization included): a
+    ``binaryMessage.message`` that is not strict base64 fails there, with its bare error."""
+    message = request.get("publishMessage")
+    binary = message.get("binaryMessage") if isinstance(message, dict) else None
+    blob = binary.get("message") if isinstance(binary, dict) else None
+    if isinstance(blob, str):
+        try:
+            binascii.a2b_base64(blob, strict_mode=True)
+        except (binascii.Error, ValueError) as exc:
+            raise UnmodeledIpcError("binaryMessage.message is not valid base64") from exc
+
+
 class PubSubAgent:
     """PublishToTopic and SubscribeToTopic, authorized under ``aws.greengrass.ipc.pubsub``."""
 
@@ -143,6 +160,7 @@ class PubSubAgent:
         ]
 
     def publish_to_topic(self, call: Call) -> dict[str, Any]:
+        _check_blob(call.request)
         topic = str_field(call, "topic")
         authorize(self.auth, call.component, PUBSUB, PUBLISH, topic)
         if topic is None:
