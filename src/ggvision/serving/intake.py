@@ -111,12 +111,13 @@ class Intake:
                 reply or self.result_topic,
             )
             return
-        self.accept(Item(request, request.reply_topic or self.result_topic, received), obj)
+        item = Item(request, request.reply_topic or self.result_topic, received)
+        self.accept(item, generated_id=obj.get("id") is None)
 
-    def accept(self, item: Item, obj: dict[str, Any]) -> None:
-        """Admit ``item`` unless it is a duplicate of a recent request (``obj``: the request
-        as received; one without an id is never a duplicate: its id was generated)."""
-        if obj.get("id") is None:
+    def accept(self, item: Item, *, generated_id: bool = False) -> None:
+        """Admit ``item`` unless it is a duplicate of a recent request (one whose id was
+        generated here never is)."""
+        if generated_id:
             self.admit(item)
             return
         claim = self.recent.claim(item.request, item.reply_topic)
