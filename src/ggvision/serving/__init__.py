@@ -6,6 +6,7 @@ next) builds its composition root from.
     worker    prepare (load, the task's preprocessing) -> infer -> the task's postprocessing ->
               reply, on two threads; model users and retire
     replies   publishing results; the counters and latencies
+    recent    recent request ids: a retry with the same id runs once, is answered once
     images    the image a request names: a path in the allowed directories, inline, a frame
     preprocess  an image -> the model's input as its manifest describes it
     models/   the model store and manifests, loading a configured model, the backends (one
@@ -45,6 +46,7 @@ from ggvision.serving.models.store import (
     store_root,
 )
 from ggvision.serving.preprocess import decode, preprocess
+from ggvision.serving.recent import RecentIds
 from ggvision.serving.replies import Replies, Stats
 from ggvision.serving.status import health
 from ggvision.serving.swap import CANDIDATE_TTL_S, ModelSwapper
@@ -68,6 +70,7 @@ __all__ = [
     "ModelError",
     "ModelSettings",
     "ModelSwapper",
+    "RecentIds",
     "Replies",
     "Stats",
     "Task",

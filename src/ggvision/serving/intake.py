@@ -5,6 +5,11 @@ request it cannot take is answered at once: an invalid one with its error, and w
 full ``OVERLOADED`` (a request), or the *oldest* queued camera frame is dropped for the new one
 (answered ``OVERLOADED`` too, and counted). While stopping, everything is answered
 ``OVERLOADED``.
+
+A valid request whose id was seen recently is not run twice (:mod:`ggvision.serving.recent`):
+the same request queued or in flight answers its duplicate too (nothing more is published), one
+answered ``ok`` recently is answered again with that result. Every admitted request's one
+answer goes through :meth:`Intake.answer`, which also ends its claim.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import numpy as np
 from ggvision.contract import (
     ErrorCode,
     InferenceRequest,
+    InferenceResult,
     RequestError,
     Timing,
     decode_payload,
@@ -30,6 +36,7 @@ from ggvision.contract import (
     peek_envelope,
 )
 from ggvision.serving.models.loading import ActiveModel
+from ggvision.serving.recent import Key, RecentIds, Seen
 from ggvision.serving.replies import Replies
 
 log = logging.getLogger(__name__)
@@ -48,11 +55,13 @@ class Item:
     tensor: np.ndarray | None = None
     active: ActiveModel | None = None
     error: RequestError | None = None
+    key: Key | None = None  # its claim in the recent ids, ended by its answer
 
 
 class Intake:
     """The bounded queue of accepted requests and the callback that fills it. ``role``: the
-    component's role in messages and event keys (``classifier``)."""
+    component's role in messages and event keys (``classifier``); ``recent``: the recent ids
+    (default: :class:`~ggvision.serving.recent.RecentIds` with its default bounds)."""
 
     def __init__(
         self,
@@ -62,8 +71,10 @@ class Intake:
         queue_size: int,
         reply_topic_allowed: ReplyTopicCheck,
         role: str,
+        recent: RecentIds | None = None,
     ) -> None:
         self.replies = replies
+        self.recent = recent if recent is not None else RecentIds()
         self.result_topic = result_topic
         self.queue_size = queue_size
         self.reply_topic_allowed = reply_topic_allowed
@@ -104,7 +115,23 @@ class Intake:
                 reply or self.result_topic,
             )
             return
-        self.admit(Item(request, request.reply_topic or self.result_topic, received))
+        item = Item(request, request.reply_topic or self.result_topic, received)
+        self.accept(item, generated_id=obj.get("id") is None)
+
+    def accept(self, item: Item, *, generated_id: bool = False) -> None:
+        """Admit ``item`` unless it is a duplicate of a recent request (one whose id was
+        generated here never is)."""
+        if generated_id:
+            self.admit(item)
+            return
+        claim = self.recent.claim(item.request, item.reply_topic)
+        if claim.seen is Seen.RUNNING:
+            self.replies.count(duplicates_in_flight=1)
+        elif claim.seen is Seen.ANSWERED and claim.answer is not None:
+            self.replies.repeat(claim.answer, item.reply_topic)
+        else:
+            item.key = claim.key
+            self.admit(item)
 
     def _scanned_envelope(
         self, payload: bytes | dict[str, Any]
@@ -144,12 +171,19 @@ class Intake:
                 if rejected is not item
                 else f"queue full ({self.queue_size} waiting); retry later"
             )
-            self.replies.reply(
+            self.answer(
+                rejected,
                 error_result(
                     rejected.request.id, ErrorCode.OVERLOADED, msg, source=rejected.request.source
                 ),
-                rejected.reply_topic,
             )
+
+    def answer(self, item: Item, result: InferenceResult) -> None:
+        """Publish the one answer of an admitted ``item`` (ending its claim in the recent
+        ids first, so a retry arriving meanwhile is answered from there)."""
+        if item.key is not None:
+            self.recent.finish(item.key, result)
+        self.replies.reply(result, item.reply_topic)
 
     # --- the consumer --------------------------------------------------------------------------
     def take(self) -> Item | None:
@@ -176,12 +210,12 @@ class Intake:
         with self._cond:
             leftovers, self._queue = list(self._queue), collections.deque()
         for item in leftovers:
-            self.replies.reply(
+            self.answer(
+                item,
                 error_result(
                     item.request.id,
                     ErrorCode.OVERLOADED,
                     f"{self.role} is stopping",
                     source=item.request.source,
                 ),
-                item.reply_topic,
             )

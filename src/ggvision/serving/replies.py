@@ -1,5 +1,10 @@
 """Publishing results, and the counters of a model component (received, ok, errors, dropped
-frames, overload answers, failed publishes) with its recent latencies, under one lock."""
+frames, overload answers, duplicates, failed publishes) with its recent latencies, under one lock.
+
+Every message received ends as exactly one of: an ``ok`` answer, an error answer (by code), a
+duplicate attached to the same request in flight, or a duplicate answered again from the recent
+answers (:mod:`ggvision.serving.recent`); so ``received == ok + sum(errors) +
+duplicates_in_flight + duplicates_answered`` once nothing is queued."""
 
 from __future__ import annotations
 
@@ -27,6 +32,8 @@ class Stats:
     dropped_frames: int = 0
     overloaded: int = 0
     publish_failures: int = 0
+    duplicates_in_flight: int = 0  # attached to the same request queued or in flight
+    duplicates_answered: int = 0  # answered again with a recent result, the model not run
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -36,6 +43,8 @@ class Stats:
             "dropped_frames": self.dropped_frames,
             "overloaded": self.overloaded,
             "publish_failures": self.publish_failures,
+            "duplicates_in_flight": self.duplicates_in_flight,
+            "duplicates_answered": self.duplicates_answered,
         }
 
 
@@ -51,11 +60,37 @@ class Replies:
         self._lock = threading.Lock()
         self._latencies: collections.deque[float] = collections.deque(maxlen=1000)
 
-    def count(self, *, received: int = 0, dropped_frames: int = 0, overloaded: int = 0) -> None:
+    def count(
+        self,
+        *,
+        received: int = 0,
+        dropped_frames: int = 0,
+        overloaded: int = 0,
+        duplicates_in_flight: int = 0,
+    ) -> None:
         with self._lock:
             self.stats.received += received
             self.stats.dropped_frames += dropped_frames
             self.stats.overloaded += overloaded
+            self.stats.duplicates_in_flight += duplicates_in_flight
+
+    def repeat(self, answer: dict[str, Any], topic: str) -> None:
+        """Publish a recent answer again (a duplicate request): counted as a duplicate, not as
+        a new ``ok``, and not offered to ``on_result`` (the uplink sent it the first time)."""
+        with self._lock:
+            self.stats.duplicates_answered += 1
+        rid = str(answer.get("id"))
+        try:
+            fut = self.bus.publish_json(topic, answer)
+        except Exception:
+            log.exception(
+                "could not publish a result",
+                extra={"event": f"{self.role}.publish_error", "id": rid},
+            )
+            with self._lock:
+                self.stats.publish_failures += 1
+            return
+        fut.add_done_callback(lambda f: self._published(f, rid))
 
     def reply(self, result: InferenceResult, topic: str) -> None:
         with self._lock:

@@ -40,6 +40,10 @@ def health(
             "received": stats["received"],
             "ok": stats["ok"],
             "publish_failures": stats["publish_failures"],
+            "duplicates": {
+                "in_flight": stats["duplicates_in_flight"],
+                "answered": stats["duplicates_answered"],
+            },
             "model_error": model_error,
             "last_swap": last_swap,
             "last_command": last_command,

@@ -6,7 +6,8 @@ Guarantees: every request gets exactly one reply on its topic (ok or a structure
 callback never blocks (see :mod:`ggvision.serving.intake` for admission); one thread owns the
 model; a model swap happens between two requests: each request holds the model it was prepared
 for until its reply, and the old model is closed only after its last request
-(:meth:`Worker.retire`).
+(:meth:`Worker.retire`). A request retried with the same id runs once
+(:mod:`ggvision.serving.recent`: ``recent_ids`` answers remembered for ``recent_ids_seconds``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ggvision.contract import (
 from ggvision.serving.images import ImageLoader
 from ggvision.serving.intake import Intake, Item, ReplyTopicCheck
 from ggvision.serving.models.loading import ActiveModel
+from ggvision.serving.recent import SECONDS, SIZE, RecentIds
 from ggvision.serving.replies import Replies, ResultHook, Stats
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,8 @@ class Worker:
         active: ActiveModel | None = None,
         unavailable_reason: str = "no model is loaded",
         role: str = "serving",
+        recent_ids: int = SIZE,
+        recent_ids_seconds: float = SECONDS,
     ) -> None:
         self.bus = bus
         self.result_topic = result_topic
@@ -65,6 +69,7 @@ class Worker:
             queue_size=queue_size,
             reply_topic_allowed=reply_topic_allowed,
             role=role,
+            recent=RecentIds(recent_ids, recent_ids_seconds),
         )
         self._active = active
         self._unavailable = unavailable_reason
@@ -136,8 +141,21 @@ class Worker:
                 self._users.pop(id(active), None)
                 self._model_cond.notify_all()
 
-    def configure(self, *, top_k: int, threshold: float) -> None:
+    def configure(
+        self,
+        *,
+        top_k: int,
+        threshold: float,
+        recent_ids: int | None = None,
+        recent_ids_seconds: float | None = None,
+    ) -> None:
         self.top_k, self.threshold = top_k, threshold
+        recent = self.intake.recent
+        if recent_ids is not None or recent_ids_seconds is not None:
+            recent.configure(
+                size=recent.size if recent_ids is None else recent_ids,
+                seconds=recent.seconds if recent_ids_seconds is None else recent_ids_seconds,
+            )
 
     # --- intake (IPC callback thread) ----------------------------------------------------------
     def on_message(self, topic: str, payload: bytes | dict[str, Any]) -> None:
@@ -236,7 +254,7 @@ class Worker:
                 if item.active is not None:
                     self._release(item.active)
             result.timing_ms.total = (time.monotonic() - item.received) * 1000
-            self.replies.reply(result, item.reply_topic)
+            self.intake.answer(item, result)
 
     def _infer(self, item: Item) -> InferenceResult:
         req = item.request

@@ -48,6 +48,7 @@ class Camera:
         self.capture.stop()
         missing = self.publisher.drain(min(drain_s, self.cfg.result_timeout_seconds))
         if missing:
+            self.publisher.expire(everything=True)  # counted as unanswered: the last report adds up
             log.info(
                 "stopping with %d request(s) unanswered",
                 missing,
@@ -84,7 +85,9 @@ class Camera:
             "ok": flow["ok"],
             "lost": flow["lost"],
             "late": flow["late"],
+            "duplicates": flow["duplicates"],
             "errors": flow["errors"],
+            "requests": flow["requests"],
             "latency_ms": flow["latency_ms"],
             "reconnects": self.capture.reconnects,
             "running_s": round(now - self.started_at, 3),

@@ -6,12 +6,24 @@ built by :func:`ggvision.contract.request_json` and answers read by
 :func:`ggvision.contract.read_result`, matched by id in a :class:`ggvision.correlate.Correlator`:
 an entry with no answer after ``timeout_s`` is expired and counted as lost (a late answer after
 that is counted as late). Results of other requesters on the same topic are ignored.
+
+No retries: a frame is perishable. Delivery to the classifier is at most once (a classifier that
+crashes loses the requests in flight and those published while it is down; the Nucleus keeps no
+pub/sub backlog either), and by the time a retry could go out the next frames are there; a stale
+frame's slot may be overwritten anyway. So every request is *counted* instead, exactly once:
+``requests`` in the status splits ``sent`` into ``ok`` and ``error`` answers, ``publish_failed``
+(never reached the bus), ``unanswered`` (no answer within ``timeout_s``, or still none when the
+camera stopped; ``late`` counts those whose answer came after all) and ``in_flight``, so that
+``sent == ok + error + publish_failed + unanswered + in_flight`` at every report, and
+``in_flight`` is 0 in the last one. A second answer to an answered request is counted as a
+``duplicate`` and ignored.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -45,8 +57,11 @@ class FlowStats:
     dropped: int = 0
     answered: int = 0
     ok: int = 0
-    lost: int = 0
+    answer_errors: int = 0  # error answers (also counted by code in ``errors``)
+    publish_failed: int = 0
+    lost: int = 0  # unanswered: timed out, or still in flight when the camera stopped
     late: int = 0
+    duplicates: int = 0
     errors: dict[str, int] = field(default_factory=lambda: collections.defaultdict(int))
     in_flight_peak: int = 0
 
@@ -167,6 +182,7 @@ class FramePublisher:
             if self._calls.discard(rid) is None:
                 return
             self.stats.errors[PUBLISH_FAILED] += 1
+            self.stats.publish_failed += 1
             self._failures_in_row += 1
             first = self._failures_in_row == 1
             pause = min(cap, initial * 2 ** (self._failures_in_row - 1))
@@ -185,17 +201,18 @@ class FramePublisher:
         else:
             log.debug("request %s was not published: %s", rid, exc)
 
-    def expire(self) -> int:
-        """Forget requests unanswered for ``timeout_s``; returns how many."""
+    def expire(self, *, everything: bool = False) -> int:
+        """Forget requests unanswered for ``timeout_s`` (``everything``: all those still in
+        flight, when stopping), counted as unanswered; returns how many."""
         now = self.clock()
         with self._cond:
-            overdue = self._calls.overdue(now)
+            overdue = self._calls.overdue(math.inf if everything else now)
             for rid, _ in overdue:
                 self._calls.expire(rid)
             self.stats.lost += len(overdue)
             if overdue:
                 self._cond.notify_all()
-            first_silence = bool(overdue) and not self._silent
+            first_silence = bool(overdue) and not self._silent and not everything
             self._silent = self._silent or bool(overdue)
         if first_silence:
             log.warning(
@@ -235,11 +252,14 @@ class FramePublisher:
             if isinstance(pending, Unmatched):
                 if pending is Unmatched.LATE:
                     self.stats.late += 1
+                elif pending is Unmatched.DUPLICATE:
+                    self.stats.duplicates += 1
                 return
             self.stats.answered += 1
             if code is None:
                 self.stats.ok += 1
             else:
+                self.stats.answer_errors += 1
                 self.stats.errors[code] += 1
             latency_ms = (now - pending.captured_at) * 1000
             self._latencies.append(latency_ms)
@@ -264,8 +284,17 @@ class FramePublisher:
                 "ok": s.ok,
                 "lost": s.lost,
                 "late": s.late,
+                "duplicates": s.duplicates,
                 "errors": dict(s.errors),
                 "in_flight": len(self._calls),
+                "requests": {
+                    "sent": s.sent,
+                    "ok": s.ok,
+                    "error": s.answer_errors,
+                    "publish_failed": s.publish_failed,
+                    "unanswered": s.lost,
+                    "in_flight": len(self._calls),
+                },
                 "in_flight_peak": s.in_flight_peak,
                 "latency_ms": {} if p50 is None else {"p50": p50, "p95": p95},
             }

@@ -84,6 +84,8 @@ class ClassifierService:
             active=active,
             unavailable_reason=model_error or "no model is loaded",
             role=ROLE,
+            recent_ids=cfg.recent_ids,
+            recent_ids_seconds=cfg.recent_ids_seconds,
         )
         self.swapper = ModelSwapper(
             bus, self.worker, load_model, role=ROLE, model_error=model_error
@@ -173,7 +175,12 @@ class ClassifierService:
             needs_model = new.model_fields_changed(self.cfg) or self.worker.active is None
             if needs_model and not self.swapper.swap(new):
                 return
-            self.worker.configure(top_k=new.top_k, threshold=new.threshold)
+            self.worker.configure(
+                top_k=new.top_k,
+                threshold=new.threshold,
+                recent_ids=new.recent_ids,
+                recent_ids_seconds=new.recent_ids_seconds,
+            )
             old, self.cfg = self.cfg, new
             self.reporter.interval_s = new.status_interval_seconds
             self.reporter.topic = new.status_topic

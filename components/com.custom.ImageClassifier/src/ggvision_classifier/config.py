@@ -51,6 +51,17 @@ class ClassifierConfig(ComponentConfig):
     threshold: float = Field(0.0, ge=0.0, le=1.0)
     allowed_directories: list[str] = Field(default_factory=list)
     queue_size: int = Field(8, ge=1, le=10_000)
+    recent_ids: int = Field(
+        1024,
+        ge=0,
+        le=100_000,
+        description="ok answers remembered by request id: a retry with the same id is answered "
+        "again without running the model (0: none; a retry of a request in flight is always "
+        "answered once)",
+    )
+    recent_ids_seconds: float = Field(
+        60.0, gt=0.0, le=86_400.0, description="how long an answer is remembered"
+    )
     max_image_bytes: int = Field(20 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(40_000_000, ge=1024)
     max_decode_pixels: int = Field(

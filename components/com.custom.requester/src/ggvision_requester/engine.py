@@ -9,7 +9,10 @@ bounded inbox.
 Each request keeps its id across attempts, so whichever answer comes first settles it, even one to
 an earlier attempt that had timed out; any later answer for a settled id is counted as a
 duplicate and ignored. A request is retried (after an exponential back-off) when no answer came
-within ``timeoutS`` or when the answer is ``OVERLOADED``, at most ``retries`` times.
+within ``timeoutS`` or when the answer is ``OVERLOADED``, at most ``retries`` times. Retrying is
+safe: the classifier runs a request retried under its id once (its recent ids, docs/messages.md
+"Delivery and retries"); across a classifier crash, where delivery is at most once, the retries
+are what brings the lost answers back.
 """
 
 from __future__ import annotations
