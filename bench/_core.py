@@ -9,14 +9,15 @@ With ``GGV_BENCH_PROFILE=FILE`` the core runs under cProfile and writes its stat
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from ggvision.core.server import IpcCore
+from ggvision.testing.child import serve_until_eof
 from ggvision.testing.harness import pubsub_policy
 
 TOPIC = "bench/ipc"
@@ -28,43 +29,18 @@ COMPONENTS = {
 
 async def serve(root: Path) -> None:
     core = IpcCore(root / "ipc.socket")
-    await core.start()
-    tokens = {
-        name: core.register_component(name, {"accessControl": acl})
-        for name, acl in COMPONENTS.items()
-    }
-    print(json.dumps({"socket": str(core.socket_path), "tokens": tokens}), flush=True)
-    loop = asyncio.get_running_loop()
-    done = loop.create_future()
-    buf = bytearray()
-    fd = sys.stdin.fileno()
 
-    def on_stdin() -> None:
-        data = os.read(fd, 4096)
-        if not data:
-            loop.remove_reader(fd)
-            if not done.done():
-                done.set_result(None)
-            return
-        buf.extend(data)
-        while b"\n" in buf:
-            line, _, rest = bytes(buf).partition(b"\n")
-            buf[:] = rest
-            if line.strip() == b"stats":
-                t = os.times()
-                stats = {
-                    "cpu_s": time.process_time(),
-                    "user_s": t.user,
-                    "sys_s": t.system,
-                    "delivered": core.pubsub.delivered,
-                }
-                print(json.dumps(stats), flush=True)
+    def stats() -> dict[str, Any]:
+        t = os.times()
+        return {
+            "cpu_s": time.process_time(),
+            "user_s": t.user,
+            "sys_s": t.system,
+            "delivered": core.pubsub.delivered,
+        }
 
-    loop.add_reader(fd, on_stdin)
-    try:
-        await done
-    finally:
-        await core.stop()
+    components = {name: {"accessControl": acl} for name, acl in COMPONENTS.items()}
+    await serve_until_eof(core, components, stats)
 
 
 def main() -> None:

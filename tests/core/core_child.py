@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 from ggvision import logs
 from ggvision.core.limits import Limits
 from ggvision.core.server import IpcCore
+from ggvision.testing.child import serve_until_eof
 from ggvision.testing.harness import pubsub_policy
 
 
@@ -47,34 +47,8 @@ def stats(core: IpcCore) -> dict[str, Any]:
 
 async def serve(root: Path, limits: Limits, names: list[str]) -> None:
     core = IpcCore(root / "ipc.socket", limits=limits)
-    await core.start()
     acl = {"accessControl": pubsub_policy(["*"], ["*"])}
-    tokens = {name: core.register_component(name, acl) for name in names}
-    print(json.dumps({"socket": str(core.socket_path), "tokens": tokens}), flush=True)
-    loop = asyncio.get_running_loop()
-    done = loop.create_future()
-    buf = bytearray()
-    fd = sys.stdin.fileno()
-
-    def on_stdin() -> None:
-        data = os.read(fd, 4096)
-        if not data:
-            loop.remove_reader(fd)
-            if not done.done():
-                done.set_result(None)
-            return
-        buf.extend(data)
-        while b"\n" in buf:
-            line, _, rest = bytes(buf).partition(b"\n")
-            buf[:] = rest
-            if line.strip() == b"stats":
-                print(json.dumps(stats(core)), flush=True)
-
-    loop.add_reader(fd, on_stdin)
-    try:
-        await done
-    finally:
-        await core.stop()
+    await serve_until_eof(core, dict.fromkeys(names, acl), lambda: stats(core))
 
 
 def main() -> None:
