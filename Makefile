@@ -4,6 +4,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Defined before `setup` names it: a prerequisite list is expanded when make reads the rule.
+CDK_STAMP := $(VENV)/.installed-cdk
 MODELS := build/model-store/index.json
 COMPONENTS := components/com.custom.ImageClassifier components/com.custom.CameraSource components/com.custom.requester
 PKG_DIRS := src/ggvision $(foreach c,$(COMPONENTS),$(c)/src)
@@ -27,7 +29,6 @@ $(STAMP): pyproject.toml $(foreach c,$(COMPONENTS),$(c)/pyproject.toml)
 	touch $(STAMP)
 
 # The CDK app's Python packages (the [cdk] extra) and the pinned CDK CLI (cdk/package.json).
-CDK_STAMP := $(VENV)/.installed-cdk
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_CLI_TELEMETRY := true
 
