@@ -451,3 +451,27 @@ def test_mqtt_broker_bridges_iot_core(
         cloud.loop_stop()
         cloud.disconnect()
     assert received == [("ggv/cam-7/hello", b"from the runner")]
+
+
+def test_run_reads_recipes_from_the_current_folder_by_default(
+    short_root: Path, write_recipe: RecipeWriter, recipe_dir: Path
+) -> None:
+    write_recipe(
+        simple_recipe(
+            "com.example.Lonely",
+            {"Run": "true"},
+            deps={"com.example.Absent": {"VersionRequirement": ">=1.0.0"}},
+        )
+    )
+    # From the project root (recipe_dir is <cwd>/recipes): the recipes there are the plan.
+    result = ggvision("core", "run", "--root", str(short_root), cwd=recipe_dir.parent)
+    assert result.returncode == 2
+    assert "depends on com.example.Absent" in result.stderr
+
+
+def test_run_without_recipes_says_what_to_do(short_root: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    result = ggvision("core", "run", "--root", str(short_root), cwd=empty)
+    assert result.returncode == 2
+    assert "no --recipe-dir given and no recipes/ folder here" in result.stderr

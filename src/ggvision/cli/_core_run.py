@@ -26,11 +26,17 @@ def install_run(sub: Any) -> None:
     p = sub.add_parser(
         "run",
         help="run components from recipes against a local IPC core",
-        description="Start a local IPC core and run the components of --recipe-dir (and their "
-        "dependencies) through their lifecycles until interrupted.",
+        description="Start a local IPC core and run the components of --recipe-dir (default: "
+        "recipes/ in the current folder, as greengrass-cli users run it from a project root) and "
+        "their dependencies through their lifecycles until interrupted.",
     )
     add_root(p)
-    p.add_argument("--recipe-dir", type=Path, required=True, help="folder of *.yaml|*.yml|*.json")
+    p.add_argument(
+        "--recipe-dir",
+        type=Path,
+        default=None,
+        help="folder of *.yaml|*.yml|*.json (default: ./recipes when it exists)",
+    )
     p.add_argument(
         "--artifact-dir",
         type=Path,
@@ -147,6 +153,19 @@ def limits_of(args: argparse.Namespace) -> Limits:
     )
 
 
+def recipe_dir_of(args: argparse.Namespace) -> Path:
+    """--recipe-dir, or ./recipes when it is not given (GgvisionError when neither is there)."""
+    if args.recipe_dir is not None:
+        return Path(args.recipe_dir)
+    default = Path("recipes")
+    if not default.is_dir():
+        raise GgvisionError(
+            "no --recipe-dir given and no recipes/ folder here: name one, or run from the "
+            "project root after `make build` (which writes recipes/)"
+        )
+    return default
+
+
 def core_run(args: argparse.Namespace) -> int:
     from ggvision.runner.layout import Layout
 
@@ -182,7 +201,7 @@ async def _core_run_async(args: argparse.Namespace, layout: Any) -> int:
     else:
         raise GgvisionError(f"a core is already running in {layout.root}; stop it or use --root")
 
-    plan = resolve(load_recipe_dir(args.recipe_dir), args.component)
+    plan = resolve(load_recipe_dir(recipe_dir_of(args)), args.component)
     update = read_update_argument(args.update_config) if args.update_config else {}
     iot = None
     if args.mqtt_broker:
