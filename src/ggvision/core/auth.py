@@ -5,15 +5,22 @@ policy is the component that declares it. Two resource matchers exist:
 
 * the standard one (local pub/sub and everything else): ``*`` matches any run of characters,
   ``/`` included; ``+`` and ``#`` are literal. Escapes ``${*}``, ``${$}``, ``${?}`` stand for the
-  literal characters; an unescaped ``?`` makes the resource invalid (ignored, logged).
+  literal characters; an unescaped ``?`` makes the resource invalid (see below).
 * the MQTT one (``aws.greengrass.ipc.mqttproxy``): ``+`` and ``#`` are MQTT wildcards when they are
   whole levels (``a/#`` also matches ``a``), plus ``*`` as above.
+
+A resource the Nucleus's ``AuthorizationModule.validateResource`` refuses is dropped from its
+policy (logged once per load) and the policy's other resources stay: a blank resource, an
+unescaped ``?``, or any ``${`` that is not exactly ``${*}``, ``${$}`` or ``${?}`` (``${c}``,
+``${}``, ``${*bc}``, a trailing ``${``). A lone ``$`` is literal. A policy whose every resource is
+dropped grants nothing, not even the operation on a null resource (the Nucleus never registers it).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -54,8 +61,39 @@ DESTINATION_OPERATIONS: dict[str, frozenset[str]] = {
 }
 
 
-def _glob_to_regex(resource: str, mqtt: bool) -> re.Pattern[str] | None:
-    """Compile a policy resource; None when it is invalid (unescaped ``?``)."""
+_ESCAPABLE = "*$?"
+_ESCAPE_HINT = "You can use ${*}, ${$}, or ${?}"
+
+
+def resource_error(resource: str) -> str | None:
+    """Why the Nucleus refuses this policy resource (its own message), or None when it is valid."""
+    # Utils.isEmpty: empty or only Unicode space separators (Character.isSpaceChar).
+    if all(unicodedata.category(c) in ("Zs", "Zl", "Zp") for c in resource):
+        return "Resource cannot be empty"
+    i, n = 0, len(resource)
+    while i < n:
+        c = resource[i]
+        if resource.startswith("${", i):
+            if i + 3 >= n or resource[i + 3] != "}":
+                return f"Resource contains an invalid escape sequence. {_ESCAPE_HINT}"
+            if resource[i + 2] not in _ESCAPABLE:
+                return (
+                    f"Resource contains an invalid escape sequence: ${{{resource[i + 2]}}}. "
+                    f"{_ESCAPE_HINT}"
+                )
+            i += 4
+            continue
+        if c == "?":
+            return (
+                "Resource contains invalid character: '?'. Use an escape sequence: ${?}. "
+                "The '?' character isn't supported as a wildcard"
+            )
+        i += 1
+    return None
+
+
+def _glob_to_regex(resource: str, mqtt: bool) -> re.Pattern[str]:
+    """Compile a policy resource that :func:`resource_error` accepted."""
     out: list[str] = []
     i, n = 0, len(resource)
     while i < n:
@@ -66,8 +104,6 @@ def _glob_to_regex(resource: str, mqtt: bool) -> re.Pattern[str] | None:
                 i += 4
                 continue
         c = resource[i]
-        if c == "?":
-            return None
         if c == "*":
             out.append(".*")
         else:
@@ -87,10 +123,7 @@ def _glob_to_regex(resource: str, mqtt: bool) -> re.Pattern[str] | None:
                 return re.compile("/".join(parts) + "(/.*)?", re.DOTALL)
             return re.compile(".*", re.DOTALL)
         else:
-            sub = _glob_to_regex(level, mqtt=False)
-            if sub is None:
-                return None
-            parts.append(sub.pattern)
+            parts.append(_glob_to_regex(level, mqtt=False).pattern)
     return re.compile("/".join(parts), re.DOTALL)
 
 
@@ -135,18 +168,32 @@ class AccessControl:
                     log.error("policy %s of %s is not a map", policy_id, component)
                     continue
                 ops = frozenset(str(o) for o in (body.get("operations") or []))
+                resources = [str(r) for r in body.get("resources") or []]
                 pats: list[re.Pattern[str]] = []
-                for res in body.get("resources") or []:
-                    pat = _glob_to_regex(str(res), mqtt=destination == MQTTPROXY)
-                    if pat is None:
-                        log.error(
-                            "invalid resource %r in policy %s of %s (unescaped '?'), ignored",
+                for res in resources:
+                    reason = resource_error(res)
+                    if reason is not None:
+                        log.warning(
+                            "resource %r of policy %s of %s dropped (as on the Nucleus): %s",
                             res,
                             policy_id,
                             component,
+                            reason,
+                            extra={
+                                "event": "auth.resource_dropped",
+                                "component": component,
+                                "destination": destination,
+                                "policy": str(policy_id),
+                                "resource": res,
+                                "reason": reason,
+                            },
                         )
                         continue
-                    pats.append(pat)
+                    pats.append(_glob_to_regex(res, mqtt=destination == MQTTPROXY))
+                if resources and not pats:
+                    # Every resource was refused: the Nucleus registers no permission at all, so
+                    # the policy must not grant a null resource either.
+                    continue
                 compiled.append(Policy(str(policy_id), ops, tuple(pats)))
             self._by_destination[destination] = compiled
 
