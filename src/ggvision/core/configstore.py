@@ -1,7 +1,9 @@
 """Per-component configuration store with modification times and watchers.
 
 Mirrors what components see of the Nucleus config store through IPC: a nested map per component,
-every leaf stamped with the time it was last written; a write older than a leaf's stamp is ignored.
+every leaf stamped with the time it was last written, in epoch milliseconds as the Nucleus keeps
+them; a write older than a leaf's stamp is ignored. A container's modification time is that of its
+newest leaf (:meth:`ConfigStore.modtime`), as the Nucleus's ``Topics`` takes its children's.
 Watchers get the key path (relative to the component's configuration) of each changed leaf.
 """
 
@@ -20,6 +22,11 @@ Watcher = Callable[[str, list[str]], None]
 _MISSING = object()
 
 
+def now_ms() -> int:
+    """The current time in epoch milliseconds, the unit of every stamp in the store."""
+    return time.time_ns() // 1_000_000
+
+
 def _not_found(path: Path) -> IpcError:
     return IpcError(
         "ResourceNotFoundError",
@@ -32,7 +39,7 @@ def _not_found(path: Path) -> IpcError:
 class ConfigStore:
     def __init__(self) -> None:
         self._values: dict[str, dict[str, Any]] = {}
-        self._mtimes: dict[str, dict[Path, float]] = {}
+        self._mtimes: dict[str, dict[Path, int]] = {}
         self._watchers: dict[str, list[tuple[Path, Watcher]]] = {}
 
     # --- component lifecycle -------------------------------------------------------------
@@ -41,7 +48,7 @@ class ConfigStore:
         old = self._values.get(component)
         new = copy.deepcopy(dict(configuration))
         self._values[component] = new
-        now = time.time()
+        now = now_ms()
         self._mtimes[component] = {p: now for p in _leaf_paths(new)}
         if old is not None:
             changed = _diff_paths(old, new)
@@ -75,14 +82,15 @@ class ConfigStore:
 
     # --- writes ----------------------------------------------------------------------------
     def merge(
-        self, component: str, path: list[str] | Path, value: Any, timestamp: float | None = None
+        self, component: str, path: list[str] | Path, value: Any, timestamp: int | None = None
     ) -> list[Path]:
         """Merge ``value`` at ``path``; returns the changed leaf paths (watchers already told).
 
-        A map merges key by key; anything else replaces the node. Leaves stamped newer than
-        ``timestamp`` are left alone.
+        A map merges key by key; anything else replaces the node. ``timestamp`` (epoch ms, now
+        when None) stamps every leaf written; leaves stamped newer are left alone, and a leaf
+        given its own value again only has its stamp moved forward (no change, no event).
         """
-        ts = time.time() if timestamp is None else timestamp
+        ts = now_ms() if timestamp is None else timestamp
         root = self._values.setdefault(component, {})
         mtimes = self._mtimes.setdefault(component, {})
         path = tuple(path)
@@ -107,8 +115,15 @@ class ConfigStore:
         self._notify(component, changed)
         return changed
 
-    def leaf_mtime(self, component: str, path: Path) -> float | None:
-        return self._mtimes.get(component, {}).get(path)
+    def modtime(self, component: str, path: list[str] | Path) -> int | None:
+        """When the node at ``path`` was last modified (epoch ms): a leaf's own stamp, a
+        container's newest leaf's; None for a container with no leaves or a missing node."""
+        path = tuple(path)
+        stamps = self._mtimes.get(component, {})
+        if path in stamps:
+            return stamps[path]
+        n = len(path)
+        return max((t for p, t in stamps.items() if p[:n] == path), default=None)
 
     def _merge_at(
         self,
@@ -116,15 +131,15 @@ class ConfigStore:
         key: str,
         value: Any,
         path: Path,
-        ts: float,
-        mtimes: dict[Path, float],
+        ts: int,
+        mtimes: dict[Path, int],
         changed: list[Path],
     ) -> None:
         current = parent.get(key, _MISSING)
         if isinstance(value, dict):
             if current is _MISSING or not isinstance(current, dict):
                 if current is not _MISSING:
-                    if mtimes.get(path, 0.0) > ts:
+                    if mtimes.get(path, 0) > ts:
                         return
                     mtimes.pop(path, None)
                     changed.append(path)
@@ -138,7 +153,7 @@ class ConfigStore:
                     return
             for p in [p for p in mtimes if p[: len(path)] == path]:
                 del mtimes[p]
-        elif current is not _MISSING and mtimes.get(path, 0.0) > ts:
+        elif current is not _MISSING and mtimes.get(path, 0) > ts:
             return  # stale write
         mtimes[path] = ts
         if current is _MISSING or current != value or type(current) is not type(value):
@@ -150,8 +165,8 @@ class ConfigStore:
         target: dict[str, Any],
         value: dict[str, Any],
         path: Path,
-        ts: float,
-        mtimes: dict[Path, float],
+        ts: int,
+        mtimes: dict[Path, int],
         changed: list[Path],
     ) -> None:
         for k, v in value.items():

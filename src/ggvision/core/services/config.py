@@ -16,6 +16,15 @@ CONFIG_EVENT = "aws.greengrass#ConfigurationUpdateEvents"
 VALIDATE_EVENT = "aws.greengrass#ValidateConfigurationUpdateEvents"
 
 
+def epoch_ms(seconds: float) -> int:
+    """A request's ``timestamp`` (epoch seconds, as the SDK sends a datetime) in epoch
+    milliseconds, as the Nucleus reads it: whole seconds and nanoseconds truncated, then the
+    milliseconds floored (``Instant.ofEpochSecond(s, ns).toEpochMilli()``)."""
+    whole = math.trunc(seconds)
+    nanos = whole * 1_000_000_000 + math.trunc((seconds - whole) * 1e9)
+    return nanos // 1_000_000
+
+
 def _key_path(call: Call) -> list[str]:
     kp = call.request.get("keyPath")
     if kp is None:
@@ -90,18 +99,19 @@ class ConfigStoreAgent:
             existed = True
         except IpcError:
             existed = False
-        if not existed:
-            ts = None  # a container created by this call is stamped "now", as in the Nucleus
+        # A container created by this call is stamped "now" and never stale, as in the Nucleus.
+        stamp = epoch_ms(ts) if existed else None
         if path and existed and not isinstance(existing, dict) and isinstance(value, dict):
             raise IpcError("InvalidArgumentsError", f"Cannot merge a map into the value at {path}")
-        store.merge(call.component, path, value, ts)
-        if path and ts is not None and not isinstance(value, dict):
-            stamp = store.leaf_mtime(call.component, tuple(path))
-            if stamp is not None and stamp > ts:
-                raise IpcError(
-                    "FailedUpdateConditionCheckError",
-                    "Proposed timestamp is older than the config's latest modified timestamp",
-                )
+        store.merge(call.component, path, value, stamp)
+        # Like the Nucleus: merge first (leaves stamped newer keep their values), then refuse
+        # when the node at keyPath (a container: its newest leaf) is newer than the request.
+        latest = store.modtime(call.component, path) if stamp is not None else None
+        if stamp is not None and latest is not None and latest > stamp:
+            raise IpcError(
+                "FailedUpdateConditionCheckError",
+                "Proposed timestamp is older than the config's latest modified timestamp",
+            )
         return {}
 
     def subscribe_to_configuration_update(self, call: Call) -> Streaming:
