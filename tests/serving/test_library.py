@@ -4,20 +4,15 @@ tests/test_layers.py)."""
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from ggvision.serving import ImageLoader, Manifest, Worker
+from ggvision.serving import Manifest
 from ggvision.serving.tasks.classification import ClassificationTask
 from tests.classifier.conftest import default_store
-from tests.classifier.test_worker_swap import fake_active
-from tests.reliability.test_fuzz_contract import RecordingBus
+from tests.serving.test_recent import request, serve
 
 
 def test_the_built_manifests_load_unchanged_as_classification() -> None:
@@ -31,30 +26,10 @@ def test_the_built_manifests_load_unchanged_as_classification() -> None:
 
 
 def test_a_classification_result_has_its_old_keys_and_no_output(tmp_path: Path) -> None:
-    active = fake_active(tmp_path, "fake", delay_ms=0)
-    assert isinstance(active.task, ClassificationTask)
-    bus = RecordingBus()
-    worker = Worker(
-        bus,  # type: ignore[arg-type]
-        result_topic="local/result",
-        loader=ImageLoader([], max_bytes=1 << 20, max_pixels=1 << 20),
-        queue_size=4,
-        top_k=3,
-        threshold=0.0,
-        reply_topic_allowed=lambda topic: False,
-        active=active,
-    )
-    buf = io.BytesIO()
-    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(buf, "PNG")
-    worker.start()
-    try:
-        worker.on_message(
-            "local/inference",
-            {"id": "c1", "image": {"data": base64.b64encode(buf.getvalue()).decode()}},
-        )
-    finally:
-        worker.stop()
-    [(topic, result)] = bus.published
+    with serve(tmp_path) as served:
+        assert isinstance(served.active.task, ClassificationTask)
+        served.worker.on_message("local/inference", request("c1"))
+    [(topic, result)] = served.bus.published
     assert topic == "local/result"
     assert list(result) == ["id", "status", "predictions", "model", "timing_ms"]
     assert len(result["predictions"]) == 3
