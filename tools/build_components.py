@@ -53,7 +53,7 @@ BUILD_CONSTRAINTS = REPO / "tools" / "build-constraints.txt"
 ZIP_TIME = (2020, 1, 1, 0, 0, 0)
 SOURCE_DATE_EPOCH = "1577836800"  # 2020-01-01T00:00:00Z
 # Files of a Python project that go into its wheel (and so into the fingerprint).
-_PROJECT_FILES = ("*.py", "*.json", "*.typed", "*.txt", "*.yaml")
+_PROJECT_FILES = ("*.py", "*.json", "*.typed", "*.txt", "*.yaml", "*.html", "*.js", "*.css")
 
 
 def zip_artifacts(recipe: dict[str, Any]) -> list[str]:

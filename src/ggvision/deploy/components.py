@@ -24,6 +24,7 @@ CONFIG_MODELS: dict[str, str] = {
     "com.custom.ImageClassifier": "ggvision_classifier.config:ClassifierConfig",
     "com.custom.CameraSource": "ggvision_camera.config:CameraConfig",
     "com.custom.requester": "ggvision_requester.config:RequesterConfig",
+    "com.custom.LiveView": "ggvision_liveview.config:LiveViewConfig",
 }
 RESERVED_KEYS = frozenset({"accessControl"})
 

@@ -1,0 +1,2 @@
+"""com.custom.LiveView: live annotated frames, status panels, Prometheus metrics and health
+endpoints over HTTP."""

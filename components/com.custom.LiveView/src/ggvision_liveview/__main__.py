@@ -1,0 +1,5 @@
+import sys
+
+from ggvision_liveview.app import main
+
+sys.exit(main())
