@@ -327,6 +327,49 @@ def test_classify_main_json_and_bad_image(
     assert "cannot be decoded" in out[1]["error"]
 
 
+def test_classify_out_writes_the_annotated_image(
+    store: Path, tmp_path: Path, photo_files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--out annotated.jpg``: the photo with its top labels and scores drawn on it, the same
+    drawing as ggvision.annotate gives for that answer; several images go into a folder."""
+    from PIL import Image, ImageChops
+
+    from ggvision.annotate import annotate
+
+    variant_model(store, "tflite-int8")
+    out = tmp_path / "annotated.jpg"
+    rc = classify_cli.main(
+        [str(photo_files["chelsea"]), "--model-store", str(store), "--json", "--out", str(out)]
+    )
+    assert rc == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    assert result["annotated"] == str(out)
+    with Image.open(out) as written, Image.open(photo_files["chelsea"]) as photo:
+        assert written.format == "JPEG" and written.size == photo.size
+        m = result["model"]
+        expected = annotate(
+            photo,
+            predictions=result["predictions"],
+            lines=[f"{m['name']} {m['backend']}", f"{result['timing_ms']['inference']:.1f} ms"],
+        )
+        # The panel is drawn (the corner differs from the photo) and it is that drawing (the
+        # JPEG round trip aside).
+        corner = (0, 0, 120, 60)
+        drawn = ImageChops.difference(written.convert("RGB").crop(corner), photo.crop(corner))
+        assert max(hi for _, hi in drawn.getextrema()) > 100
+        same = ImageChops.difference(written.convert("RGB"), expected.convert("RGB"))
+        assert sum(same.convert("L").histogram()[40:]) < 0.01 * photo.width * photo.height
+    folder = tmp_path / "many"
+    results = classify_cli.run(
+        [photo_files["chelsea"], photo_files["coffee"]], store, "tflite-int8", out=folder
+    )
+    assert sorted(p.name for p in folder.iterdir()) == ["chelsea.jpg", "coffee.jpg"]
+    assert [r["annotated"] for r in results] == [
+        str(folder / "chelsea.jpg"),
+        str(folder / "coffee.jpg"),
+    ]
+
+
 def test_classify_main_without_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc = classify_cli.main(["x.jpg", "--model-store", str(tmp_path / "none")])
     assert rc == 2

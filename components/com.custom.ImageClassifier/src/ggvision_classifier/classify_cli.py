@@ -1,10 +1,13 @@
 """``ggvision classify IMAGE...``: classify image files with a model from the model store.
 
     ggvision classify IMAGE... [--model-store DIR] [--variant V] [--backend B] [--threads N]
-                               [--top-k K] [--fast-decode] [--json]
+                               [--top-k K] [--fast-decode] [--json] [--out PATH]
 
 Prints the top-k classes (label, index, probability) of each image, the model's load time and
-the per-image decode, preprocess and inference times. The store defaults to $GGV_MODEL_STORE,
+the per-image decode, preprocess and inference times. ``--out annotated.jpg`` also writes the
+image with its answer drawn on it (:func:`ggvision.annotate.annotate`, the live view's drawing:
+the top labels and scores, the inference time); with several images ``--out`` is a folder and
+each copy keeps its image's name. The store defaults to $GGV_MODEL_STORE,
 else ``build/model-store``. Exit codes: 0 success; 1 an image could not be read or decoded;
 2 the model cannot be loaded (or bad arguments).
 
@@ -25,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ggvision.annotate import annotate, save_atomic
 from ggvision.serving import (
     DEFAULT_BACKEND,
     MODEL_STORE_ENV,
@@ -56,6 +60,7 @@ def run(
     top_k: int = 5,
     *,
     fast_decode: bool = False,
+    out: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Classify ``images`` with one model loaded once. One dict per image, in order::
 
@@ -64,8 +69,10 @@ def run(
          "predictions": [{"label", "index", "score"}, ...]}
 
     or ``{"image": str, "model": {...}, "error": str}`` when that image cannot be read or
-    decoded. ``score`` is a probability (softmax of logits). Raises ModelError (BackendUnavailable
-    for a missing runtime) when the model cannot be loaded."""
+    decoded. ``score`` is a probability (softmax of logits). With ``out`` (a file for one image, a
+    folder for several) each classified image is also written annotated, and its dict has
+    ``"annotated": str``. Raises ModelError (BackendUnavailable for a missing runtime) when the
+    model cannot be loaded."""
     model = Model.load(resolve_model_dir(Path(store) if store else default_store(), variant))
     manifest = model.manifest
     name = backend or DEFAULT_BACKEND[manifest.format]
@@ -85,9 +92,32 @@ def run(
             "threads": engine.threads,
             "load_ms": round(load_ms, 3),
         }
-        return [_classify(Path(p), model, engine, info, top_k, fast_decode) for p in images]
+        results = [_classify(Path(p), model, engine, info, top_k, fast_decode) for p in images]
     finally:
         engine.close()
+    if out is not None:
+        for r in results:
+            if "error" not in r:
+                r["annotated"] = str(_write_annotated(r, out, many=len(images) > 1))
+    return results
+
+
+def _write_annotated(result: dict[str, Any], out: Path, *, many: bool) -> Path:
+    """The image of ``result`` with its answer drawn on it, at ``out`` (or ``out/<name>``)."""
+    from PIL import Image, ImageOps
+
+    src = Path(result["image"])
+    with Image.open(src) as opened:
+        fmt = opened.format
+        image = ImageOps.exif_transpose(opened)
+        m = result["model"]
+        drawn = annotate(
+            image,
+            predictions=result["predictions"],
+            lines=[f"{m['name']} {m['backend']}", f"{result['timing_ms']['inference']:.1f} ms"],
+        )
+    dst = out / src.name if many else out
+    return save_atomic(drawn, dst, None if dst.suffix else fmt)
 
 
 def _classify(
@@ -147,6 +177,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--fast-decode", action="store_true", help="JPEG: decode at reduced scale (DCT draft)"
     )
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="also write the image annotated with its answer (a folder for several images)",
+    )
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -159,10 +196,14 @@ def handle(args: argparse.Namespace) -> int:
             args.threads,
             args.top_k,
             fast_decode=args.fast_decode,
+            out=args.out,
         )
     except ModelError as exc:
         print(f"ggvision classify: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"ggvision classify: cannot write the annotated image: {exc}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -189,6 +230,8 @@ def _print_text(results: list[dict[str, Any]]) -> None:
         )
         for p in r["predictions"]:
             print(f"  {p['score']:8.4f}  {p['label']} ({p['index']})")
+        if "annotated" in r:
+            print(f"  annotated: {r['annotated']}")
 
 
 def _positive(text: str) -> int:
