@@ -312,9 +312,9 @@ class LiveState:
                     }
                 )
         by_camera = {c["camera"]: c for c in components if c["camera"]}
-        producers_down = bool(components) and all(
-            c["state"] != "up" for c in components if c["model"] is not None or not c["camera"]
-        )
+        # The components that answer (not cameras): down when every one of them is.
+        answering = [c for c in components if not c["camera"]]
+        producers_down = bool(answering) and all(c["state"] != "up" for c in answering)
         for cam in cameras:
             own = by_camera.get(cam["camera"])
             stale = cam["age_s"] is None or cam["age_s"] > self.stale_after_s
@@ -350,17 +350,19 @@ class LiveState:
             return copy
 
     def readiness(self) -> tuple[bool, list[str]]:
-        """Ready when a model component reports RUNNING lately and an answer came lately."""
+        """Ready when an ``ok`` answer came lately and, of the answering components whose
+        status is known (not cameras), one reports working with a model."""
         now = self.clock()
         reasons = []
         with self._cond:
-            models = [
+            answering = [v for v in self.components.values() if not v.status.get("camera")]
+            serving = [
                 v
-                for v in self.components.values()
+                for v in answering
                 if isinstance(v.status.get("model"), dict) and self.component_state(v, now) == "up"
             ]
             last_ok = self.last_ok_at
-        if not models:
+        if answering and not serving:
             reasons.append("no model component reports RUNNING")
         if last_ok is None or now - last_ok > self.stale_after_s:
             reasons.append(f"no ok result in the last {self.stale_after_s:g} s")
