@@ -1,8 +1,9 @@
 """One markdown report of every benchmark's ratios, met / NOT MET per target.
 
-Reads what ``bench.ipc``, ``bench.classifier`` and ``bench.pipeline`` wrote (``DIR/*.json``,
-default ``build/bench``) and writes ``DIR/REPORT.md``; a benchmark that did not run is listed as
-"not run", so a regression or a gap is visible at a glance. ``make bench`` runs it last.
+Reads what ``bench.ipc``, ``bench.classifier``, ``bench.pipeline`` and ``bench.liveview`` wrote
+(``DIR/*.json``, default ``build/bench``) and writes ``DIR/REPORT.md``; a benchmark that did not
+run is listed as "not run", so a regression or a gap is visible at a glance. ``make bench`` runs
+it last.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from bench.classifier import (
     TARGET_OVERHEAD_MS,
     TARGET_RSS_MB,
 )
+from bench.liveview import TARGET_NO_VIEWER, TARGET_ONE_VIEWER
 from bench.pipeline import TARGET_BARE, TARGET_SYNC
 
 
@@ -107,10 +109,21 @@ def pipeline_lines(doc: dict[str, Any]) -> Iterator[Line]:
             yield Line("pipeline", label, _fmt(value, "x"), f">= {target}x", value >= target)
 
 
+def liveview_lines(doc: dict[str, Any]) -> Iterator[Line]:
+    for key, label, target in (
+        ("one_viewer", "CPU with one viewer (% of one core)", TARGET_ONE_VIEWER),
+        ("none", "CPU with no viewer (% of one core)", TARGET_NO_VIEWER),
+    ):
+        value = doc.get(key, {}).get("cpu_percent")
+        if isinstance(value, int | float):
+            yield Line("live view", label, _fmt(value, " %"), f"<= {target:g} %", value <= target)
+
+
 SOURCES = (
     ("ipc.json", "IPC", "python -m bench.ipc", ipc_lines),
     ("classifier.json", "classifier", "python -m bench.classifier", classifier_lines),
     ("pipeline.json", "pipeline", "python -m bench.pipeline", pipeline_lines),
+    ("liveview.json", "live view", "python -m bench.liveview", liveview_lines),
 )
 
 
@@ -139,7 +152,7 @@ def render(lines: list[Line]) -> str:
         "| --- | --- | --- | --- | --- |",
     ]
     out += [f"| {x.area} | {x.figure} | {x.value} | {x.target} | {x.verdict} |" for x in lines]
-    out += ["", "Details: ipc.md, classifier.md and pipeline.md beside this file."]
+    out += ["", "Details: ipc.md, classifier.md, pipeline.md and liveview.md beside this file."]
     return "\n".join(out) + "\n"
 
 

@@ -64,6 +64,11 @@ def test_report_lists_every_ratio_with_its_verdict(tmp_path: Path) -> None:
         },
     )
     write(tmp_path, "pipeline.json", {"ratios": {"suite_over_bare": 0.95, "suite_over_sync": 1.1}})
+    write(
+        tmp_path,
+        "liveview.json",
+        {"one_viewer": {"cpu_percent": 6.5}, "none": {"cpu_percent": 1.5}},
+    )
 
     assert report.main(["--dir", str(tmp_path)]) == 0
     text = (tmp_path / "REPORT.md").read_text()
@@ -74,7 +79,9 @@ def test_report_lists_every_ratio_with_its_verdict(tmp_path: Path) -> None:
     assert rows["IPC overhead, tflite-int8"].endswith("| met |")
     assert rows["suite / bare backend (frames/s)"].endswith("| met |")
     assert rows["suite / synchronous loop (frames/s)"].endswith("| NOT MET |")
-    assert "6 targets met, 2 NOT MET" in text
+    assert rows["CPU with one viewer (% of one core)"].endswith("| met |")
+    assert rows["CPU with no viewer (% of one core)"].endswith("| NOT MET |")
+    assert "7 targets met, 3 NOT MET" in text
 
 
 def test_a_benchmark_that_did_not_run_is_not_met(tmp_path: Path) -> None:
@@ -82,6 +89,6 @@ def test_a_benchmark_that_did_not_run_is_not_met(tmp_path: Path) -> None:
     (tmp_path / "ipc.json").write_text("{truncated")
     lines = report.collect(tmp_path)
     missing = [x for x in lines if x.figure.startswith("not run")]
-    assert [x.area for x in missing] == ["IPC", "classifier"]
+    assert [x.area for x in missing] == ["IPC", "classifier", "live view"]
     assert all(x.verdict == "NOT MET" for x in missing)
-    assert "2 targets met, 2 NOT MET" in report.render(lines)
+    assert "2 targets met, 3 NOT MET" in report.render(lines)
