@@ -175,4 +175,11 @@ def test_the_page_shows_live_annotated_frames_and_a_stopped_classifier_as_down(
     assert ready.status == 503 and ready.json()["ready"] is False
     scraped = metrics(url)
     assert scraped[("ggvision_component_up", key)] == 0.0
+
+    # A stopped camera: its panel down, its tile says so.
+    assert suite.camera.stop() == 0
+    assert browser.wait_for(f"{panel_state(CAMERA)} === 'down'", timeout=10)
+    assert browser.wait_for(f"{TILE}.querySelector('.why').textContent", timeout=5)
+    why = browser.evaluate(f"{TILE}.querySelector('.why').textContent")
+    assert why == "DOWN: camera down", why
     listener.close()

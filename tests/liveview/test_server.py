@@ -386,3 +386,22 @@ def test_a_taken_port_is_a_clear_start_error(core: CoreThread) -> None:
         assert "in use" in failed[0]["message"]
         # make run's helper takes the next free one instead.
         assert first_free("127.0.0.1", port, 20) not in (None, port)
+
+
+def test_ipv6_loopback_and_head(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET6) as probe:
+        try:
+            probe.bind(("::1", 0))
+        except OSError:
+            pytest.skip("no IPv6 loopback here")
+    state = LiveState(stale_after_s=30)
+    server = LiveServer(state, Renderer(tmp_path), Metrics(state), host="::1", port=0)
+    server.start()
+    try:
+        assert server.url == f"http://[::1]:{server.port}/"
+        assert http_get(server.url + "healthz").body == b"ok\n"
+        head = http_get(server.url + "events", method="HEAD")  # headers only, no stream
+        assert head.status == 200 and head.body == b""
+        assert head.headers["Content-Type"] == "text/event-stream"
+    finally:
+        server.stop()

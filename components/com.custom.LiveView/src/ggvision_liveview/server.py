@@ -30,6 +30,7 @@ import base64
 import hmac
 import json
 import logging
+import socket
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -101,8 +102,9 @@ class LiveServer:
 
     def start(self) -> None:
         handler = type("Handler", (_Handler,), {"live": self})
+        server = _Server6 if ":" in self.host else ThreadingHTTPServer  # ::1 is IPv6
         try:
-            httpd = ThreadingHTTPServer((self.host, self.port), handler)
+            httpd = server((self.host, self.port), handler)
         except OSError as exc:
             raise LiveViewError(
                 f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc} "
@@ -154,6 +156,8 @@ class LiveServer:
             handler.send_header("Content-Type", "text/event-stream")
             handler.common_headers()
             handler.end_headers()
+            if handler.command == "HEAD":
+                return
             sent: dict[str, str] = {}  # camera -> the frame id this viewer has
             version = -1
             while not self.stopping.is_set():
@@ -178,6 +182,10 @@ class LiveServer:
         finally:
             with self._lock:
                 self.viewers -= 1
+
+
+class _Server6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
 
 
 class _Handler(BaseHTTPRequestHandler):
