@@ -34,6 +34,11 @@ ConfigHandler = Callable[[list[str]], None]
 IotHandler = Callable[[str, bytes], None]
 # Returns (accepted, message) for a proposed configuration of a deployment.
 Validator = Callable[[dict[str, Any]], tuple[bool, str]]
+# (deploymentId, isGgcRestarting) of a PreComponentUpdateEvent -> (recheckAfterMs, message):
+# 0 lets the update go ahead now, more defers it that long (then the core asks again).
+UpdateDecider = Callable[[str, bool], tuple[int, str]]
+# deploymentId of a PostComponentUpdateEvent.
+UpdateDone = Callable[[str], None]
 
 
 class BusError(GgvisionError):
@@ -54,6 +59,9 @@ class Bus(Protocol):
     ) -> dict[str, Any]: ...
     def subscribe_configuration(self, handler: ConfigHandler) -> Subscription: ...
     def subscribe_validation(self, validator: Validator) -> Subscription: ...
+    def subscribe_component_updates(
+        self, decide: UpdateDecider, on_done: UpdateDone | None = None
+    ) -> Subscription: ...
     def update_state(self, state: str) -> None: ...
     def publish_iot(self, topic: str, payload: bytes, qos: int = 1) -> Future[Any]: ...
     def publish_bytes(self, topic: str, data: bytes) -> Future[Any]: ...
@@ -307,6 +315,54 @@ class IpcBus:
             return operation
 
         return self._stream("validation", open_)
+
+    def subscribe_component_updates(
+        self, decide: UpdateDecider, on_done: UpdateDone | None = None
+    ) -> Subscription:
+        """SubscribeToComponentUpdates: each PreComponentUpdateEvent is answered with
+        DeferComponentUpdate(recheckAfterMs, message) from ``decide`` (``0``: go ahead; a
+        failing ``decide`` answers 0, so a bug never blocks deployments); ``on_done`` hears of
+        each PostComponentUpdateEvent. Both on the handler pool."""
+
+        def on_event(event: Any) -> None:
+            pre, post = event.pre_update_event, event.post_update_event
+            if pre is not None:
+                deployment_id = str(pre.deployment_id)
+                try:
+                    recheck_ms, message = decide(deployment_id, bool(pre.is_ggc_restarting))
+                except Exception as exc:  # boundary: a decider bug lets the update go ahead
+                    log.exception("component update decider failed")
+                    recheck_ms, message = 0, f"decider failed: {exc}"
+                try:
+                    self._client.defer_component_update(
+                        deployment_id=deployment_id,
+                        message=message or None,
+                        recheck_after_ms=max(0, int(recheck_ms)),
+                    )
+                except Exception as exc:  # too late (the core stopped waiting), or no core
+                    log.warning(
+                        "could not answer the update of deployment %s: %s",
+                        deployment_id,
+                        _err(exc),
+                        extra={"event": "bus.defer_failed"},
+                    )
+            if post is not None and on_done is not None:
+                try:
+                    on_done(str(post.deployment_id))
+                except Exception:
+                    log.exception("component update handler failed")
+
+        # Answering is a blocking IPC call: on the handler pool, never the networking thread.
+        callback = self._dispatch(on_event, inline=False)
+
+        def open_(client: Any) -> Any:
+            _, operation = client.subscribe_to_component_updates(
+                on_stream_event=callback,
+                on_stream_error=lambda e: _log_stream_error("component updates", e),
+            )
+            return operation
+
+        return self._stream("component updates", open_)
 
     # --- lifecycle / IoT Core -------------------------------------------------------------------
     def update_state(self, state: str) -> None:

@@ -1,4 +1,5 @@
-"""Connect/refuse, state reporting, deferral, unsupported operations, greengrass-cli operations."""
+"""Connect/refuse, state reporting, unsupported operations, greengrass-cli operations (component
+updates and deferral: ``test_component_updates.py``)."""
 
 from __future__ import annotations
 
@@ -52,20 +53,6 @@ def test_update_state_is_observable(agent: AgentFactory, core: CoreThread) -> No
     assert seen == [("com.test.A", "RUNNING"), ("com.test.A", "ERRORED")]
     reply = a.request("call", method="update_state", kwargs={"state": "BROKEN"})
     assert reply["error"] == "InvalidArgumentsError"
-
-
-def test_defer_component_update_is_recorded(agent: AgentFactory, core: CoreThread) -> None:
-    a = agent("com.test.A")
-    a(
-        "call",
-        method="defer_component_update",
-        kwargs={"deployment_id": "d-1", "message": "busy", "recheck_after_ms": 5000},
-    )
-    assert core.call(lambda: core.ipc.deferrals["com.test.A"]) == {
-        "deploymentId": "d-1",
-        "message": "busy",
-        "recheckAfterMs": 5000,
-    }
 
 
 @pytest.mark.parametrize(

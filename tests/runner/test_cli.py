@@ -291,6 +291,32 @@ def test_deploy_and_status(running_core: Core) -> None:
     assert json.loads(failed.stdout)["status"] == "FAILED"
 
 
+def test_deploy_takes_a_component_update_policy(running_core: Core) -> None:
+    """``--component-update-action/--component-update-timeout``: CreateDeployment's
+    componentUpdatePolicy (tests/core/test_component_updates.py covers what it does)."""
+    update = '{"com.example.Daemon": {"MERGE": {"greeting": "policy"}}}'
+    root = str(running_core.root)
+    for flags in (
+        ["--component-update-action", "SKIP_NOTIFY_COMPONENTS"],
+        ["--component-update-action", "NOTIFY_COMPONENTS", "--component-update-timeout", "1"],
+    ):
+        ok = ggvision("core", "deploy", "--root", root, "--update-config", update, *flags)
+        assert ok.returncode == 0, ok.stderr
+        assert "SUCCEEDED" in ok.stdout
+    bad = ggvision(
+        "core",
+        "deploy",
+        "--root",
+        root,
+        "--update-config",
+        update,
+        "--component-update-timeout",
+        "-1",
+    )
+    assert bad.returncode != 0
+    assert "componentUpdatePolicy timeoutInSeconds must be a number >= 0" in bad.stderr
+
+
 def test_a_second_core_on_the_same_root_is_refused(running_core: Core, recipe_dir: Path) -> None:
     second = ggvision(
         "core", "run", "--root", str(running_core.root), "--recipe-dir", str(recipe_dir)

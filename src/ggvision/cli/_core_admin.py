@@ -20,6 +20,21 @@ def install_deploy(sub: Any) -> None:
         metavar="JSON_OR_FILE",
         help='{"Comp": {"MERGE": {...}, "RESET": ["/ptr"]}} inline or in a file',
     )
+    p.add_argument(
+        "--component-update-action",
+        choices=("NOTIFY_COMPONENTS", "SKIP_NOTIFY_COMPONENTS"),
+        default=None,
+        help="componentUpdatePolicy action, as in CreateDeployment: notify "
+        "SubscribeToComponentUpdates subscribers and let them defer (default: NOTIFY_COMPONENTS)",
+    )
+    p.add_argument(
+        "--component-update-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="componentUpdatePolicy timeoutInSeconds: how long each notification round waits "
+        "for DeferComponentUpdate answers (default: the core's, 60)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(handler=core_deploy)
 
@@ -30,7 +45,12 @@ def core_deploy(args: argparse.Namespace) -> int:
     from ggvision.runner.layout import Layout
 
     update = read_update_argument(args.update_config)
-    result = AdminClient(Layout.at(args.root).admin_socket).deploy(update)
+    policy: dict[str, Any] = {}
+    if args.component_update_action is not None:
+        policy["action"] = args.component_update_action
+    if args.component_update_timeout is not None:
+        policy["timeoutInSeconds"] = args.component_update_timeout
+    result = AdminClient(Layout.at(args.root).admin_socket).deploy(update, policy or None)
     if args.json:
         print(json.dumps(dataclasses.asdict(result)))
     else:

@@ -2,8 +2,9 @@
 
 Used by ``ggvision core exec`` (register a component on a running core), ``core deploy`` and
 ``core status``. Requests: ``register`` {component, configuration, defaults?, version?} ->
-{token, ipcSocket}; ``unregister`` {component}; ``deploy`` {componentToConfiguration} ->
-{deploymentId, status, message}; ``states`` -> {states}; ``set_state`` {component, state}.
+{token, ipcSocket}; ``unregister`` {component}; ``deploy`` {componentToConfiguration,
+componentUpdatePolicy?: {action?, timeoutInSeconds?}} -> {deploymentId, status, message};
+``states`` -> {states}; ``set_state`` {component, state}.
 Replies carry ``ok``; failures ``error``.
 
 Not part of the IPC server: whoever composes the core (``ggvision core run``, the test harness)
@@ -21,12 +22,17 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from ggvision.core.deployments import DeployResult
+from ggvision.core.deployments import DeployResult, UpdatePolicy
 from ggvision.core.unixsocket import owner_only_socket
 from ggvision.errors import GgvisionError
 
 log = logging.getLogger(__name__)
 MAX_LINE = 4 * 1024 * 1024
+
+
+class DeploymentDefaults(Protocol):
+    @property
+    def update_policy(self) -> UpdatePolicy: ...
 
 
 class AdminCore(Protocol):
@@ -46,8 +52,13 @@ class AdminCore(Protocol):
 
     def unregister_component(self, name: str) -> None: ...
 
+    @property
+    def deployments(self) -> DeploymentDefaults: ...
+
     async def deploy_configuration(
-        self, component_to_configuration: Mapping[str, Any]
+        self,
+        component_to_configuration: Mapping[str, Any],
+        update_policy: UpdatePolicy | None = None,
     ) -> DeployResult: ...
 
     def states(self) -> dict[str, str]: ...
@@ -78,7 +89,10 @@ async def _deploy(core: AdminCore, req: dict[str, Any]) -> dict[str, Any]:
     c2c = req.get("componentToConfiguration")
     if not isinstance(c2c, dict):
         raise GgvisionError("deploy needs componentToConfiguration (object)")
-    result = await core.deploy_configuration(c2c)
+    policy = UpdatePolicy.from_request(
+        req.get("componentUpdatePolicy"), core.deployments.update_policy
+    )
+    result = await core.deploy_configuration(c2c, policy)
     return {
         "deploymentId": result.deployment_id,
         "status": result.status,

@@ -18,9 +18,9 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Literal, Protocol
 
 from ggvision.errors import ConfigError, IpcError
 
@@ -28,6 +28,48 @@ log = logging.getLogger(__name__)
 
 VALIDATE_EVENT = "aws.greengrass#ValidateConfigurationUpdateEvents"
 DEFAULT_VALIDATION_TIMEOUT_S = 20.0
+# DeploymentComponentUpdatePolicy's defaults (CreateDeployment; the Nucleus's ComponentUpdatePolicy)
+DEFAULT_UPDATE_TIMEOUT_S = 60.0
+UpdateAction = Literal["NOTIFY_COMPONENTS", "SKIP_NOTIFY_COMPONENTS"]
+NOTIFY_COMPONENTS: Final = "NOTIFY_COMPONENTS"
+SKIP_NOTIFY_COMPONENTS: Final = "SKIP_NOTIFY_COMPONENTS"
+
+
+@dataclass(frozen=True, slots=True)
+class UpdatePolicy:
+    """A deployment's ``componentUpdatePolicy``: whether subscribers are notified and may defer,
+    and how long each round waits for their answers (``timeoutInSeconds``)."""
+
+    action: UpdateAction = NOTIFY_COMPONENTS
+    timeout_s: float = DEFAULT_UPDATE_TIMEOUT_S
+
+    @classmethod
+    def from_request(cls, raw: Any, default: UpdatePolicy) -> UpdatePolicy:
+        """``{"action": ..., "timeoutInSeconds": N}`` as CreateDeployment takes it; what it
+        leaves out comes from ``default``. ConfigError when it is malformed."""
+        if raw is None:
+            return default
+        if not isinstance(raw, Mapping) or set(raw) - {"action", "timeoutInSeconds"}:
+            raise ConfigError(
+                "componentUpdatePolicy must be an object with action and/or timeoutInSeconds"
+            )
+        raw_action = raw.get("action", default.action)
+        if raw_action == NOTIFY_COMPONENTS:
+            action: UpdateAction = NOTIFY_COMPONENTS
+        elif raw_action == SKIP_NOTIFY_COMPONENTS:
+            action = SKIP_NOTIFY_COMPONENTS
+        else:
+            raise ConfigError(
+                f"componentUpdatePolicy action must be {NOTIFY_COMPONENTS} or "
+                f"{SKIP_NOTIFY_COMPONENTS}, got {raw_action!r}"
+            )
+        timeout = raw.get("timeoutInSeconds", default.timeout_s)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
+            raise ConfigError("componentUpdatePolicy timeoutInSeconds must be a number >= 0")
+        return cls(action, float(timeout))
+
+
+SKIP_NOTIFY = UpdatePolicy(SKIP_NOTIFY_COMPONENTS, 0.0)
 
 
 @dataclass(slots=True)
@@ -115,14 +157,47 @@ class EventStream(Protocol):
     def send_event_bytes(self, model: str, payload: bytes) -> None: ...
 
 
+class Deferral(Protocol):
+    """A subscriber's answer to a PreComponentUpdateEvent (DeferComponentUpdate)."""
+
+    @property
+    def deployment_id(self) -> str: ...
+
+    @property
+    def recheck_after_ms(self) -> int | None: ...
+
+    @property
+    def message(self) -> str: ...
+
+
+class UpdateNotifier(Protocol):
+    """The SubscribeToComponentUpdates subscribers, as a deployment asks them."""
+
+    def send_pre_update(
+        self, deployment_id: str, is_ggc_restarting: bool = False
+    ) -> Sequence[asyncio.Future[Any]]: ...
+
+    def send_post_update(self, deployment_id: str) -> None: ...
+
+    def discard(self) -> None: ...
+
+
 class Deployments:
     def __init__(
         self,
         registry: ConfigRegistry,
         validation_timeout_s: float = DEFAULT_VALIDATION_TIMEOUT_S,
+        *,
+        notifier: UpdateNotifier | None = None,
+        update_policy: UpdatePolicy | None = None,
     ) -> None:
+        """``notifier``: the update subscribers (none: nobody is notified); ``update_policy``:
+        what a deployment that names none uses (default NOTIFY_COMPONENTS, 60 s)."""
         self.registry = registry
         self.validation_timeout_s = validation_timeout_s
+        self.notifier = notifier
+        self.update_policy = update_policy or UpdatePolicy()
+        self._one_at_a_time = asyncio.Lock()
         self._validators: dict[str, list[EventStream]] = {}
         self._pending: dict[tuple[str, str], asyncio.Future[tuple[bool, str]]] = {}
         self.history: dict[str, DeployResult] = {}
@@ -143,8 +218,21 @@ class Deployments:
             )
         fut.set_result((accepted, message))
 
-    async def deploy(self, component_to_configuration: Mapping[str, Any]) -> DeployResult:
+    async def deploy(
+        self,
+        component_to_configuration: Mapping[str, Any],
+        update_policy: UpdatePolicy | None = None,
+    ) -> DeployResult:
+        """Apply a configuration deployment (one at a time); ``update_policy`` defaults to the
+        core's (:attr:`update_policy`)."""
+        async with self._one_at_a_time:
+            return await self._deploy(component_to_configuration, update_policy)
+
+    async def _deploy(
+        self, component_to_configuration: Mapping[str, Any], update_policy: UpdatePolicy | None
+    ) -> DeployResult:
         deployment_id = str(uuid.uuid4())
+        policy = update_policy or self.update_policy
         registry = self.registry
         proposals: dict[str, dict[str, Any]] = {}
         try:
@@ -159,6 +247,58 @@ class Deployments:
         except (ConfigError, ValueError) as exc:
             return self._done(DeployResult(deployment_id, "FAILED", str(exc)))
 
+        notifier = self.notifier if policy.action == NOTIFY_COMPONENTS else None
+        if notifier is None:
+            return await self._apply(deployment_id, proposals)
+        await self._wait_disruptable(notifier, deployment_id, policy.timeout_s)
+        try:
+            return await self._apply(deployment_id, proposals)
+        finally:
+            notifier.send_post_update(deployment_id)
+
+    async def _wait_disruptable(
+        self, notifier: UpdateNotifier, deployment_id: str, timeout_s: float
+    ) -> None:
+        """The Nucleus's UpdateSystemPolicyService loop: notify, wait up to ``timeout_s`` for the
+        answers, sleep the largest ``recheckAfterMs`` asked for and notify again, until a round
+        asks for none."""
+        rounds = 0
+        while True:
+            rounds += 1
+            futures = list(notifier.send_pre_update(deployment_id, False))
+            if futures:
+                await asyncio.wait(futures, timeout=timeout_s)
+            recheck_ms = 0
+            for fut in futures:
+                if not fut.done() or fut.cancelled():
+                    continue
+                deferral: Deferral = fut.result()
+                if deferral.deployment_id == deployment_id and deferral.recheck_after_ms:
+                    recheck_ms = max(recheck_ms, deferral.recheck_after_ms)
+            unanswered = sum(1 for f in futures if not f.done())
+            if recheck_ms <= 0:
+                notifier.discard()
+                log.info(
+                    "deployment %s goes ahead after %d notification round(s)%s",
+                    deployment_id,
+                    rounds,
+                    f"; {unanswered} subscriber(s) did not answer" if unanswered else "",
+                    extra={"event": "deploy.update_scheduled", "rounds": rounds},
+                )
+                return
+            log.info(
+                "deployment %s deferred for %d ms",
+                deployment_id,
+                recheck_ms,
+                extra={"event": "deploy.update_deferred", "recheck_after_ms": recheck_ms},
+            )
+            await asyncio.sleep(recheck_ms / 1000)
+
+    async def _apply(
+        self, deployment_id: str, proposals: Mapping[str, dict[str, Any]]
+    ) -> DeployResult:
+        """Validate the proposals with their components, then apply them."""
+        registry = self.registry
         waits: list[tuple[str, asyncio.Future[tuple[bool, str]]]] = []
         loop = asyncio.get_running_loop()
         for comp, proposed in proposals.items():

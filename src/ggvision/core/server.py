@@ -24,7 +24,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ggvision.core.deployments import Deployments, DeployResult
+from ggvision.core.deployments import (
+    DEFAULT_UPDATE_TIMEOUT_S,
+    Deployments,
+    DeployResult,
+    UpdatePolicy,
+)
 from ggvision.core.ipcserver import IpcServer
 from ggvision.core.limits import Limits
 from ggvision.core.mqtt import IotBridge
@@ -47,16 +52,24 @@ class IpcCore:
         iot: IotBridge | None = None,
         validation_timeout_s: float = 20.0,
         limits: Limits | None = None,
+        component_update_timeout_s: float = DEFAULT_UPDATE_TIMEOUT_S,
     ) -> None:
         """``limits``: what local clients can make the core hold (:class:`Limits`' defaults
-        when None)."""
+        when None); ``component_update_timeout_s``: how long a deployment that names no
+        ``componentUpdatePolicy`` waits for DeferComponentUpdate answers in each round (the
+        Nucleus's 60 s)."""
         self.registry = registry = ComponentRegistry()
         self.server = IpcServer(socket_path, registry.component_for_token, limits)
         self._iot = iot
         self.config = registry.config
         self.pubsub = PubSub()
-        self.deployments = Deployments(registry, validation_timeout_s)
         self.lifecycle = LifecycleAgent(registry)
+        self.deployments = Deployments(
+            registry,
+            validation_timeout_s,
+            notifier=self.lifecycle,
+            update_policy=UpdatePolicy(timeout_s=component_update_timeout_s),
+        )
         for agent in (
             PubSubAgent(registry, self.pubsub),
             ConfigStoreAgent(registry.config, self.deployments),
@@ -81,10 +94,6 @@ class IpcCore:
     @property
     def versions(self) -> dict[str, str]:
         return self.registry.versions
-
-    @property
-    def deferrals(self) -> dict[str, dict[str, Any]]:
-        return self.lifecycle.deferrals
 
     # --- components ---------------------------------------------------------------------------
     def register_component(
@@ -139,9 +148,14 @@ class IpcCore:
         self.registry.add_state_listener(listener)
 
     async def deploy_configuration(
-        self, component_to_configuration: Mapping[str, Any]
+        self,
+        component_to_configuration: Mapping[str, Any],
+        update_policy: UpdatePolicy | None = None,
     ) -> DeployResult:
-        return await self.deployments.deploy(component_to_configuration)
+        """A deployment of configuration, as a cloud deployment would make it: subscribers to
+        component updates are notified first unless ``update_policy`` says
+        SKIP_NOTIFY_COMPONENTS (default: NOTIFY_COMPONENTS with the core's timeout)."""
+        return await self.deployments.deploy(component_to_configuration, update_policy)
 
     # --- running --------------------------------------------------------------------------------
     async def start(self) -> None:

@@ -35,14 +35,17 @@ class AdminClient:
         self.path = path
         self.timeout_s = timeout_s
 
-    def request(self, payload: Mapping[str, Any]) -> dict[str, Any]:
-        """Send one request; return the reply, or raise AdminError (no core, or ``ok: false``)."""
+    def request(self, payload: Mapping[str, Any], *, wait: bool = False) -> dict[str, Any]:
+        """Send one request; return the reply, or raise AdminError (no core, or ``ok: false``).
+        ``wait``: no timeout for the answer (a deployment that components may defer)."""
         op = payload.get("op")
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
                 sock.settimeout(self.timeout_s)
                 sock.connect(str(self.path))
                 sock.sendall(json.dumps(payload).encode() + b"\n")
+                if wait:
+                    sock.settimeout(None)
                 buf = bytearray()
                 while b"\n" not in buf:
                     chunk = sock.recv(65536)
@@ -98,10 +101,21 @@ class AdminClient:
     def unregister(self, component: str) -> None:
         self.request({"op": "unregister", "component": component})
 
-    def deploy(self, component_to_configuration: Mapping[str, Any]) -> Deployment:
-        reply = self.request(
-            {"op": "deploy", "componentToConfiguration": dict(component_to_configuration)}
-        )
+    def deploy(
+        self,
+        component_to_configuration: Mapping[str, Any],
+        component_update_policy: Mapping[str, Any] | None = None,
+    ) -> Deployment:
+        """Deploy and wait for the result (however long components defer the update);
+        ``component_update_policy``: ``{"action": ..., "timeoutInSeconds": N}`` as
+        CreateDeployment takes it (default: the core's)."""
+        req: dict[str, Any] = {
+            "op": "deploy",
+            "componentToConfiguration": dict(component_to_configuration),
+        }
+        if component_update_policy is not None:
+            req["componentUpdatePolicy"] = dict(component_update_policy)
+        reply = self.request(req, wait=True)
         return Deployment(
             str(reply.get("deploymentId", "")),
             str(reply.get("status", "")),

@@ -15,6 +15,7 @@ next) builds its composition root from.
     swap      validate-then-swap with the candidate kept for the reload
     commands  model-switch commands from AWS IoT Core
     status    the Health report
+    updates   defer a deployment's component update while requests are in flight
 
 Runtime packages (LiteRT, ONNX Runtime, PyTorch, DLR) are imported only by the backend that runs
 them; numpy and Pillow are needed. A model component passes its role (``classifier``: the
@@ -51,6 +52,7 @@ from ggvision.serving.replies import Replies, Stats
 from ggvision.serving.status import health
 from ggvision.serving.swap import CANDIDATE_TTL_S, ModelSwapper
 from ggvision.serving.tasks import Task, TaskOutput, get_task, register_task, task_names
+from ggvision.serving.updates import DeferWhileBusy, outstanding
 from ggvision.serving.worker import Worker
 
 __all__ = [
@@ -61,6 +63,7 @@ __all__ = [
     "Backend",
     "BackendUnavailable",
     "CommandSettings",
+    "DeferWhileBusy",
     "ImageLoader",
     "Intake",
     "Item",
@@ -83,6 +86,7 @@ __all__ = [
     "get_task",
     "health",
     "model_keys",
+    "outstanding",
     "prepare_model",
     "preprocess",
     "register_task",

@@ -133,6 +133,55 @@ class _Agent:  # pragma: no cover - runs in the child process
             )
             self.subs[sid] = operation
             return {"sub": sid}
+        if op == "subscribe_updates":
+            # SubscribeToComponentUpdates. Events: {"pre": PreComponentUpdateEvent payload},
+            # {"post": PostComponentUpdateEvent payload}, and the outcome of each answer:
+            # {"deferred": recheckAfterMs} or {"defer_error": name, "message": ...}. ``answers``:
+            # the recheckAfterMs of the answer to each PreComponentUpdateEvent in turn (null: no
+            # answer), ``then`` for those after (default 0: go ahead); ``answer_after_s``: how
+            # long to wait before answering.
+            sid = self._new_sub()
+            answers: list[int | None] = list(req.get("answers", []))
+            then: int | None = req.get("then", 0)
+            delay = float(req.get("answer_after_s", 0))
+            lock = threading.Lock()
+
+            def on_pre(pre: Any) -> None:
+                with lock:
+                    answer = answers.pop(0) if answers else then
+                self._push(sid, {"pre": pre._to_payload()})
+                if answer is None:
+                    return
+                time.sleep(delay)
+                try:
+                    c.defer_component_update(
+                        deployment_id=pre.deployment_id,
+                        message="agent",
+                        recheck_after_ms=answer,
+                    )
+                except Exception as exc:
+                    self._push(
+                        sid,
+                        {
+                            "defer_error": type(exc).__name__,
+                            "message": getattr(exc, "message", None) or str(exc),
+                        },
+                    )
+                    return
+                self._push(sid, {"deferred": answer})
+
+            def on_update(ev: Any) -> None:
+                if ev.pre_update_event is not None:
+                    threading.Thread(target=on_pre, args=(ev.pre_update_event,)).start()
+                if ev.post_update_event is not None:
+                    self._push(sid, {"post": ev.post_update_event._to_payload()})
+
+            _, operation = c.subscribe_to_component_updates(
+                on_stream_event=on_update,
+                on_stream_error=lambda e: self._err(sid, e),
+            )
+            self.subs[sid] = operation
+            return {"sub": sid}
         if op == "subscribe_iot":
             sid = self._new_sub()
             _, operation = c.subscribe_to_iot_core(

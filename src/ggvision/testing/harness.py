@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ggvision.core.admin import AdminServer
-from ggvision.core.deployments import DeployResult
+from ggvision.core.deployments import DeployResult, UpdatePolicy
 from ggvision.core.environment import DEFAULT_REGION, DEFAULT_THING_NAME, nucleus_env
 from ggvision.core.server import IpcCore
 
@@ -154,8 +154,18 @@ class CoreThread:
     def state_of(self, name: str) -> str | None:
         return self.call(lambda: self.ipc.state_of(name))
 
-    def deploy(self, component_to_configuration: Mapping[str, Any]) -> DeployResult:
-        return self.run(self.ipc.deploy_configuration(component_to_configuration), 60.0)
+    def deploy(
+        self,
+        component_to_configuration: Mapping[str, Any],
+        update_policy: UpdatePolicy | None = None,
+        timeout: float = 60.0,
+    ) -> DeployResult:
+        """A deployment as the cloud makes one: update subscribers are notified first unless
+        ``update_policy`` skips them (default: NOTIFY_COMPONENTS with the core's
+        ``component_update_timeout_s``)."""
+        return self.run(
+            self.ipc.deploy_configuration(component_to_configuration, update_policy), timeout
+        )
 
     def get_config(self, name: str) -> dict[str, Any]:
         return self.call(lambda: self.ipc.config.snapshot(name))

@@ -19,12 +19,14 @@ from ggvision.core.auth import PUBSUB, AccessControl
 from ggvision.errors import ConfigError, GgvisionError
 from ggvision.serving import (
     ActiveModel,
+    DeferWhileBusy,
     ImageLoader,
     ModelCommands,
     ModelError,
     ModelSwapper,
     Worker,
     health,
+    outstanding,
     prepare_model,
 )
 from ggvision.telemetry import Health, RateMeter, StatusReporter
@@ -48,7 +50,9 @@ def load_model(cfg: ClassifierConfig) -> ActiveModel:
 
 class ClassifierService:
     """Owns the config and wires the serving pieces: the worker (intake, stages, replies), the
-    swapper (deployments), model-switch commands, the uplink and the status reports."""
+    swapper (deployments), model-switch commands, the uplink and the status reports. A
+    deployment's component update is deferred while requests are in flight
+    (:class:`~ggvision.serving.DeferWhileBusy`)."""
 
     def __init__(self, bus: Bus, work_dir: Path | None = None) -> None:
         self.bus = bus
@@ -93,6 +97,8 @@ class ClassifierService:
         self.commands = ModelCommands(
             bus, self.swapper, lambda: self.cfg, backends=BACKENDS, role=ROLE
         )
+        worker = self.worker
+        self.defer_updates = DeferWhileBusy(lambda: outstanding(worker), role=ROLE)
         self.reporter = StatusReporter(
             bus,
             NAME,
@@ -109,6 +115,7 @@ class ClassifierService:
             self.bus.subscribe(self.cfg.inference_topic, self.worker.on_message, inline=True),
             self.bus.subscribe_validation(self.validate),
             self.bus.subscribe_configuration(self.on_configuration_changed),
+            self.bus.subscribe_component_updates(self.defer_updates, self.defer_updates.done),
         ]
         self.commands.subscribe(self.cfg)
         self.bus.update_state("RUNNING" if self.worker.active else "ERRORED")

@@ -1,12 +1,15 @@
 """greengrass-cli's operations (CreateLocalDeployment, GetLocalDeploymentStatus,
-ListLocalDeployments, ListComponents), each authorized under ``aws.greengrass.Cli``."""
+ListLocalDeployments, ListComponents), each authorized under ``aws.greengrass.Cli``.
+
+A local deployment does not notify SubscribeToComponentUpdates subscribers, as on the Nucleus
+(its ``DeploymentDocumentConverter`` gives local deployments ``SKIP_NOTIFY_COMPONENTS``)."""
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
 from ggvision.core.configstore import ConfigStore
-from ggvision.core.deployments import Deployments, DeployResult
+from ggvision.core.deployments import SKIP_NOTIFY, Deployments, DeployResult
 from ggvision.core.services import Authorizer, Call, Operation, authorize, str_field
 from ggvision.errors import IpcError
 
@@ -79,7 +82,7 @@ class CliAgent:
         configuration = req.get("componentToConfiguration") or {}
         if not isinstance(configuration, dict):
             raise IpcError("InvalidArgumentsError", "componentToConfiguration must be a map")
-        result = await self.deployments.deploy(configuration)
+        result = await self.deployments.deploy(configuration, SKIP_NOTIFY)
         return {"deploymentId": result.deployment_id}
 
     def get_local_deployment_status(self, call: Call) -> dict[str, Any]:
