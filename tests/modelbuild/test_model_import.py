@@ -64,6 +64,14 @@ def deeplens_tarball(graph: Path, dest: Path, label_map: str = PERSON_MAP) -> Pa
     tgz = dest / "tfmodel.tar.gz"
     with tarfile.open(tgz, "w:gz") as tar:
         tar.add(graph, arcname="tfmodel/frozen_inference_graph.pb")
+        # an Object Detection API export directory also holds these (not used by the import)
+        for name, blob in (
+            ("saved_model/saved_model.pb", b"\x08\x01"),
+            ("pipeline.config", b"model {}"),
+        ):
+            info = tarfile.TarInfo(f"tfmodel/{name}")
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
         data = label_map.encode()
         info = tarfile.TarInfo("tfmodel/mscoco_label_map.pbtxt")
         info.size = len(data)

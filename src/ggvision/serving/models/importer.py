@@ -24,7 +24,7 @@ import json
 import os
 import re
 import shutil
-import subprocess  # nosec B404 - runs the build venv's converter, a fixed argv without a shell
+import subprocess  # the build venv's converter: a fixed argv, no shell # nosec B404
 import sys
 import tarfile
 import tempfile
@@ -170,6 +170,9 @@ def resolve_sources(files: list[Path], extract_dir: Path) -> Source:
             )
         return Source("tflite", by["tflite"][0], by["txt"][0], files)
     if by["pb"]:
+        frozen = [p for p in by["pb"] if p.name == "frozen_inference_graph.pb"]
+        if len(by["pb"]) > 1 and len(frozen) == 1:  # an OD API export dir also has saved_model/
+            by["pb"] = frozen
         if len(by["pb"]) > 1:
             raise ModelImportError(
                 f"{files[0]}: more than one .pb: {', '.join(p.name for p in by['pb'])}"
@@ -187,7 +190,7 @@ def _untar(path: Path, dest: Path) -> list[Path]:
     target = dest / ("x" + hashlib.sha256(str(path).encode()).hexdigest()[:8])
     try:
         with tarfile.open(path) as tar:
-            tar.extractall(target, filter="data")  # nosec B202 - the "data" filter refuses unsafe members
+            tar.extractall(target, filter="data")  # the "data" filter refuses unsafe members
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise ModelImportError(f"{path}: not a readable tar archive: {exc}") from exc
     return sorted(p for p in target.rglob("*") if p.is_file() and not p.name.startswith("._"))
@@ -216,7 +219,7 @@ def build_python(mb: Path) -> Path:
     if os.environ.get(VENV_ENV):
         raise ModelImportError(f"{VENV_ENV}={venv}: no TensorFlow build venv there")
     print(f"creating the conversion venv {venv} (TensorFlow; takes minutes)…", file=sys.stderr)
-    proc = subprocess.run(  # nosec B603 B607 - fixed argv, no shell
+    proc = subprocess.run(  # fixed argv, no shell # nosec B603 B607
         ["bash", str(mb / "build.sh"), "--venv-only"], check=False, stdout=sys.stderr
     )
     if proc.returncode != 0 or not py.is_file():
@@ -229,7 +232,7 @@ def build_python(mb: Path) -> Path:
 
 
 def _has_tf(py: Path) -> bool:
-    proc = subprocess.run(  # nosec B603 - fixed argv, no shell
+    proc = subprocess.run(  # fixed argv, no shell # nosec B603
         [str(py), "-c", "import importlib.util as u; exit(u.find_spec('tensorflow') is None)"],
         check=False,
         capture_output=True,
@@ -246,7 +249,7 @@ def convert_graph(graph: Path, to: str, work: Path) -> tuple[Path, dict[str, Any
         )
     py = build_python(mb)
     out = work / "converted"
-    proc = subprocess.run(  # nosec B603 - fixed argv, no shell
+    proc = subprocess.run(  # fixed argv, no shell # nosec B603
         [
             str(py),
             str(mb / "import_graph.py"),
@@ -500,7 +503,7 @@ def write_index(store: Path, variant: str, manifest: dict[str, Any]) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(index, f, indent=2)
         f.write("\n")
-    os.chmod(tmp, 0o644)  # mkstemp makes it 0600; a store is read by other users
+    os.chmod(tmp, 0o644)  # mkstemp makes it 0600; a store is world-readable
     os.replace(tmp, path)
 
 
@@ -539,7 +542,7 @@ def import_model(
             )
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        os.chmod(work, 0o755)  # mkdtemp makes it 0700
+        os.chmod(work, 0o755)  # noqa: S103 # mkdtemp: 0700; a store is world-readable # nosec B103
         old = None
         if final.exists():
             old = store / f".old-{variant}-{os.getpid()}"
