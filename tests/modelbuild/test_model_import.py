@@ -452,3 +452,23 @@ def test_bad_tarball_and_missing_label_map(
         "frozen_inference_graph.pb",
         ".pbtxt label map given with it",
     )
+
+
+def test_graph_without_a_conversion_venv(
+    store_with_one: tuple[Path, dict[str, bytes]],
+    person_graph: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    store, before = store_with_one
+    (tmp_path / "map.pbtxt").write_text(PERSON_MAP)
+    monkeypatch.setenv("GGV_DETECT_VENV", str(tmp_path / "no-venv"))
+    assert_refused(
+        capsys,
+        store,
+        before,
+        [person_graph, tmp_path / "map.pbtxt", "--store", store, "--variant", "v"],
+        "GGV_DETECT_VENV",
+        "no TensorFlow build venv",
+    )
