@@ -11,7 +11,7 @@ COMPONENTS := components/com.custom.ImageClassifier components/com.custom.Camera
 PKG_DIRS := src/ggvision $(foreach c,$(COMPONENTS),$(c)/src)
 ROOT ?= /tmp/ggvision-$(shell id -u)
 
-.PHONY: setup run test lint typecheck unit bench models build deploy-local samples clean models-dlr security lock synth
+.PHONY: setup run test lint typecheck unit bench models build deploy-local samples clean models-dlr security lock synth models-detect
 
 setup: $(STAMP) $(CDK_STAMP)  ## .venv with the library, every component (all backends), dev tools; mosquitto
 	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || \
@@ -53,6 +53,13 @@ $(DLR_MODELS): $(MODELS) modelbuild/venv.sh modelbuild/dlr/*.py modelbuild/dlr/*
 
 models-dlr: $(DLR_MODELS)  ## the DLR model (TVM 0.25, venv build/venvs/dlr; needs gcc) + AWS layout copy
 
+DETECT_MODELS := build/detect-store/.built
+
+$(DETECT_MODELS): modelbuild/venv.sh modelbuild/detect/*.py modelbuild/detect/*.sh modelbuild/detect/requirements*.txt
+	bash modelbuild/detect/build.sh
+
+models-detect: $(DETECT_MODELS)  ## the detection model store (TensorFlow + tf2onnx, venv build/venvs/detect; npm)
+
 BUILT := greengrass-build/.built
 BUILD_INPUTS := $(shell find src components tools/build_components.py tools/build-constraints.txt -type f \
   \( -name '*.py' -o -name '*.yaml' -o -name '*.json' -o -name '*.toml' -o -name '*.txt' \) \
@@ -60,7 +67,7 @@ BUILD_INPUTS := $(shell find src components tools/build_components.py tools/buil
 
 build: $(BUILT)  ## component artifacts + recipes/ (greengrass-cli layout)
 
-$(BUILT): $(STAMP) $(MODELS) $(BUILD_INPUTS)
+$(BUILT): $(STAMP) $(MODELS) $(DETECT_MODELS) $(BUILD_INPUTS)
 	$(BIN)/python tools/build_components.py
 	touch $@
 
@@ -120,7 +127,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy $(PKG_DIRS)
 
-unit: $(STAMP) $(CDK_STAMP) $(MODELS) $(BUILT) $(DLR_MODELS)
+unit: $(STAMP) $(CDK_STAMP) $(MODELS) $(BUILT) $(DLR_MODELS) $(DETECT_MODELS)
 	GGV_REQUIRE_MODELS=1 GGV_REQUIRE_BUILD=1 $(BIN)/pytest -q $(PYTEST_ARGS)
 
 # bandit over the shipped code; each `# nosec` carries its reason on the same line.

@@ -10,7 +10,8 @@ A Python component's zip holds the wheels of the shared library and of the compo
 ``requirements.txt`` that pins every package the Install step installs (the closure of the
 component's dependencies, with the versions of the build environment, which ``make setup``
 installs from exact pins). The model store's zips hold one model variant each, built by
-``make models`` into ``build/model-store``.
+``make models`` into ``build/model-store`` (the detection store's: ``make models-detect`` into
+``build/detect-store``).
 
 Reproducible: wheels are built from a clean copy of the sources with pinned build tools
 (``tools/build-constraints.txt``) and ``SOURCE_DATE_EPOCH``; zips have sorted entries, fixed
@@ -193,14 +194,17 @@ def build_python_component(
     return target
 
 
-def build_model_store(version: str, zips: list[str], store: Path, out: Path) -> list[Path]:
+def build_model_store(
+    version: str, zips: list[str], store: Path, out: Path, name: str = MODEL_STORE
+) -> list[Path]:
     built = []
+    make = "models" if name == MODEL_STORE else "models-detect"
     for zip_name in zips:
         variant = store / zip_name.removesuffix(".zip")
         if not (variant / "manifest.json").is_file():
-            raise SystemExit(f"model variant {variant} is missing: run `make models` first")
+            raise SystemExit(f"model variant {variant} is missing: run `make {make}` first")
         files = {p.name: p for p in sorted(variant.iterdir()) if p.is_file()}
-        target = out / MODEL_STORE / version / zip_name
+        target = out / name / version / zip_name
         write_zip(target, files)
         built.append(target)
     return built
@@ -220,6 +224,16 @@ def model_build_inputs() -> list[Path]:
     return sorted(files)
 
 
+# The detection model store (`make models-detect` -> build/detect-store), zipped per variant like
+# MODEL_STORE; its fingerprint is the inputs of that build.
+DETECT_STORE = "com.custom.ObjectDetection.ModelStore"
+
+
+def detect_build_inputs() -> list[Path]:
+    base = REPO / "modelbuild" / "detect"
+    return sorted([*base.glob("*.py"), *base.glob("*.sh"), *base.glob("requirements*.txt")])
+
+
 def fingerprint(component_dir: Path, recipe: dict[str, Any]) -> str:
     """sha256 of what a component version consists of, stable across machines:
 
@@ -233,8 +247,9 @@ def fingerprint(component_dir: Path, recipe: dict[str, Any]) -> str:
     h = hashlib.sha256()
     h.update(json.dumps(recipe, sort_keys=True, default=str).encode())
     name = str(recipe["ComponentName"])
-    if name == MODEL_STORE:
-        _digest_files(h, REPO, model_build_inputs())
+    if name in (MODEL_STORE, DETECT_STORE):
+        inputs = model_build_inputs() if name == MODEL_STORE else detect_build_inputs()
+        _digest_files(h, REPO, inputs)
         return h.hexdigest()
     h.update(json.dumps(DEVICE_EXTRAS.get(name)).encode())
     _digest_files(h, REPO, project_sources(REPO))
@@ -300,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--component", action="append", default=None, metavar="NAME")
     parser.add_argument("--model-store", type=Path, default=REPO / "build" / "model-store")
+    parser.add_argument("--detect-store", type=Path, default=REPO / "build" / "detect-store")
     parser.add_argument("--out", type=Path, default=REPO / "greengrass-build" / "artifacts")
     parser.add_argument("--recipes", type=Path, default=REPO / "recipes")
     parser.add_argument(
@@ -328,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         zips = zip_artifacts(recipe)
         if name == MODEL_STORE:
             targets = build_model_store(version, zips, args.model_store, args.out)
+        elif name == DETECT_STORE:
+            targets = build_model_store(version, zips, args.detect_store, args.out, name)
         else:
             targets = [
                 build_python_component(component_dir, name, version, z, args.out) for z in zips

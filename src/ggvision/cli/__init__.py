@@ -8,13 +8,14 @@ Commands live in a table of ``name -> installer`` so later ones (``classify``, .
     ggvision core status [--json]
     ggvision recipe validate RECIPE ...
     ggvision publish --bucket B (--thing-group G | --thing T | --no-deploy) ...
+    ggvision model import FILE... --store DIR --variant KEY [--to tflite|onnx]
 
 Exit codes: 0 success; 1 a component ended BROKEN, a deployment FAILED or an admin request
 failed; 2 bad input (recipes, configuration, arguments); ``core exec`` exits with CMD's code.
 
 This module holds the table, the parser and ``main``; each command lives in a private module
-(``_core_run``, ``_core_exec``, ``_core_admin``, ``_recipe``, ``_publish``, ``_plugins``), the
-options they share in ``_args``.
+(``_core_run``, ``_core_exec``, ``_core_admin``, ``_recipe``, ``_publish``, ``_plugins``,
+``_model``), the options they share in ``_args``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ggvision import __version__
 from ggvision.cli._core_admin import install_deploy, install_status
 from ggvision.cli._core_exec import install_exec
 from ggvision.cli._core_run import install_run
+from ggvision.cli._model import install_model
 from ggvision.cli._plugins import install_plugins
 from ggvision.cli._publish import install_publish
 from ggvision.cli._recipe import install_recipe
@@ -51,6 +53,7 @@ COMMANDS: list[Callable[[Any], None]] = [
     install_recipe,
     install_publish,
     install_plugins,
+    install_model,
 ]
 
 
