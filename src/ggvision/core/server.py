@@ -49,7 +49,8 @@ class IpcCore:
         limits: Limits | None = None,
     ) -> None:
         """``limits``: what local clients can make the core hold (:class:`Limits`' defaults
-        when None)."""
+        when None), and whose profile it keeps to (``Limits.for_profile("lite")``: Greengrass
+        nucleus lite's)."""
         self.registry = registry = ComponentRegistry()
         self.server = IpcServer(socket_path, registry.component_for_token, limits)
         self._iot = iot
@@ -58,7 +59,13 @@ class IpcCore:
         self.deployments = Deployments(registry, validation_timeout_s)
         self.lifecycle = LifecycleAgent(registry)
         for agent in (
-            PubSubAgent(registry, self.pubsub),
+            PubSubAgent(
+                registry,
+                self.pubsub,
+                max_topic_bytes=None
+                if self.server.limits.lite is None
+                else (self.server.limits.lite.max_topic_bytes),
+            ),
             ConfigStoreAgent(registry.config, self.deployments),
             self.lifecycle,
             CliAgent(registry, self.deployments, registry.config, registry),

@@ -149,9 +149,19 @@ def _check_blob(request: dict[str, Any]) -> None:
 class PubSubAgent:
     """PublishToTopic and SubscribeToTopic, authorized under ``aws.greengrass.ipc.pubsub``."""
 
-    def __init__(self, auth: Authorizer, router: PubSub) -> None:
+    def __init__(
+        self, auth: Authorizer, router: PubSub, *, max_topic_bytes: int | None = None
+    ) -> None:
+        """``max_topic_bytes``: the lite profile's bound on a topic (filter), answered as Lite
+        answers it (:class:`ggvision.core.limits.LiteLimits`); None: the Nucleus's (none)."""
         self.auth = auth
         self.router = router
+        self.max_topic_bytes = max_topic_bytes
+
+    def _check_length(self, topic: str | None, message: str) -> None:
+        limit = self.max_topic_bytes
+        if limit is not None and topic is not None and len(topic.encode()) > limit:
+            raise IpcError("ServiceError", message)
 
     def operations(self) -> list[Operation]:
         return [
@@ -163,6 +173,7 @@ class PubSubAgent:
         _check_blob(call.request)
         topic = str_field(call, "topic")
         authorize(self.auth, call.component, PUBSUB, PUBLISH, topic)
+        self._check_length(topic, "Failed to publish the message.")
         if topic is None:
             raise IpcError("InvalidArgumentsError", "Publish topic must not be null")
         if _has_wildcard(topic):
@@ -197,6 +208,7 @@ class PubSubAgent:
     def subscribe_to_topic(self, call: Call) -> Streaming:
         topic = str_field(call, "topic")
         authorize(self.auth, call.component, PUBSUB, SUBSCRIBE, topic)
+        self._check_length(topic, "Failed to bind subscription.")
         if not topic:
             raise IpcError("InvalidArgumentsError", "Subscribe topic must not be empty")
         mode = call.request.get("receiveMode")
