@@ -183,3 +183,15 @@ def test_profiles_are_chosen_once_by_name() -> None:
     with pytest.raises(ConfigError) as info:
         Limits.for_profile("greengrass-v1")
     assert "unknown profile" in str(info.value)
+
+
+def test_core_run_profile_lite_chooses_lites_limits() -> None:
+    from ggvision.cli import build_parser
+    from ggvision.cli._core_run import limits_of
+
+    run = ["core", "run", "--recipe-dir", "r"]
+    assert limits_of(build_parser().parse_args(run)).profile == NUCLEUS
+    lite = limits_of(build_parser().parse_args([*run, "--profile", "lite"]))
+    assert lite.profile == LITE and lite.lite == LiteLimits()
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*run, "--profile", "v1"])
