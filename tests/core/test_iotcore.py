@@ -135,3 +135,17 @@ def test_iot_core_arguments_are_validated(agent: AgentFactory) -> None:
         "InvalidArgumentsError",
         "Invalid QoS value: 2",
     )
+
+
+# Issue #17, item 4: MqttProxyIPCAgent.doAuthorization turns the AuthorizationException of a
+# blank topic (AuthorizationModule.isPresent: "Resource cannot be empty") into its constant
+# UnauthorizedError("Not Authorized"), before it needs a broker.
+def test_a_blank_iot_core_topic_is_not_authorized(agent: AgentFactory) -> None:
+    acl = {
+        "aws.greengrass.ipc.mqttproxy": {
+            "p": {"operations": ["aws.greengrass#PublishToIoTCore"], "resources": ["*"]}
+        }
+    }
+    a = agent("com.test.Blank", acl)
+    reply = a.request("publish_iot", topic=" ", payload=b64(b"{}"))
+    assert (reply["error"], reply["message"]) == ("UnauthorizedError", "Not Authorized")

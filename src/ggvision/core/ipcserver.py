@@ -34,7 +34,7 @@ from ggvision.core.limits import (
 from ggvision.core.rpc import Connection, Stream
 from ggvision.core.services import Call, Operation, Service, Streaming
 from ggvision.core.unixsocket import check_socket_path, owner_only_socket
-from ggvision.errors import GgvisionError, IpcError
+from ggvision.errors import GgvisionError, IpcError, UnmodeledIpcError
 
 log = logging.getLogger(__name__)
 
@@ -203,9 +203,14 @@ class IpcServer:
             try:
                 request = json.loads(payload) if payload else {}
             except (ValueError, RecursionError) as exc:
-                raise IpcError("ServiceError", "" if lite else "Request is not valid JSON") from exc
+                if lite:
+                    raise IpcError("ServiceError", "") from exc
+                # The Nucleus's RPC framework cannot deserialize it: its bare error.
+                raise UnmodeledIpcError("Request is not valid JSON") from exc
             if not isinstance(request, dict):
-                raise IpcError("ServiceError", "" if lite else "Request must be a JSON object")
+                if lite:
+                    raise IpcError("ServiceError", "")
+                raise UnmodeledIpcError("Request must be a JSON object")
             if lite is not None and lite_json_bytes(request) > lite.max_json_bytes:
                 log.warning(
                     "IPC request refused: its JSON does not fit the lite profile's decode arena",

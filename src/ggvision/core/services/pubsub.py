@@ -13,7 +13,6 @@ modeled error), nothing is published.
 
 from __future__ import annotations
 
-import binascii
 import json
 import logging
 from collections.abc import Callable
@@ -22,8 +21,16 @@ from typing import Any
 
 from ggvision.core.auth import PUBSUB
 from ggvision.core.rpc import Stream
-from ggvision.core.services import Authorizer, Call, Operation, Streaming, authorize, str_field
-from ggvision.errors import IpcError, UnmodeledIpcError
+from ggvision.core.services import (
+    Authorizer,
+    Call,
+    Operation,
+    Streaming,
+    authorize,
+    check_blob,
+    str_field,
+)
+from ggvision.errors import IpcError
 
 log = logging.getLogger(__name__)
 
@@ -134,16 +141,11 @@ def _has_wildcard(topic: str) -> bool:
 
 
 def _check_blob(request: dict[str, Any]) -> None:
-    """The Nucleus deserializes the request before anything else (authorization included): a
-    ``binaryMessage.message`` that is not strict base64 fails there, with its bare error."""
+    """A ``binaryMessage.message`` that is not strict base64 fails the Nucleus's
+    deserialization, with its bare error (:func:`~ggvision.core.services.check_blob`)."""
     message = request.get("publishMessage")
     binary = message.get("binaryMessage") if isinstance(message, dict) else None
-    blob = binary.get("message") if isinstance(binary, dict) else None
-    if isinstance(blob, str):
-        try:
-            binascii.a2b_base64(blob, strict_mode=True)
-        except (binascii.Error, ValueError) as exc:
-            raise UnmodeledIpcError("binaryMessage.message is not valid base64") from exc
+    check_blob(binary.get("message") if isinstance(binary, dict) else None)
 
 
 class PubSubAgent:
