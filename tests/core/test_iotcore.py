@@ -118,6 +118,8 @@ def test_broker_down_gives_service_error_and_the_link_recovers(
         time.sleep(0.5)
         reply = a.request("publish_iot", topic="ggvision/cam1/results", payload=b64(b"during"))
         assert reply["error"] == "ServiceError"
+        # MqttProxyIPCAgent.PublishToIoTCoreOperationHandler's message (issue #17, item 4)
+        assert reply["message"].startswith("Publish to topic ggvision/cam1/results failed: ")
         broker.start()
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:

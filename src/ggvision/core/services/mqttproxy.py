@@ -82,7 +82,8 @@ class MqttProxyAgent:
         try:
             await bridge.publish(topic, payload, qos, retain)
         except GgvisionError as exc:
-            raise IpcError("ServiceError", f"Publish to IoT Core failed: {exc}") from exc
+            # MqttProxyIPCAgent's message
+            raise IpcError("ServiceError", f"Publish to topic {topic} failed: {exc}") from exc
         return {}
 
     async def subscribe_to_iot_core(self, call: Call) -> Streaming:
@@ -113,7 +114,7 @@ class MqttProxyAgent:
         except GgvisionError as exc:
             raise IpcError(
                 "ServiceError",
-                f"Subscribe to IoT Core failed: {exc}",
+                f"Subscribe to topic {topic} failed with error {exc}",  # the Nucleus's message
                 context={"reasonString": str(exc)},
             ) from exc
 
