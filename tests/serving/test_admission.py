@@ -156,3 +156,34 @@ def test_a_requests_bytes_are_its_inline_image_its_file_or_its_frame_slot(tmp_pa
     finally:
         writer.unlink()
         writer.close()
+
+
+def test_frames_keep_drop_oldest_under_the_byte_bound(tmp_path: Path) -> None:
+    from ggvision.serving.intake import Intake
+    from ggvision.serving.replies import Replies
+
+    bus = RecordingBus()
+    intake = Intake(
+        Replies(bus, role="t"),  # type: ignore[arg-type]
+        result_topic="local/result",
+        queue_size=100,
+        reply_topic_allowed=lambda topic: False,
+        role="t",
+        max_bytes=300,  # three images of 100 bytes
+        request_bytes=lambda request: 100,
+    )
+    frame = {"ring": "cam", "slot": 0, "seq": 2}
+    intake.on_message("t", {"id": "req", "image": {"data": png(1)}})  # nothing takes them
+    for i in range(4):
+        intake.on_message("t", {"id": f"f{i}", "image": {"frame": {**frame, "seq": 2 * i}}})
+    assert intake.depth() == 3 and intake.queued_bytes() == 300
+    # f0 and f1 made room for f2 and f3; the request was kept.
+    dropped = {reply["id"]: reply["error"] for _, reply in bus.published}
+    assert set(dropped) == {"f0", "f1"}
+    assert all(
+        e["code"] == "OVERLOADED" and "newer frame" in e["message"] for e in dropped.values()
+    )
+    kept = [intake.take(), intake.take(), intake.take()]
+    assert [i.request.id for i in kept if i is not None] == ["req", "f2", "f3"]
+    assert intake.queued_bytes() == 0
+    assert intake.replies.stats.dropped_frames == 2
