@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from ggvision.errors import GgvisionError
 
@@ -39,6 +39,19 @@ Validator = Callable[[dict[str, Any]], tuple[bool, str]]
 UpdateDecider = Callable[[str, bool], tuple[int, str]]
 # deploymentId of a PostComponentUpdateEvent.
 UpdateDone = Callable[[str], None]
+
+
+# Greengrass nucleus lite's largest IPC message (GG_IPC_MAX_MSG_LEN; the local core's lite
+# profile keeps to the same figure: ggvision.core.limits.LiteLimits).
+LITE_MAX_MESSAGE_BYTES: Final = 10_000
+
+
+def message_limit(bus: object) -> int | None:
+    """The largest IPC message ``bus``'s Nucleus takes, when it is known to have one (Greengrass
+    nucleus lite, recognized by its answer to SubscribeToValidateConfigurationUpdates; see
+    :meth:`IpcBus.subscribe_validation`); None: no limit a component must plan for."""
+    limit = getattr(bus, "max_message_bytes", None)
+    return limit if isinstance(limit, int) else None
 
 
 class BusError(GgvisionError):
@@ -90,6 +103,7 @@ class IpcBus:
         self._backoff = (reconnect_initial_s, reconnect_max_s)
         self._streams: list[_Stream] = []  # opened again on the new connection after a reconnect
         self._state: str | None = None  # reported again after a reconnect
+        self.max_message_bytes: int | None = None  # see message_limit()
         self._closed = False
         self._reconnecting = False
         self.reconnects = 0
@@ -314,7 +328,24 @@ class IpcBus:
             )
             return operation
 
-        return self._stream("validation", open_)
+        try:
+            return self._stream("validation", open_)
+        except BusError as exc:
+            if not _unserved(exc):
+                raise
+            # Greengrass nucleus lite serves no SubscribeToValidateConfigurationUpdates: it
+            # answers a ServiceError without a message. Updates then apply unvalidated; the
+            # component still checks each one when it arrives (and keeps its configuration).
+            self.max_message_bytes = LITE_MAX_MESSAGE_BYTES
+            log.warning(
+                "this Nucleus does not validate configuration updates "
+                "(SubscribeToValidateConfigurationUpdates: a bare ServiceError, as Greengrass "
+                "nucleus lite answers); updates are checked only as they apply, and messages "
+                "are kept within Lite's %d bytes",
+                LITE_MAX_MESSAGE_BYTES,
+                extra={"event": "bus.validation_unserved"},
+            )
+            return _Unserved()
 
     def subscribe_component_updates(
         self, decide: UpdateDecider, on_done: UpdateDone | None = None
@@ -414,6 +445,20 @@ class IpcBus:
         # wait for running handlers, unless this is one of them (it would wait for itself)
         in_handler = threading.current_thread().name.startswith("ipc-handler")
         self._handlers.shutdown(wait=not in_handler)
+
+
+def _unserved(exc: BaseException) -> bool:
+    """Whether ``exc`` is the bare ``ServiceError`` (no message) Greengrass nucleus lite answers
+    for an operation it does not serve."""
+    cause = exc.__cause__
+    return type(cause).__name__ == "ServiceError" and not getattr(cause, "message", None)
+
+
+class _Unserved:
+    """The subscription of an operation the Nucleus does not serve: nothing to close."""
+
+    def close(self) -> None:
+        return None
 
 
 class _Stream:

@@ -112,6 +112,26 @@ class FrameWriter(_Ring):
             self.path.unlink()
 
 
+def frame_slot_bytes(directory: Path, name: str) -> int:
+    """The pixel bytes of one slot of ring ``name`` (its header only is read); 0 when there is
+    no such ring."""
+    try:
+        check_ring_name(name)
+        fd = os.open(Path(directory) / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except (OSError, FrameError):
+        return 0
+    try:
+        head = os.pread(fd, _HEADER.size, 0)
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)
+    if len(head) < _HEADER.size:
+        return 0
+    magic, _slots, slot_bytes = _HEADER.unpack_from(head, 0)
+    return int(slot_bytes) if magic == MAGIC else 0
+
+
 class FrameReader(_Ring):
     """Maps an existing ring read-only."""
 

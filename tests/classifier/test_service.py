@@ -100,17 +100,19 @@ def serve(
     photos: Iterable[Path] = (),
     requester: str = "com.test.Requester",
     state: str | None = None,
+    profile: str = "nucleus",
 ) -> Iterator[Running]:
     """A classifier (recipe defaults + ``overrides``) on a fresh core and a requester that may
     publish requests and receive results; ``photos`` are copied into its allowed ``images``
-    directory first; ``state``: the state the classifier must have reported."""
+    directory first; ``state``: the state the classifier must have reported; ``profile``: the
+    core's (``lite``: Greengrass nucleus lite's limits)."""
     images = Path(tempfile.mkdtemp(prefix="ggv-img-", dir="/tmp"))
     frames = Path(tempfile.mkdtemp(prefix="ggv-frm-", dir="/tmp"))
     for path in photos:
         shutil.copy(path, images / path.name)
     cfg = {"allowedDirectories": [str(images)], "frameDirectory": str(frames), **overrides}
     try:
-        with CoreThread() as core:
+        with CoreThread(profile=profile) as core:
             proc = start_classifier(core, store, cfg)
             agent = AgentProcess(
                 core.component_env(

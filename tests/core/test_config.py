@@ -316,3 +316,42 @@ def test_configstore_modtime_rule() -> None:
     store.set_component("d", {"x": {"y": 1}})  # registration stamps every leaf now
     stamp = store.modtime("d", ["x"])
     assert stamp is not None and before <= stamp <= time.time_ns() // 1_000_000
+
+
+# Issue #17, item 4. ConfigStoreIPCEventStreamAgent.UpdateConfigurationOperationHandler: a keyPath
+# naming a leaf (node instanceof Topic) merges {name: value} into its parent, and
+# Topics.updateChild replaces the leaf with a container stamped with the request's time (the
+# same rule as GIVEN_update_config_request_WHEN_requested_node_is_leaf_THEN_update_to_convert_to_
+# container_is_successful, one level up). It used to be an InvalidArgumentsError here.
+def test_nucleus_a_map_merged_at_a_leaf_replaces_it(agent: AgentFactory, core: CoreThread) -> None:
+    a = agent("com.test.A", configuration=NUCLEUS_CFG)
+    assert _update(a, {"unit": "C"}, time.time(), ["temperature"])["ok"]
+    assert core.get_config("com.test.A")["temperature"] == {"unit": "C"}
+
+
+# Topics.updateChild removes an existing leaf (or container) of the other kind whatever its
+# modtime: the conversion is not a stale write, and the new node has the request's time.
+def test_nucleus_a_conversion_ignores_the_older_nodes_stamp(
+    agent: AgentFactory, core: CoreThread
+) -> None:
+    a = agent("com.test.A", configuration=NUCLEUS_CFG)
+    t = _soon()
+    assert _update(a, {"temperature": 25}, t + 5, key_path=[])["ok"]  # stamped t + 5
+    assert _update(a, {"temperature": {"unit": "C"}}, t, key_path=[])["ok"]
+    assert core.get_config("com.test.A")["temperature"] == {"unit": "C"}
+
+
+# Topics keeps its own modtime (made "now", Topics.java's constructor) and an empty one keeps it:
+# the UpdateConfiguration handler's check (updateTime < updatedNode.getModtime(), the test
+# GIVEN_update_config_request_WHEN_proposed_timestamp_is_stale_THEN_fail) refuses an update of
+# an empty container older than the container. It used to pass here (no leaf, no modtime).
+def test_nucleus_an_empty_containers_modtime_is_when_it_was_made(
+    agent: AgentFactory, core: CoreThread
+) -> None:
+    a = agent("com.test.A", configuration={**NUCLEUS_CFG, "options": {}})
+    reply = _update(a, {}, time.time() - 3600, ["options"])
+    assert (reply["error"], reply["message"]) == ("FailedUpdateConditionCheckError", STALE)
+    assert _update(a, {}, _soon(), ["options"])["ok"]
+    # Filled, its modtime is its newest child's again (Topics.childChanged).
+    assert _update(a, {"x": 1}, time.time() - 3600, ["options"])["ok"]
+    assert core.get_config("com.test.A")["options"] == {"x": 1}

@@ -118,6 +118,8 @@ def test_broker_down_gives_service_error_and_the_link_recovers(
         time.sleep(0.5)
         reply = a.request("publish_iot", topic="ggvision/cam1/results", payload=b64(b"during"))
         assert reply["error"] == "ServiceError"
+        # MqttProxyIPCAgent.PublishToIoTCoreOperationHandler's message (issue #17, item 4)
+        assert reply["message"].startswith("Publish to topic ggvision/cam1/results failed: ")
         broker.start()
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -135,3 +137,17 @@ def test_iot_core_arguments_are_validated(agent: AgentFactory) -> None:
         "InvalidArgumentsError",
         "Invalid QoS value: 2",
     )
+
+
+# Issue #17, item 4: MqttProxyIPCAgent.doAuthorization turns the AuthorizationException of a
+# blank topic (AuthorizationModule.isPresent: "Resource cannot be empty") into its constant
+# UnauthorizedError("Not Authorized"), before it needs a broker.
+def test_a_blank_iot_core_topic_is_not_authorized(agent: AgentFactory) -> None:
+    acl = {
+        "aws.greengrass.ipc.mqttproxy": {
+            "p": {"operations": ["aws.greengrass#PublishToIoTCore"], "resources": ["*"]}
+        }
+    }
+    a = agent("com.test.Blank", acl)
+    reply = a.request("publish_iot", topic=" ", payload=b64(b"{}"))
+    assert (reply["error"], reply["message"]) == ("UnauthorizedError", "Not Authorized")

@@ -132,3 +132,25 @@ def test_empty_subscribe_topic_is_unauthorized_like_the_nucleus(agent: AgentFact
 )
 def test_topic_matcher_table(filter_: str, topic: str, expected: bool) -> None:
     assert topic_matches(split_topic(filter_), split_topic(topic)) is expected
+
+
+# Issue #17, item 4: a blank topic. AuthorizationModule.isPresent refuses a request resource that
+# Utils.isEmpty calls empty (only Unicode space separators) with "Resource cannot be empty", and
+# PubSubIPCEventStreamAgent turns that AuthorizationException into UnauthorizedError(message),
+# before its own "must not be empty" check (AuthorizationModuleTest.invalidPermEntries holds the
+# same rule for policy resources). A "*" policy used to grant " " here.
+@pytest.mark.parametrize("topic", ["", " ", "\u00a0 \u2003"])
+def test_a_blank_topic_is_unauthorized_with_the_nucleus_message(
+    agent: AgentFactory, topic: str
+) -> None:
+    a = agent("com.test.Blank", pubsub_policy(publish=["*"], subscribe=["*"]))
+    for op in ("subscribe", "publish"):
+        reply = (
+            a.request(op, topic=topic, json={}) if op == "publish" else a.request(op, topic=topic)
+        )
+        assert (reply["error"], reply["message"]) == (
+            "UnauthorizedError",
+            "Resource cannot be empty",
+        )
+    # Tabs are not space separators for Java's Character.isSpaceChar: "\t" is a topic.
+    assert a.request("subscribe", topic="\t")["ok"]

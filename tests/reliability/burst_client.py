@@ -2,8 +2,8 @@
 requests as fast as the client allows and collects the replies on its own reply topic.
 
 Run with the Nucleus environment: ``python -m tests.reliability.burst_client PREFIX COUNT PATH
-REPLY_TOPIC [TIMEOUT_S]``. Prints one JSON line: counts by status/code, ids answered twice, ids
-never answered, and the latency (publish -> reply) of every reply in ms.
+REPLY_TOPIC [TIMEOUT_S]``. Prints one JSON line: counts by status/code, a few error messages,
+ids answered twice, ids never answered, and the latency (publish -> reply) of every reply in ms.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ def main(argv: list[str]) -> int:
     replies: dict[str, int] = {}
     latency: list[float] = []
     codes: dict[str, int] = {}
+    messages: set[str] = set()  # of the error answers
     foreign = 0
     lock = threading.Lock()
     done = threading.Event()
@@ -42,6 +43,8 @@ def main(argv: list[str]) -> int:
                 return
             replies[rid] = replies.get(rid, 0) + 1
             codes[code] = codes.get(code, 0) + 1
+            if code != "ok" and len(messages) < 20:
+                messages.add(str(msg.get("error", {}).get("message", "")))
             latency.append((now - sent[rid]) * 1000)
             if len(replies) == count:
                 done.set()
@@ -72,6 +75,7 @@ def main(argv: list[str]) -> int:
             "duplicates": sorted(r for r, n in replies.items() if n > 1),
             "missing": sorted(r for r in sent if r not in replies)[:20],
             "codes": codes,
+            "error_messages": sorted(messages),
             "foreign": foreign,
             "latency_ms": latency,
             "elapsed_s": elapsed,

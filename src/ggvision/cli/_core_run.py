@@ -15,7 +15,7 @@ from typing import Any
 
 from ggvision import logs
 from ggvision.cli._args import add_identity, add_root
-from ggvision.core.limits import MIB, Limits
+from ggvision.core.limits import MIB, NUCLEUS, PROFILES, Limits
 from ggvision.errors import AdminError, GgvisionError
 
 # The command line's logger, one name across its modules.
@@ -114,6 +114,14 @@ def add_limits(p: argparse.ArgumentParser) -> None:
     d = Limits()
     g = p.add_argument_group("limits of the IPC core")
     g.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default=NUCLEUS,
+        help="whose limits to keep to: nucleus (the Java Nucleus, default) or lite (Greengrass "
+        "nucleus lite: 10,000-byte messages, 50 clients, 100 subscriptions, 256-byte topics, "
+        'its operations only; see README "Local IPC core")',
+    )
+    g.add_argument(
         "--outbound-budget",
         type=int,
         default=d.outbound_total // MIB,
@@ -145,7 +153,8 @@ def add_limits(p: argparse.ArgumentParser) -> None:
 
 
 def limits_of(args: argparse.Namespace) -> Limits:
-    return Limits(
+    return Limits.for_profile(
+        args.profile,
         outbound_total=args.outbound_budget * MIB,
         outbound_per_component=args.component_outbound_budget * MIB,
         connections_per_token=args.connections_per_token,

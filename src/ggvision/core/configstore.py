@@ -40,6 +40,8 @@ class ConfigStore:
     def __init__(self) -> None:
         self._values: dict[str, dict[str, Any]] = {}
         self._mtimes: dict[str, dict[Path, int]] = {}
+        # When each container was made (epoch ms): an empty container's modification time.
+        self._containers: dict[str, dict[Path, int]] = {}
         self._watchers: dict[str, list[tuple[Path, Watcher]]] = {}
 
     # --- component lifecycle -------------------------------------------------------------
@@ -50,6 +52,7 @@ class ConfigStore:
         self._values[component] = new
         now = now_ms()
         self._mtimes[component] = {p: now for p in _leaf_paths(new)}
+        self._containers[component] = {p: now for p in _container_paths(new)}
         if old is not None:
             changed = _diff_paths(old, new)
             self._notify(component, changed)
@@ -57,6 +60,7 @@ class ConfigStore:
     def remove_component(self, component: str) -> None:
         self._values.pop(component, None)
         self._mtimes.pop(component, None)
+        self._containers.pop(component, None)
         self._watchers.pop(component, None)
 
     def has_component(self, component: str) -> bool:
@@ -94,11 +98,13 @@ class ConfigStore:
         root = self._values.setdefault(component, {})
         mtimes = self._mtimes.setdefault(component, {})
         path = tuple(path)
+        containers = self._containers.setdefault(component, {})
         parent: dict[str, Any] = root
         for i, key in enumerate(path[:-1]):
             child = parent.get(key, _MISSING)
             if child is _MISSING:
                 child = parent[key] = {}
+                containers[path[: i + 1]] = now_ms()
             elif not isinstance(child, dict):
                 raise IpcError(
                     "InvalidArgumentsError",
@@ -109,21 +115,25 @@ class ConfigStore:
         if not path:
             if not isinstance(value, dict):
                 raise IpcError("InvalidArgumentsError", "The configuration root must be a map")
-            self._merge_map(root, value, (), ts, mtimes, changed)
+            self._merge_map(root, value, (), ts, mtimes, changed, containers)
         else:
-            self._merge_at(parent, path[-1], value, path, ts, mtimes, changed)
+            self._merge_at(parent, path[-1], value, path, ts, mtimes, changed, containers)
         self._notify(component, changed)
         return changed
 
     def modtime(self, component: str, path: list[str] | Path) -> int | None:
         """When the node at ``path`` was last modified (epoch ms): a leaf's own stamp, a
-        container's newest leaf's; None for a container with no leaves or a missing node."""
+        container's newest leaf's, a container with no leaves its own (when it was made, as a
+        Nucleus ``Topics`` keeps it); None for a missing node."""
         path = tuple(path)
         stamps = self._mtimes.get(component, {})
         if path in stamps:
             return stamps[path]
         n = len(path)
-        return max((t for p, t in stamps.items() if p[:n] == path), default=None)
+        newest = max((t for p, t in stamps.items() if p[:n] == path), default=None)
+        if newest is not None:
+            return newest
+        return self._containers.get(component, {}).get(path)
 
     def _merge_at(
         self,
@@ -134,25 +144,28 @@ class ConfigStore:
         ts: int,
         mtimes: dict[Path, int],
         changed: list[Path],
+        empty: dict[Path, int],
     ) -> None:
         current = parent.get(key, _MISSING)
         if isinstance(value, dict):
             if current is _MISSING or not isinstance(current, dict):
                 if current is not _MISSING:
-                    if mtimes.get(path, 0) > ts:
-                        return
+                    # A map replacing a value: the Nucleus's Topics.updateChild removes the leaf
+                    # whatever its stamp and creates the container stamped with the update.
                     mtimes.pop(path, None)
                     changed.append(path)
+                    empty[path] = ts
+                else:
+                    empty[path] = now_ms()  # createInteriorChild: stamped now
                 current = parent[key] = {}
-            self._merge_map(current, value, path, ts, mtimes, changed)
+            self._merge_map(current, value, path, ts, mtimes, changed, empty)
             return
         if isinstance(current, dict):
-            # A value replacing a container: drop the subtree.
-            for p in [p for p in mtimes if p[: len(path)] == path]:
-                if mtimes[p] > ts:
-                    return
+            # A value replacing a container: the subtree goes, whatever its stamps (as above).
             for p in [p for p in mtimes if p[: len(path)] == path]:
                 del mtimes[p]
+            for p in [p for p in empty if p[: len(path)] == path]:
+                del empty[p]
         elif current is not _MISSING and mtimes.get(path, 0) > ts:
             return  # stale write
         mtimes[path] = ts
@@ -168,9 +181,10 @@ class ConfigStore:
         ts: int,
         mtimes: dict[Path, int],
         changed: list[Path],
+        empty: dict[Path, int],
     ) -> None:
         for k, v in value.items():
-            self._merge_at(target, str(k), v, (*path, str(k)), ts, mtimes, changed)
+            self._merge_at(target, str(k), v, (*path, str(k)), ts, mtimes, changed, empty)
 
     # --- watchers ----------------------------------------------------------------------------
     def watch(self, component: str, path: list[str] | Path, watcher: Watcher) -> Callable[[], None]:
@@ -203,6 +217,15 @@ def _leaf_paths(node: Mapping[str, Any], prefix: Path = ()) -> list[Path]:
             out.extend(_leaf_paths(v, p))
         else:
             out.append(p)
+    return out
+
+
+def _container_paths(node: Mapping[str, Any], prefix: Path = ()) -> list[Path]:
+    """Every container under ``node`` (``node`` itself, the root, as ``()``)."""
+    out: list[Path] = [prefix]
+    for k, v in node.items():
+        if isinstance(v, Mapping):
+            out.extend(_container_paths(v, (*prefix, str(k))))
     return out
 
 

@@ -6,7 +6,10 @@ name: the agents it is given (:class:`ggvision.core.services.Service`) declare t
 and it only resolves tokens (through the function it was made with), decodes the request, calls
 the handler, and writes the reply or the modeled error back on the stream. It owns the bounds of
 :mod:`ggvision.core.limits`: the outbound budget its connections report to, and the count of
-each component's connections (one over ``connections_per_token`` is refused).
+each component's connections (one over ``connections_per_token`` is refused). Under the
+``lite`` profile it also enforces Greengrass nucleus lite's bounds on connections,
+subscriptions, request JSON and operations, with Lite's answers
+(:class:`ggvision.core.limits.LiteLimits`); the message size is the connection's.
 """
 
 from __future__ import annotations
@@ -21,13 +24,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ggvision.core.limits import Limits, OutboundBudget
+from ggvision.core.limits import (
+    LITE_BIND_FAILED,
+    LITE_OPERATIONS,
+    Limits,
+    OutboundBudget,
+    lite_json_bytes,
+)
 from ggvision.core.rpc import Connection, Stream
 from ggvision.core.services import Call, Operation, Service, Streaming
 from ggvision.core.unixsocket import check_socket_path, owner_only_socket
-from ggvision.errors import GgvisionError, IpcError
+from ggvision.errors import GgvisionError, IpcError, UnmodeledIpcError
 
 log = logging.getLogger(__name__)
+
+PUBSUB_SUBSCRIBE = "aws.greengrass#SubscribeToTopic"
 
 # Every operation of the Greengrass IPC model; those without a handler get a modeled
 # ServiceError ("not supported"), never a hang.
@@ -89,6 +100,8 @@ class IpcServer:
         self.outbound = OutboundBudget(limits.outbound_total, limits.outbound_per_component)
         self.connections: set[Connection] = set()
         self._admitted: dict[str, int] = {}  # component -> its authenticated connections
+        self.subscriptions = 0  # open subscription streams (the lite profile counts them)
+        self.pubsub_subscriptions = 0  # of which SubscribeToTopic
         self._ops: dict[str, Operation] = {}
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -150,6 +163,16 @@ class IpcServer:
         return True
 
     def connection_opened(self, conn: Connection) -> None:
+        lite = self.limits.lite
+        if lite is not None and len(self.connections) >= lite.max_clients:
+            # Lite accepts and closes at once: the client sees its connection closed.
+            log.warning(
+                "IPC connection closed: %d clients connected, the lite profile's maximum",
+                len(self.connections),
+                extra={"event": "ipc.lite_max_clients", "limit": lite.max_clients},
+            )
+            conn.cut_off()
+            return
         self.connections.add(conn)
 
     def connection_closed(self, conn: Connection) -> None:
@@ -165,7 +188,11 @@ class IpcServer:
         component = stream.conn.component
         assert component is not None
         op = self._ops.get(stream.operation)
+        lite = self.limits.lite
         try:
+            if lite is not None and stream.operation not in LITE_OPERATIONS:
+                # Lite: "Unhandled operation requested" -> a ServiceError without a message.
+                raise IpcError("ServiceError", "")
             if op is None:
                 if stream.operation in KNOWN_OPERATIONS:
                     raise IpcError(
@@ -176,9 +203,20 @@ class IpcServer:
             try:
                 request = json.loads(payload) if payload else {}
             except (ValueError, RecursionError) as exc:
-                raise IpcError("ServiceError", "Request is not valid JSON") from exc
+                if lite:
+                    raise IpcError("ServiceError", "") from exc
+                # The Nucleus's RPC framework cannot deserialize it: its bare error.
+                raise UnmodeledIpcError("Request is not valid JSON") from exc
             if not isinstance(request, dict):
-                raise IpcError("ServiceError", "Request must be a JSON object")
+                if lite:
+                    raise IpcError("ServiceError", "")
+                raise UnmodeledIpcError("Request must be a JSON object")
+            if lite is not None and lite_json_bytes(request) > lite.max_json_bytes:
+                log.warning(
+                    "IPC request refused: its JSON does not fit the lite profile's decode arena",
+                    extra={"event": "ipc.lite_json_too_big", "operation": stream.operation},
+                )
+                raise IpcError("ServiceError", "")
             result = op.handler(Call(stream, component, request))
         except IpcError as err:
             stream.send_error(err)
@@ -209,11 +247,49 @@ class IpcServer:
     def _finish(self, op: Operation, stream: Stream, result: dict[str, Any] | Streaming) -> None:
         model = op.name + "Response"
         if isinstance(result, Streaming):
-            stream.respond(model, result.response, terminate=False)
+            if self._over_subscriptions(op):
+                stream.send_error(IpcError("ServiceError", LITE_BIND_FAILED.get(op.name, "")))
+            else:
+                stream.respond(model, result.response, terminate=False)
+                self._count_subscription(op, stream)
             if result.after is not None:
-                result.after()
+                result.after()  # a closed stream: it registers nothing (or undoes its work)
         else:
             stream.respond(model, result, terminate=True)
+
+    def _over_subscriptions(self, op: Operation) -> bool:
+        """Lite: all subscription streams share one table, local topics another."""
+        lite = self.limits.lite
+        if lite is None:
+            return False
+        full = self.subscriptions >= lite.max_subscriptions or (
+            op.name == PUBSUB_SUBSCRIBE
+            and self.pubsub_subscriptions >= lite.max_pubsub_subscriptions
+        )
+        if full:
+            log.warning(
+                "IPC subscription refused: the lite profile's subscription tables are full",
+                extra={
+                    "event": "ipc.lite_max_subscriptions",
+                    "operation": op.name,
+                    "subscriptions": self.subscriptions,
+                    "pubsub_subscriptions": self.pubsub_subscriptions,
+                },
+            )
+        return full
+
+    def _count_subscription(self, op: Operation, stream: Stream) -> None:
+        if self.limits.lite is None or not stream.is_open:
+            return
+        local = op.name == PUBSUB_SUBSCRIBE
+        self.subscriptions += 1
+        self.pubsub_subscriptions += local
+
+        def released() -> None:
+            self.subscriptions -= 1
+            self.pubsub_subscriptions -= local
+
+        stream.on_close(released)
 
     @staticmethod
     def _internal(stream: Stream, exc: Exception) -> None:

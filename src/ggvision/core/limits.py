@@ -8,6 +8,8 @@ small board, so it bounds what a hostile or stuck client can pin:
   :attr:`Limits.handshake_timeout_s` is dropped;
 * each component may hold at most :attr:`Limits.connections_per_token` connections at once (one
   more gets a refused CONNECT_ACK, which the client raises as ``AccessDeniedError``);
+* with ``profile="lite"`` (``ggvision core run --profile lite``), Greengrass nucleus lite's
+  own limits as well, each crossed the way Lite answers it (:class:`LiteLimits`);
 * bytes queued in the core for clients that do not read fast enough (what the kernel's socket
   buffer could not take) are kept within :attr:`Limits.outbound_per_component` for each
   component and :attr:`Limits.outbound_total` for all connections together. Over either, the
@@ -32,17 +34,121 @@ log = logging.getLogger(__name__)
 MIB: Final = 1024 * 1024
 
 
+NUCLEUS: Final = "nucleus"
+LITE: Final = "lite"
+PROFILES: Final = (NUCLEUS, LITE)
+
+
+@dataclass(frozen=True, slots=True)
+class LiteLimits:
+    """What AWS IoT Greengrass nucleus lite (the C Nucleus, ``aws-greengrass-lite``) holds at
+    most, with its build's defaults, and how it answers a client that crosses each (read from
+    its sources: ``modules/ggipcd/src/ipc_server.c``, ``ipc_subscriptions.c``,
+    ``ipc_dispatch.c``, ``services/pubsub/*.c``, ``modules/ggpubsubd/src/bus_server.c``,
+    ``modules/core-bus/include/ggl/core_bus/{client,server,constants}.h`` and the SDK's
+    ``include/gg/ipc/limits.h``, ``include/gg/object.h``):
+
+    * ``max_message_bytes`` (``GG_IPC_MAX_MSG_LEN``): a message whose length after its 12-byte
+      prelude is over it closes the connection, nothing sent ("EventStream packet does not fit
+      in configured IPC buffer size"); an answer or event the core would send over it cannot be
+      encoded: an event is skipped ("Failed to send subscription response; skipping"), a
+      response becomes a ``ServiceError`` with an empty message;
+    * ``max_clients`` (``GGL_IPC_MAX_CLIENTS``): connections of all components together; one
+      more is accepted and closed at once ("Closed new client ... due to max clients reached");
+    * ``max_subscriptions`` (``GGL_COREBUS_CLIENT_MAX_SUBSCRIPTIONS``): open subscription
+      streams of every kind, all clients together, and ``max_pubsub_subscriptions``
+      (``GGL_COREBUS_MAX_CLIENTS - 1``): local ``SubscribeToTopic`` ones; one more is a
+      ``ServiceError`` ("Failed to bind subscription." for SubscribeToTopic);
+    * ``max_topic_bytes`` (``GGL_PUBSUB_MAX_TOPIC_LENGTH``): a local topic (filter) longer, in
+      UTF-8 bytes, is a ``ServiceError`` ("Failed to publish the message." /
+      "Failed to bind subscription."), after authorization;
+    * ``max_json_bytes``: a request's JSON is decoded into an arena of
+      ``GG_MAX_OBJECT_SUBOBJECTS`` (255) objects of 11 bytes (64-bit); a list of n items takes
+      n objects, a map of n pairs n key-value slots of 21 bytes, nested ones add theirs; a
+      request that does not fit is a ``ServiceError`` with an empty message;
+    * operations it does not serve (anything but the ones in :data:`LITE_OPERATIONS`) are a
+      ``ServiceError`` with an empty message ("Unhandled operation requested").
+    """
+
+    max_message_bytes: int = 10_000
+    max_clients: int = 50
+    max_subscriptions: int = 100
+    max_pubsub_subscriptions: int = 99
+    max_topic_bytes: int = 256
+    max_json_bytes: int = 255 * 11
+
+
+LITE_OPERATIONS: Final = frozenset(
+    "aws.greengrass#" + n
+    for n in (
+        "PublishToTopic",
+        "SubscribeToTopic",
+        "PublishToIoTCore",
+        "SubscribeToIoTCore",
+        "GetConfiguration",
+        "UpdateConfiguration",
+        "SubscribeToConfigurationUpdate",
+        "CreateLocalDeployment",
+        "RestartComponent",
+        "UpdateState",
+        "ValidateAuthorizationToken",
+    )
+)
+
+# Lite's SubscriptionResponse "bind" failures, by operation (services/*/subscribe_*.c).
+LITE_BIND_FAILED: Final = {
+    "aws.greengrass#SubscribeToTopic": "Failed to bind subscription.",
+    "aws.greengrass#SubscribeToIoTCore": "Failed to bind the subscription.",
+    "aws.greengrass#SubscribeToConfigurationUpdate": "Failed to subscribe to configuration update.",
+}
+
+
+def lite_json_bytes(value: object) -> int:
+    """The bytes of Lite's decode arena ``value`` (a decoded JSON request) takes: 11 per list
+    item, 21 per map pair, and the same for what they hold (the top value itself is free)."""
+    total = 0
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            total += 21 * len(v)
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            total += 11 * len(v)
+            stack.extend(v)
+    return total
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """The core's bounds on local clients (defaults: see README "Limits of the local core")."""
+    """The core's bounds on local clients (defaults: see README "Limits of the local core").
+
+    ``profile``: whose limits the core enforces besides its own, chosen once at start:
+    ``nucleus`` (the Java Nucleus: none more) or ``lite`` (:class:`LiteLimits`, with the errors
+    Lite gives). :meth:`for_profile` builds either."""
 
     outbound_total: int = 256 * MIB
     outbound_per_component: int = 64 * MIB
     connections_per_token: int = 32
     handshake_timeout_s: float = 5.0
     max_connect_bytes: int = 16 * 1024
+    profile: str = NUCLEUS
+    lite: LiteLimits | None = None
+
+    @classmethod
+    def for_profile(cls, profile: str, **overrides: object) -> Limits:
+        """The limits of ``profile`` (``nucleus`` or ``lite``), with ``overrides`` of the core's
+        own bounds."""
+        if profile not in PROFILES:
+            raise ConfigError(f"unknown profile {profile!r}: one of {', '.join(PROFILES)}")
+        lite = LiteLimits() if profile == LITE else None
+        return cls(profile=profile, lite=lite, **overrides)  # type: ignore[arg-type]
 
     def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ConfigError(f"unknown profile {self.profile!r}: one of {', '.join(PROFILES)}")
+        if (self.profile == LITE) != (self.lite is not None):
+            raise ConfigError("the lite profile needs its LiteLimits (use Limits.for_profile)")
         for name in ("outbound_total", "outbound_per_component", "connections_per_token"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")

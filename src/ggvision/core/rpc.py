@@ -121,16 +121,19 @@ class Stream:
         if not self.is_open:
             return
         flags = TERMINATE_STREAM if terminate else 0
-        self.conn.write(
-            codec.encode_rpc(
-                APPLICATION_MESSAGE,
-                flags,
-                self.id,
-                json.dumps(body).encode(),
-                content_type=JSON,
-                model=model,
-            )
+        frame = codec.encode_rpc(
+            APPLICATION_MESSAGE,
+            flags,
+            self.id,
+            json.dumps(body).encode(),
+            content_type=JSON,
+            model=model,
         )
+        if self.conn.over_lite(frame, self.operation):
+            # Lite cannot encode it: the operation fails with its default ServiceError.
+            self.send_error(IpcError("ServiceError", ""))
+            return
+        self.conn.write(frame)
         if terminate:
             self._closed()
 
@@ -142,7 +145,10 @@ class Stream:
             self._event_head = codec.rpc_head(
                 APPLICATION_MESSAGE, 0, self.id, content_type=JSON, model=model
             )
-        self.conn.write(codec.encode_raw(self._event_head, payload))
+        frame = codec.encode_raw(self._event_head, payload)
+        if self.conn.over_lite(frame, self.operation):
+            return  # Lite: "Failed to send subscription response; skipping."
+        self.conn.write(frame)
 
     def send_error(self, err: IpcError) -> None:
         if not self.is_open:
@@ -184,7 +190,13 @@ class Connection(asyncio.Protocol):
         self.budget = budget
         self.limits = limits
         self.transport: asyncio.Transport | None = None
-        self.decoder = codec.Decoder(first_message_len=limits.max_connect_bytes)
+        # Lite: what follows a message's 12-byte prelude may be max_message_bytes at most.
+        self.lite_max = None if limits.lite is None else limits.lite.max_message_bytes
+        if self.lite_max is None:
+            self.decoder = codec.Decoder(first_message_len=limits.max_connect_bytes)
+        else:
+            most = self.lite_max + codec.PRELUDE_LEN
+            self.decoder = codec.Decoder(most, min(most, limits.max_connect_bytes))
         self.component: str | None = None
         self.highest_stream = 0
         self.streams: dict[int, Stream] = {}
@@ -226,7 +238,19 @@ class Connection(asyncio.Protocol):
         if self._refused:
             return  # read and dropped until the close: nothing of it is kept
         try:
-            messages = self.decoder.feed(data)
+            try:
+                messages = self.decoder.feed(data)
+            except FrameError as exc:
+                if self.lite_max is None:
+                    raise
+                # Lite drops the connection on a message it cannot take, and says nothing.
+                log.warning(
+                    "closing IPC connection (lite profile): %s",
+                    exc,
+                    extra={"event": "ipc.lite_message_dropped", "component": self.component},
+                )
+                self.cut_off()
+                return
             for msg in messages:
                 if self.closed:
                     return
@@ -279,6 +303,22 @@ class Connection(asyncio.Protocol):
         size = t.get_write_buffer_size()
         if size != self.queued:
             self.budget.update(self, size)  # may cut this connection (or another) off
+
+    def over_lite(self, frame: bytes, operation: str) -> bool:
+        """Whether the lite profile's message size forbids sending ``frame`` (logged)."""
+        if self.lite_max is None or len(frame) - codec.PRELUDE_LEN <= self.lite_max:
+            return False
+        log.warning(
+            "IPC message of %d bytes not sent: over the lite profile's %d",
+            len(frame),
+            self.lite_max,
+            extra={
+                "event": "ipc.lite_message_dropped",
+                "component": self.component,
+                "operation": operation,
+            },
+        )
+        return True
 
     def queued_now(self) -> int:
         t = self.transport

@@ -55,7 +55,8 @@ class IpcCore:
         component_update_timeout_s: float = DEFAULT_UPDATE_TIMEOUT_S,
     ) -> None:
         """``limits``: what local clients can make the core hold (:class:`Limits`' defaults
-        when None); ``component_update_timeout_s``: how long a deployment that names no
+        when None), and whose profile it keeps to (``Limits.for_profile("lite")``: Greengrass
+        nucleus lite's); ``component_update_timeout_s``: how long a deployment that names no
         ``componentUpdatePolicy`` waits for DeferComponentUpdate answers in each round (the
         Nucleus's 60 s)."""
         self.registry = registry = ComponentRegistry()
@@ -71,7 +72,13 @@ class IpcCore:
             update_policy=UpdatePolicy(timeout_s=component_update_timeout_s),
         )
         for agent in (
-            PubSubAgent(registry, self.pubsub),
+            PubSubAgent(
+                registry,
+                self.pubsub,
+                max_topic_bytes=None
+                if self.server.limits.lite is None
+                else (self.server.limits.lite.max_topic_bytes),
+            ),
             ConfigStoreAgent(registry.config, self.deployments),
             self.lifecycle,
             CliAgent(registry, self.deployments, registry.config, registry),

@@ -33,7 +33,7 @@ from ggvision.contract import (
     RequestError,
     inline_bytes,
 )
-from ggvision.frames import FrameError, FrameReader, StaleFrame
+from ggvision.frames import FrameError, FrameReader, StaleFrame, frame_slot_bytes
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,23 @@ class ImageLoader:
         for ring in self._rings.values():
             ring.close()
         self._rings.clear()
+
+    def pending_bytes(self, image: PathImage | DataImage | FrameImage) -> int:
+        """What ``image`` holds in memory while its request waits, or will once loaded, for the
+        intake's byte bound; safe on the IPC callback thread (no decode, no open file kept): an
+        inline image's decoded size, a frame's slot size, a file's size (one ``stat``); each at
+        most ``max_bytes`` (what is larger is refused on loading anyway); 0 when unknown."""
+        if isinstance(image, DataImage):
+            data = image.data
+            size = len(data) * 3 // 4 - data[-2:].count("=")
+        elif isinstance(image, PathImage):
+            try:
+                size = os.stat(image.path).st_size if "\x00" not in image.path else 0
+            except (OSError, ValueError):
+                size = 0
+        else:
+            size = frame_slot_bytes(self.frame_directory, image.frame.ring)
+        return max(0, min(size, self.max_bytes))
 
     # --- sources ------------------------------------------------------------------------------
     def load(self, image: PathImage | DataImage | FrameImage) -> Image.Image | np.ndarray:

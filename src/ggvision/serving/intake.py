@@ -2,9 +2,22 @@
 
 The callback only decodes, validates and enqueues: it never blocks and never raises. Every
 request it cannot take is answered at once: an invalid one with its error, and when the queue is
-full ``OVERLOADED`` (a request), or the *oldest* queued camera frame is dropped for the new one
+full ``OVERLOADED`` (a request), or the *oldest* queued camera frames are dropped for the new one
 (answered ``OVERLOADED`` too, and counted). While stopping, everything is answered
 ``OVERLOADED``.
+
+"Full" is what the queue protects, not a count of requests (Triton's queue policy):
+
+* memory: the images of the waiting requests may hold at most ``max_bytes`` together (a
+  request's bytes: its inline image's, its frame slot's, or its file's size; see
+  ``request_bytes``). One request is always admitted into an empty queue, whatever its size
+  (its own size is bounded by the loader's ``max_bytes``);
+* latency: a request that waited longer than ``max_delay_s`` in the queue is answered
+  ``OVERLOADED`` ("deadline exceeded ...") instead of being served stale;
+* a count, ``queue_size``: a backstop on the bookkeeping, far above what the two others allow
+  for any real image.
+
+0 switches the byte bound or the deadline off.
 
 A valid request whose id was seen recently is not run twice (:mod:`ggvision.serving.recent`):
 the same request queued or in flight answers its duplicate too (nothing more is published), one
@@ -20,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
@@ -42,6 +55,9 @@ from ggvision.serving.replies import Replies
 log = logging.getLogger(__name__)
 
 ReplyTopicCheck = Callable[[str], bool]
+RequestBytes = Callable[[InferenceRequest], int]
+
+DEADLINE_EXCEEDED: Final = "deadline exceeded"  # the start of a deadline's OVERLOADED message
 
 
 @dataclass(slots=True)
@@ -56,12 +72,15 @@ class Item:
     active: ActiveModel | None = None
     error: RequestError | None = None
     key: Key | None = None  # its claim in the recent ids, ended by its answer
+    bytes: int = 0  # what its image holds (or will hold) in memory while it waits
 
 
 class Intake:
     """The bounded queue of accepted requests and the callback that fills it. ``role``: the
     component's role in messages and event keys (``classifier``); ``recent``: the recent ids
-    (default: :class:`~ggvision.serving.recent.RecentIds` with its default bounds)."""
+    (default: :class:`~ggvision.serving.recent.RecentIds` with its default bounds);
+    ``max_bytes``, ``max_delay_s``, ``queue_size``: the bounds (module doc; 0: no byte bound, no
+    deadline); ``request_bytes``: a request's bytes (default: none counted). Never blocks."""
 
     def __init__(
         self,
@@ -72,6 +91,9 @@ class Intake:
         reply_topic_allowed: ReplyTopicCheck,
         role: str,
         recent: RecentIds | None = None,
+        max_bytes: int = 0,
+        max_delay_s: float = 0.0,
+        request_bytes: RequestBytes | None = None,
     ) -> None:
         self.replies = replies
         self.recent = recent if recent is not None else RecentIds()
@@ -79,7 +101,11 @@ class Intake:
         self.queue_size = queue_size
         self.reply_topic_allowed = reply_topic_allowed
         self.role = role
+        self.max_bytes = max_bytes
+        self.max_delay_s = max_delay_s
+        self.request_bytes = request_bytes
         self._queue: collections.deque[Item] = collections.deque()
+        self._bytes = 0  # of the queued items
         self._cond = threading.Condition()
         self._stopping = False
 
@@ -116,6 +142,11 @@ class Intake:
             )
             return
         item = Item(request, request.reply_topic or self.result_topic, received)
+        if self.request_bytes is not None:
+            try:
+                item.bytes = max(0, self.request_bytes(request))
+            except Exception:  # boundary: a size we cannot tell counts as none
+                log.debug("request size unknown", exc_info=True)
         self.accept(item, generated_id=obj.get("id") is None)
 
     def accept(self, item: Item, *, generated_id: bool = False) -> None:
@@ -143,40 +174,99 @@ class Intake:
             reply = None
         return rid, reply, source
 
-    def admit(self, item: Item) -> None:
-        """Queue ``item``, or answer ``OVERLOADED`` (for it, or for the oldest frame it
-        replaces)."""
-        rejected: Item | None = None
+    def configure(
+        self, *, queue_size: int, max_bytes: int | None = None, max_delay_s: float | None = None
+    ) -> None:
+        """New bounds, for the requests admitted from now on (a deployment's update)."""
         with self._cond:
+            self.queue_size = queue_size
+            if max_bytes is not None:
+                self.max_bytes = max_bytes
+            if max_delay_s is not None:
+                self.max_delay_s = max_delay_s
+
+    def _full(self, item: Item) -> str | None:
+        """Why ``item`` does not fit (None: it does). Called with the lock held."""
+        n = len(self._queue)
+        if not n:
+            return None
+        if n >= self.queue_size:
+            return f"queue full ({n} waiting, the most it holds); retry later"
+        if self.max_bytes and self._bytes + item.bytes > self.max_bytes:
+            return (
+                f"queue full ({n} waiting hold {self._bytes} bytes of images; with this one's "
+                f"{item.bytes} that is over the bound of {self.max_bytes}); retry later"
+            )
+        return None
+
+    def _expired(self, now: float) -> list[Item]:
+        """Take the queued items past their deadline (the oldest first: the queue is in arrival
+        order). Called with the lock held."""
+        out: list[Item] = []
+        if not self.max_delay_s:
+            return out
+        while self._queue and now - self._queue[0].received > self.max_delay_s:
+            old = self._queue.popleft()
+            self._bytes -= old.bytes
+            out.append(old)
+        return out
+
+    def admit(self, item: Item) -> None:
+        """Queue ``item``, or answer ``OVERLOADED`` (for it, or for the oldest frames it
+        replaces); requests past their deadline are answered on the way."""
+        rejected: Item | None = None
+        dropped: list[Item] = []
+        reason: str | None = None
+        with self._cond:
+            expired = self._expired(time.monotonic())
             if self._stopping:
-                rejected = item
-            elif len(self._queue) < self.queue_size:
-                self._queue.append(item)
-                self._cond.notify()
+                rejected, reason = item, f"{self.role} is stopping"
+            elif (reason := self._full(item)) is None:
+                self._push(item)
             elif item.request.is_frame:
-                oldest = next((i for i in self._queue if i.request.is_frame), None)
-                if oldest is not None:
-                    self._queue.remove(oldest)
-                    self._queue.append(item)
-                    self.replies.count(dropped_frames=1)
-                rejected = oldest if oldest is not None else item
+                # Drop-oldest: older frames make room for the new one (requests are kept).
+                for old in [i for i in self._queue if i.request.is_frame]:
+                    self._queue.remove(old)
+                    self._bytes -= old.bytes
+                    dropped.append(old)
+                    if self._full(item) is None:
+                        break
+                if (reason := self._full(item)) is None:
+                    self._push(item)
+                else:
+                    rejected = item
             else:
                 rejected = item
-        if rejected is not None:
-            self.replies.count(overloaded=1)
-            msg = (
-                f"{self.role} is stopping"
-                if self._stopping
-                else "frame dropped: a newer frame replaced it"
-                if rejected is not item
-                else f"queue full ({self.queue_size} waiting); retry later"
-            )
-            self.answer(
-                rejected,
-                error_result(
-                    rejected.request.id, ErrorCode.OVERLOADED, msg, source=rejected.request.source
-                ),
-            )
+        for old in expired:
+            self._answer_expired(old)
+        if dropped:
+            self.replies.count(dropped_frames=len(dropped))
+        for old in dropped:
+            self._overloaded(old, "frame dropped: a newer frame replaced it")
+        if rejected is not None and reason is not None:
+            self._overloaded(rejected, reason)
+
+    def _push(self, item: Item) -> None:
+        self._queue.append(item)
+        self._bytes += item.bytes
+        self._cond.notify()
+
+    def _overloaded(self, item: Item, message: str) -> None:
+        self.replies.count(overloaded=1)
+        self.answer(
+            item,
+            error_result(
+                item.request.id, ErrorCode.OVERLOADED, message, source=item.request.source
+            ),
+        )
+
+    def _answer_expired(self, item: Item) -> None:
+        waited = (time.monotonic() - item.received) * 1000
+        self._overloaded(
+            item,
+            f"{DEADLINE_EXCEEDED}: waited {waited:.0f} ms in the queue, over the "
+            f"{self.max_delay_s * 1000:.0f} ms a request may wait; retry later",
+        )
 
     def answer(self, item: Item, result: InferenceResult) -> None:
         """Publish the one answer of an admitted ``item`` (ending its claim in the recent
@@ -187,13 +277,27 @@ class Intake:
 
     # --- the consumer --------------------------------------------------------------------------
     def take(self) -> Item | None:
-        """The oldest queued item; waits for one. None once stopping and empty."""
+        """The oldest queued item still within its deadline (those past it are answered);
+        waits for one. None once stopping and empty."""
+        while True:
+            item: Item | None = None
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if not self._queue:
+                    return None
+                expired = self._expired(time.monotonic())
+                if self._queue:
+                    item = self._queue.popleft()
+                    self._bytes -= item.bytes
+            for old in expired:
+                self._answer_expired(old)
+            if item is not None:
+                return item
+
+    def queued_bytes(self) -> int:
         with self._cond:
-            while not self._queue and not self._stopping:
-                self._cond.wait()
-            if not self._queue:
-                return None
-            return self._queue.popleft()
+            return self._bytes
 
     def depth(self) -> int:
         with self._cond:
@@ -209,6 +313,7 @@ class Intake:
         """Answer whatever is still queued (``OVERLOADED``: stopping), never silence."""
         with self._cond:
             leftovers, self._queue = list(self._queue), collections.deque()
+            self._bytes = 0
         for item in leftovers:
             self.answer(
                 item,

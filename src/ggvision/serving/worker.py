@@ -8,6 +8,8 @@ model; a model swap happens between two requests: each request holds the model i
 for until its reply, and the old model is closed only after its last request
 (:meth:`Worker.retire`). A request retried with the same id runs once
 (:mod:`ggvision.serving.recent`: ``recent_ids`` answers remembered for ``recent_ids_seconds``).
+Admission is bounded by the bytes of the waiting images (``max_queue_bytes``), a deadline per
+request (``max_queue_delay_s``) and a count (``queue_size``); 0 switches the first two off.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ class Worker:
         role: str = "serving",
         recent_ids: int = SIZE,
         recent_ids_seconds: float = SECONDS,
+        max_queue_bytes: int = 0,
+        max_queue_delay_s: float = 0.0,
     ) -> None:
         self.bus = bus
         self.result_topic = result_topic
@@ -70,6 +74,9 @@ class Worker:
             reply_topic_allowed=reply_topic_allowed,
             role=role,
             recent=RecentIds(recent_ids, recent_ids_seconds),
+            max_bytes=max_queue_bytes,
+            max_delay_s=max_queue_delay_s,
+            request_bytes=lambda request: loader.pending_bytes(request.image),
         )
         self._active = active
         self._unavailable = unavailable_reason
@@ -148,8 +155,17 @@ class Worker:
         threshold: float,
         recent_ids: int | None = None,
         recent_ids_seconds: float | None = None,
+        queue_size: int | None = None,
+        max_queue_bytes: int | None = None,
+        max_queue_delay_s: float | None = None,
     ) -> None:
         self.top_k, self.threshold = top_k, threshold
+        if queue_size is not None or max_queue_bytes is not None or max_queue_delay_s is not None:
+            self.intake.configure(
+                queue_size=self.intake.queue_size if queue_size is None else queue_size,
+                max_bytes=max_queue_bytes,
+                max_delay_s=max_queue_delay_s,
+            )
         recent = self.intake.recent
         if recent_ids is not None or recent_ids_seconds is not None:
             recent.configure(

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from ggvision.core.admin import AdminServer
 from ggvision.core.deployments import DeployResult, UpdatePolicy
 from ggvision.core.environment import DEFAULT_REGION, DEFAULT_THING_NAME, nucleus_env
+from ggvision.core.limits import NUCLEUS, Limits
 from ggvision.core.server import IpcCore
 
 T = TypeVar("T")
@@ -31,7 +32,19 @@ T = TypeVar("T")
 class CoreThread:
     """An IPC core on its own event loop thread, with thread-safe helpers."""
 
-    def __init__(self, root: str | os.PathLike[str] | None = None, **core_kwargs: Any) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | None = None,
+        *,
+        profile: str = NUCLEUS,
+        **core_kwargs: Any,
+    ) -> None:
+        """``profile``: ``nucleus`` (default) or ``lite``: the core keeps to Greengrass nucleus
+        lite's limits (:class:`ggvision.core.limits.LiteLimits`); ``core_kwargs`` go to
+        :class:`~ggvision.core.server.IpcCore` (``limits`` wins over ``profile``)."""
+        if profile != NUCLEUS and "limits" not in core_kwargs:
+            core_kwargs["limits"] = Limits.for_profile(profile)
+        self.profile = profile
         self._own_root = root is None
         short = "/tmp"  # noqa: S108 # short socket paths; mkdtemp: 0700 # nosec B108
         self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="ggv-", dir=short))

@@ -46,14 +46,14 @@ class CameraService:
 
     def start(self) -> None:
         """Build and start the camera; raises CameraError when it cannot be built."""
+        # Validation first: how the Nucleus answers it tells whether it is Greengrass nucleus
+        # lite, whose message size the camera's transport must fit (ggvision.bus.message_limit).
+        self._subs = [self.bus.subscribe_validation(self.validate)]
         camera = Camera(self.bus, self.cfg)
         self.camera = camera
         self._result_sub = self._subscribe_results(self.cfg)
         camera.start()
-        self._subs = [
-            self.bus.subscribe_validation(self.validate),
-            self.bus.subscribe_configuration(self.on_configuration_changed),
-        ]
+        self._subs.append(self.bus.subscribe_configuration(self.on_configuration_changed))
         self._reporter.start()
         self.bus.update_state("RUNNING")
         log.info(

@@ -7,10 +7,11 @@ import logging
 import time
 from typing import Any
 
-from ggvision.bus import Bus
+from ggvision.bus import Bus, message_limit
 from ggvision_camera import sources, transport
 from ggvision_camera.capture import Backoff, Capture
 from ggvision_camera.config import CameraConfig
+from ggvision_camera.errors import TransportError
 from ggvision_camera.flow import FramePublisher
 
 log = logging.getLogger(__name__)
@@ -20,6 +21,14 @@ class Camera:
     def __init__(self, bus: Bus, cfg: CameraConfig) -> None:
         """Build every part; raises SourceError / TransportError when one cannot be built."""
         self.cfg = cfg
+        limit = message_limit(bus)
+        if cfg.transport == "inline" and limit is not None:
+            raise TransportError(
+                "transport inline cannot run here: it publishes each frame as a JPEG inside the "
+                f"request (tens of KB), and this Nucleus (Greengrass nucleus lite) takes IPC "
+                f"messages of at most {limit} bytes and closes the connection on a bigger one; "
+                "use transport frame (shared memory) or file"
+            )
         self.source = sources.create(cfg.source, max_width=cfg.max_width, max_height=cfg.max_height)
         self.transport = transport.create(cfg)
         self.publisher = FramePublisher(

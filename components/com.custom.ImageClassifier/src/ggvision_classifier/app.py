@@ -90,6 +90,8 @@ class ClassifierService:
             role=ROLE,
             recent_ids=cfg.recent_ids,
             recent_ids_seconds=cfg.recent_ids_seconds,
+            max_queue_bytes=cfg.queue_max_bytes,
+            max_queue_delay_s=cfg.max_queue_delay_ms / 1000,
         )
         self.swapper = ModelSwapper(
             bus, self.worker, load_model, role=ROLE, model_error=model_error
@@ -187,6 +189,9 @@ class ClassifierService:
                 threshold=new.threshold,
                 recent_ids=new.recent_ids,
                 recent_ids_seconds=new.recent_ids_seconds,
+                queue_size=new.queue_size,
+                max_queue_bytes=new.queue_max_bytes,
+                max_queue_delay_s=new.max_queue_delay_ms / 1000,
             )
             old, self.cfg = self.cfg, new
             self.reporter.interval_s = new.status_interval_seconds

@@ -50,7 +50,27 @@ class ClassifierConfig(ComponentConfig):
     top_k: int = Field(5, ge=1, le=1000)
     threshold: float = Field(0.0, ge=0.0, le=1.0)
     allowed_directories: list[str] = Field(default_factory=list)
-    queue_size: int = Field(8, ge=1, le=10_000)
+    queue_size: int = Field(
+        256,
+        ge=1,
+        le=10_000,
+        description="requests waiting, at most (a backstop: queueMaxBytes and maxQueueDelayMs "
+        "are the bounds that matter)",
+    )
+    queue_max_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="bytes of images the waiting requests may hold together (inline image, frame "
+        "slot or file size); over it a request is answered OVERLOADED, a frame drops the oldest "
+        "frames; one request always fits an empty queue; 0: no bound",
+    )
+    max_queue_delay_ms: int = Field(
+        10_000,
+        ge=0,
+        le=3_600_000,
+        description="a request that waited longer in the queue is answered OVERLOADED "
+        '("deadline exceeded") instead of being served stale; 0: no deadline',
+    )
     recent_ids: int = Field(
         1024,
         ge=0,

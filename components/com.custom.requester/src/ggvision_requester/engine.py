@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ggvision.bus import Bus
+from ggvision.bus import Bus, message_limit
 from ggvision.contract import ErrorCode, InferenceResult, ResultError, read_result
 from ggvision.correlate import Correlator
 from ggvision_requester.config import RequesterConfig
@@ -200,7 +200,9 @@ class Requester:
                 return
             self._seq += 1
             rid = self._calls.new_id(f"{self._seq:06d}")
-            request, transport = build_request(cfg, rid, item.path)
+            request, transport = build_request(
+                cfg, rid, item.path, max_message_bytes=message_limit(self.bus)
+            )
             pending = _Pending(self._seq, rid, item.path, request, transport, first_sent=now)
             self._calls.add(rid, pending, deadline=None)
             self._publish(pending, now)

@@ -110,8 +110,18 @@ class Feed:
         return item
 
 
-def build_request(cfg: RequesterConfig, rid: str, path: Path) -> tuple[dict[str, Any], str]:
-    """The request for ``path`` and how it carries the image ("path", "inline" or "seed")."""
+# What a PublishToTopic adds around the request: its headers, the topic and the envelope (a
+# request to a 256-byte topic stays under it).
+PUBLISH_OVERHEAD = 512
+
+
+def build_request(
+    cfg: RequesterConfig, rid: str, path: Path, *, max_message_bytes: int | None = None
+) -> tuple[dict[str, Any], str]:
+    """The request for ``path`` and how it carries the image ("path", "inline" or "seed").
+    ``max_message_bytes``: the Nucleus's largest IPC message (Greengrass nucleus lite's 10,000
+    bytes; see :func:`ggvision.bus.message_limit`): an inline request that would not fit in it
+    goes by path instead."""
     top_k, source = cfg.top_k or None, cfg.source or None
     if cfg.request_form == "seed":
         request = seed_request_json(rid, str(path.parent), path.name, top_k=top_k, source=source)
@@ -122,12 +132,20 @@ def build_request(cfg: RequesterConfig, rid: str, path: Path) -> tuple[dict[str,
             data = path.read_bytes()
         except OSError:
             data = b""
-        if 0 < len(data) <= MAX_INLINE_IMAGE_BYTES:
+        if 0 < len(data) <= MAX_INLINE_IMAGE_BYTES and _fits(len(data), max_message_bytes):
             image = inline_image(data)
     # Too big (or unreadable here) for inline: the classifier reads it, and says why not.
     transport = "path" if image is None else "inline"
     image = image or path_image(path)
     return request_json(rid, image, top_k=top_k, source=source), transport
+
+
+def _fits(image_bytes: int, max_message_bytes: int | None) -> bool:
+    """Whether a request with an inline image of ``image_bytes`` fits one IPC message (it goes
+    base64 in the request, itself base64 in the PublishToTopic: 16 bytes for every 9)."""
+    if max_message_bytes is None:
+        return True
+    return -(-image_bytes // 9) * 16 + PUBLISH_OVERHEAD <= max_message_bytes
 
 
 def _small(path: Path) -> bool:

@@ -10,12 +10,14 @@ This module holds what every agent shares: :class:`Call`, :class:`Streaming`, :c
 
 from __future__ import annotations
 
+import binascii
+import unicodedata
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ggvision.core.rpc import Stream
-from ggvision.errors import IpcError
+from ggvision.errors import IpcError, UnmodeledIpcError
 
 
 @dataclass(slots=True)
@@ -66,10 +68,31 @@ class Authorizer(Protocol):
     ) -> bool: ...
 
 
+def is_blank(resource: str) -> bool:
+    """The Nucleus's ``Utils.isEmpty``: empty, or only Unicode space separators
+    (``Character.isSpaceChar``)."""
+    return all(unicodedata.category(c) in ("Zs", "Zl", "Zp") for c in resource)
+
+
+def check_blob(value: object) -> None:
+    """A request's blob (``binaryMessage.message``, ``payload``) must be strict base64: the
+    Nucleus deserializes the request before anything else (authorization included), and its
+    RPC framework answers one that does not with the bare ``InternalServerError``."""
+    if isinstance(value, str):
+        try:
+            binascii.a2b_base64(value, strict_mode=True)
+        except (binascii.Error, ValueError) as exc:
+            raise UnmodeledIpcError("a blob is not valid base64") from exc
+
+
 def authorize(
     auth: Authorizer, component: str, destination: str, operation: str, resource: str | None
 ) -> None:
-    """UnauthorizedError (the Nucleus's message) unless ``component`` may do this."""
+    """UnauthorizedError (the Nucleus's message) unless ``component`` may do this. A blank
+    resource (``" "``) is refused as the Nucleus's ``AuthorizationModule.isPresent`` refuses it,
+    with its message."""
+    if resource is not None and is_blank(resource):
+        raise IpcError("UnauthorizedError", "Resource cannot be empty")
     if not auth.allows(component, destination, operation, resource):
         raise IpcError(
             "UnauthorizedError",

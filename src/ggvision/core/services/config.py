@@ -95,14 +95,14 @@ class ConfigStoreAgent:
             )
         store = self.store
         try:
-            existing = store.get(call.component, path)
+            store.get(call.component, path)
             existed = True
         except IpcError:
             existed = False
         # A container created by this call is stamped "now" and never stale, as in the Nucleus.
         stamp = epoch_ms(ts) if existed else None
-        if path and existed and not isinstance(existing, dict) and isinstance(value, dict):
-            raise IpcError("InvalidArgumentsError", f"Cannot merge a map into the value at {path}")
+        # A map onto a value replaces the value with a container (ConfigStoreIPCEventStreamAgent:
+        # topic.parent.updateFromMap), as a value onto a container replaces the container.
         store.merge(call.component, path, value, stamp)
         # Like the Nucleus: merge first (leaves stamped newer keep their values), then refuse
         # when the node at keyPath (a container: its newest leaf) is newer than the request.

@@ -13,7 +13,15 @@ from typing import Any
 
 from ggvision.core.auth import MQTTPROXY
 from ggvision.core.mqtt import IotBridge
-from ggvision.core.services import Authorizer, Call, Operation, Streaming, str_field
+from ggvision.core.services import (
+    Authorizer,
+    Call,
+    Operation,
+    Streaming,
+    check_blob,
+    is_blank,
+    str_field,
+)
 from ggvision.errors import GgvisionError, IpcError
 
 PUBLISH = "aws.greengrass#PublishToIoTCore"
@@ -50,11 +58,12 @@ class MqttProxyAgent:
     def _authorize(self, call: Call, operation: str, topic: str | None) -> str:
         if topic is None:
             raise IpcError("InvalidArgumentsError", "Topic is required")
-        if not self.auth.allows(call.component, MQTTPROXY, operation, topic):
+        if is_blank(topic) or not self.auth.allows(call.component, MQTTPROXY, operation, topic):
             raise IpcError("UnauthorizedError", "Not Authorized")
         return topic
 
     async def publish_to_iot_core(self, call: Call) -> dict[str, Any]:
+        check_blob(call.request.get("payload"))  # deserialized first, as by the Nucleus
         topic = self._authorize(call, PUBLISH, str_field(call, "topicName"))
         if any(c in topic for c in "+#"):
             raise IpcError("InvalidArgumentsError", "Publish topic must not contain a wildcard.")
@@ -73,7 +82,8 @@ class MqttProxyAgent:
         try:
             await bridge.publish(topic, payload, qos, retain)
         except GgvisionError as exc:
-            raise IpcError("ServiceError", f"Publish to IoT Core failed: {exc}") from exc
+            # MqttProxyIPCAgent's message
+            raise IpcError("ServiceError", f"Publish to topic {topic} failed: {exc}") from exc
         return {}
 
     async def subscribe_to_iot_core(self, call: Call) -> Streaming:
@@ -104,7 +114,7 @@ class MqttProxyAgent:
         except GgvisionError as exc:
             raise IpcError(
                 "ServiceError",
-                f"Subscribe to IoT Core failed: {exc}",
+                f"Subscribe to topic {topic} failed with error {exc}",  # the Nucleus's message
                 context={"reasonString": str(exc)},
             ) from exc
 

@@ -13,7 +13,6 @@ modeled error), nothing is published.
 
 from __future__ import annotations
 
-import binascii
 import json
 import logging
 from collections.abc import Callable
@@ -22,8 +21,16 @@ from typing import Any
 
 from ggvision.core.auth import PUBSUB
 from ggvision.core.rpc import Stream
-from ggvision.core.services import Authorizer, Call, Operation, Streaming, authorize, str_field
-from ggvision.errors import IpcError, UnmodeledIpcError
+from ggvision.core.services import (
+    Authorizer,
+    Call,
+    Operation,
+    Streaming,
+    authorize,
+    check_blob,
+    str_field,
+)
+from ggvision.errors import IpcError
 
 log = logging.getLogger(__name__)
 
@@ -134,24 +141,29 @@ def _has_wildcard(topic: str) -> bool:
 
 
 def _check_blob(request: dict[str, Any]) -> None:
-    """The Nucleus deserializes the request before anything else (authorization included): a
-    ``binaryMessage.message`` that is not strict base64 fails there, with its bare error."""
+    """A ``binaryMessage.message`` that is not strict base64 fails the Nucleus's
+    deserialization, with its bare error (:func:`~ggvision.core.services.check_blob`)."""
     message = request.get("publishMessage")
     binary = message.get("binaryMessage") if isinstance(message, dict) else None
-    blob = binary.get("message") if isinstance(binary, dict) else None
-    if isinstance(blob, str):
-        try:
-            binascii.a2b_base64(blob, strict_mode=True)
-        except (binascii.Error, ValueError) as exc:
-            raise UnmodeledIpcError("binaryMessage.message is not valid base64") from exc
+    check_blob(binary.get("message") if isinstance(binary, dict) else None)
 
 
 class PubSubAgent:
     """PublishToTopic and SubscribeToTopic, authorized under ``aws.greengrass.ipc.pubsub``."""
 
-    def __init__(self, auth: Authorizer, router: PubSub) -> None:
+    def __init__(
+        self, auth: Authorizer, router: PubSub, *, max_topic_bytes: int | None = None
+    ) -> None:
+        """``max_topic_bytes``: the lite profile's bound on a topic (filter), answered as Lite
+        answers it (:class:`ggvision.core.limits.LiteLimits`); None: the Nucleus's (none)."""
         self.auth = auth
         self.router = router
+        self.max_topic_bytes = max_topic_bytes
+
+    def _check_length(self, topic: str | None, message: str) -> None:
+        limit = self.max_topic_bytes
+        if limit is not None and topic is not None and len(topic.encode()) > limit:
+            raise IpcError("ServiceError", message)
 
     def operations(self) -> list[Operation]:
         return [
@@ -163,6 +175,7 @@ class PubSubAgent:
         _check_blob(call.request)
         topic = str_field(call, "topic")
         authorize(self.auth, call.component, PUBSUB, PUBLISH, topic)
+        self._check_length(topic, "Failed to publish the message.")
         if topic is None:
             raise IpcError("InvalidArgumentsError", "Publish topic must not be null")
         if _has_wildcard(topic):
@@ -197,6 +210,7 @@ class PubSubAgent:
     def subscribe_to_topic(self, call: Call) -> Streaming:
         topic = str_field(call, "topic")
         authorize(self.auth, call.component, PUBSUB, SUBSCRIBE, topic)
+        self._check_length(topic, "Failed to bind subscription.")
         if not topic:
             raise IpcError("InvalidArgumentsError", "Subscribe topic must not be empty")
         mode = call.request.get("receiveMode")
