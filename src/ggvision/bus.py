@@ -393,7 +393,20 @@ class IpcBus:
             )
             return operation
 
-        return self._stream("component updates", open_)
+        try:
+            return self._stream("component updates", open_)
+        except BusError as exc:
+            if not _unserved(exc):
+                raise
+            # Greengrass nucleus lite serves no SubscribeToComponentUpdates (a bare
+            # ServiceError): it never notifies before an update, so there is nothing to defer.
+            log.warning(
+                "this Nucleus does not notify components of updates (SubscribeToComponentUpdates:"
+                " a bare ServiceError, as Greengrass nucleus lite answers); a deployment may "
+                "restart this component while requests are in flight",
+                extra={"event": "bus.component_updates_unserved"},
+            )
+            return _Unserved()
 
     # --- lifecycle / IoT Core -------------------------------------------------------------------
     def update_state(self, state: str) -> None:
