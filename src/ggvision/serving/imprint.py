@@ -118,6 +118,8 @@ class ClassStore:
         self._sums: dict[str, np.ndarray] = {}
         # what the embeddings came from (e.g. {"model": variant, "sha256": ...}), saved along
         self.meta: dict[str, Any] = {}
+        # label -> (weight, threshold), recomputed only for the class a change touched
+        self._cache: dict[str, tuple[np.ndarray, float]] = {}
 
     # --- operations ------------------------------------------------------------------------
     def check_label(self, label: object) -> str:
@@ -161,6 +163,7 @@ class ClassStore:
         with self._lock:
             self._shots.setdefault(label, []).append(e)
             self._sums[label] = self._sums.get(label, np.zeros(self.dim, np.float32)) + e
+            self._cache.pop(label, None)
             return len(self._shots[label])
 
     def remove(self, label: str) -> int:
@@ -168,6 +171,7 @@ class ClassStore:
         with self._lock:
             shots = self._shots.pop(label, None)
             self._sums.pop(label, None)
+            self._cache.pop(label, None)
         if shots is None:
             raise LearnError("UNKNOWN_LABEL", f"no learned class {label!r}")
         return len(shots)
@@ -178,6 +182,7 @@ class ClassStore:
             n = len(self._shots)
             self._shots.clear()
             self._sums.clear()
+            self._cache.clear()
         return n
 
     def counts(self) -> dict[str, int]:
@@ -190,8 +195,11 @@ class ClassStore:
             labels = tuple(self._shots)
             if not labels:
                 return Classes.empty(self.dim)
-            weights = l2norm(np.stack([self._sums[k] for k in labels]))
-            thresholds = np.array([threshold(np.stack(self._shots[k])) for k in labels], np.float32)
+            for k in labels:
+                if k not in self._cache:
+                    self._cache[k] = (l2norm(self._sums[k]), threshold(np.stack(self._shots[k])))
+            weights = np.stack([self._cache[k][0] for k in labels])
+            thresholds = np.array([self._cache[k][1] for k in labels], np.float32)
             counts = tuple(len(self._shots[k]) for k in labels)
         return Classes(labels, weights, thresholds, counts)
 

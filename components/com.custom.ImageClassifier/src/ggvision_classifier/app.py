@@ -19,14 +19,18 @@ from ggvision.core.auth import PUBSUB, AccessControl
 from ggvision.errors import ConfigError, GgvisionError
 from ggvision.serving import (
     ActiveModel,
+    Backend,
     ImageLoader,
     ModelCommands,
     ModelError,
     ModelSwapper,
     Worker,
+    backend_options,
+    backends,
     health,
     prepare_model,
 )
+from ggvision.serving.learning import Learner
 from ggvision.telemetry import Health, RateMeter, StatusReporter
 from ggvision.uplink import Uplink
 from ggvision_classifier.config import ClassifierConfig
@@ -69,14 +73,7 @@ class ClassifierService:
         self.worker = Worker(
             bus,
             result_topic=cfg.result_topic,
-            loader=ImageLoader(
-                cfg.allowed_directories,
-                max_bytes=cfg.max_image_bytes,
-                max_pixels=cfg.max_image_pixels,
-                max_decode_pixels=cfg.max_decode_pixels,
-                frame_directory=cfg.frame_directory,
-                draft_size=_draft(cfg, active),
-            ),
+            loader=_loader(cfg, active),
             queue_size=cfg.queue_size,
             top_k=cfg.top_k,
             threshold=cfg.threshold,
@@ -88,8 +85,23 @@ class ClassifierService:
             recent_ids_seconds=cfg.recent_ids_seconds,
         )
         self.swapper = ModelSwapper(
-            bus, self.worker, load_model, role=ROLE, model_error=model_error
+            bus, self.worker, self._prepare, role=ROLE, model_error=model_error
         )
+        # Live learning (an embedding model): its classes join every model that can take them.
+        self.learner = Learner(
+            bus,
+            self.worker,
+            cfg.learning,
+            work_dir=self.work_dir,
+            loader=_loader(cfg, active),
+            swap_lock=self.swapper.lock,
+            make_backend=self._learning_backend,
+            reply_topic_allowed=lambda t: acl.allows(PUBSUB, "aws.greengrass#PublishToTopic", t),
+            role=ROLE,
+        )
+        if active is not None:
+            self.worker.swap_model(self.learner.apply(active))
+        self._learn_sub: Any = None
         self.commands = ModelCommands(
             bus, self.swapper, lambda: self.cfg, backends=BACKENDS, role=ROLE
         )
@@ -111,6 +123,8 @@ class ClassifierService:
             self.bus.subscribe_configuration(self.on_configuration_changed),
         ]
         self.commands.subscribe(self.cfg)
+        self.learner.start()
+        self._subscribe_learning(self.cfg)
         self.bus.update_state("RUNNING" if self.worker.active else "ERRORED")
         self.reporter.start()
         active = self.worker.active
@@ -127,6 +141,9 @@ class ClassifierService:
             except Exception:
                 log.debug("closing a subscription failed", exc_info=True)
         self.commands.close()
+        if self._learn_sub is not None:
+            self._learn_sub.close()
+        self.learner.stop()
         self.worker.stop()
         if self.uplink is not None:
             self.uplink.stop()
@@ -194,6 +211,41 @@ class ClassifierService:
                 old.command_reply_topic,
             ):
                 self.commands.subscribe(new)
+            self.learner.cfg = new.learning
+            if (new.learning.enabled, new.learning.topic) != (
+                old.learning.enabled,
+                old.learning.topic,
+            ):
+                self._subscribe_learning(new)
+
+    # --- models and live learning ------------------------------------------------------------
+    def _prepare(self, cfg: ClassifierConfig) -> ActiveModel:
+        """A deployment's model, with the classes learned on this device when it can take them."""
+        return self.learner.apply(load_model(cfg))
+
+    def _learning_backend(self, active: ActiveModel) -> Backend:
+        """A second backend of the serving model (one thread each): the shots' embeddings."""
+        name = active.backend.name
+        backend = backends.create(
+            name,
+            active.model,
+            threads=1,
+            options=backend_options(self.cfg, name),
+            events=ROLE,
+            distribution=DISTRIBUTION,
+        )
+        backend.load()
+        return backend
+
+    def _subscribe_learning(self, cfg: ClassifierConfig) -> None:
+        if self._learn_sub is not None:
+            self._learn_sub.close()
+            self._learn_sub = None
+        if cfg.learning.enabled:
+            # on_message only decodes, validates and enqueues
+            self._learn_sub = self.bus.subscribe(
+                cfg.learning.topic, self.learner.on_message, inline=True
+            )
 
     # --- IoT Core: uplink ----------------------------------------------------------------------
     def _start_uplink(self, cfg: ClassifierConfig) -> None:
@@ -209,6 +261,17 @@ class ClassifierService:
         self.uplink = uplink
         self.worker.on_result = uplink.offer
         log.info("uplink to %s", uplink.topic, extra={"event": "classifier.uplink"})
+
+
+def _loader(cfg: ClassifierConfig, active: ActiveModel | None) -> ImageLoader:
+    return ImageLoader(
+        cfg.allowed_directories,
+        max_bytes=cfg.max_image_bytes,
+        max_pixels=cfg.max_image_pixels,
+        max_decode_pixels=cfg.max_decode_pixels,
+        frame_directory=cfg.frame_directory,
+        draft_size=_draft(cfg, active),
+    )
 
 
 def _draft(cfg: ClassifierConfig, active: ActiveModel | None) -> int | None:
