@@ -64,6 +64,15 @@ def test_report_lists_every_ratio_with_its_verdict(tmp_path: Path) -> None:
         },
     )
     write(tmp_path, "pipeline.json", {"ratios": {"suite_over_bare": 0.95, "suite_over_sync": 1.1}})
+    write(
+        tmp_path,
+        "imprint.json",
+        {
+            "add": {"add_ms": 5.4, "infer_ms": 4.6, "met": True},
+            "classify": {"ratio": 1.08, "met": False},
+            "accuracy": {"lfw": {"1": 0.9, "10": 1.0}},
+        },
+    )
 
     assert report.main(["--dir", str(tmp_path)]) == 0
     text = (tmp_path / "REPORT.md").read_text()
@@ -74,7 +83,10 @@ def test_report_lists_every_ratio_with_its_verdict(tmp_path: Path) -> None:
     assert rows["IPC overhead, tflite-int8"].endswith("| met |")
     assert rows["suite / bare backend (frames/s)"].endswith("| met |")
     assert rows["suite / synchronous loop (frames/s)"].endswith("| NOT MET |")
-    assert "6 targets met, 2 NOT MET" in text
+    assert rows["add one shot (inference + imprint)"].endswith("| met |")
+    assert rows["classify, 100 learned classes / none"].endswith("| NOT MET |")
+    assert "k=1: 0.90, k=10: 1.00" in rows["held-out top-1, lfw"]
+    assert "7 targets met, 3 NOT MET" in text
 
 
 def test_a_benchmark_that_did_not_run_is_not_met(tmp_path: Path) -> None:
@@ -82,6 +94,6 @@ def test_a_benchmark_that_did_not_run_is_not_met(tmp_path: Path) -> None:
     (tmp_path / "ipc.json").write_text("{truncated")
     lines = report.collect(tmp_path)
     missing = [x for x in lines if x.figure.startswith("not run")]
-    assert [x.area for x in missing] == ["IPC", "classifier"]
+    assert [x.area for x in missing] == ["IPC", "classifier", "imprint"]
     assert all(x.verdict == "NOT MET" for x in missing)
-    assert "2 targets met, 2 NOT MET" in report.render(lines)
+    assert "2 targets met, 3 NOT MET" in report.render(lines)
