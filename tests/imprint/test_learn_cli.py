@@ -144,6 +144,21 @@ def test_learn_errors(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2 and "label may hold only" in proc.stderr
     assert not (tmp_path / "o" / "v").exists()
+    torn = tmp_path / "torn"
+    V.write_folder(torn, {"rocket": V.object_views(2, 1)["rocket"]})
+    (torn / "rocket" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    proc = ggvision(
+        "learn",
+        "--data",
+        str(torn),
+        "--output",
+        str(tmp_path / "o" / "v"),
+        "--base",
+        base.directory.name,
+        store=base.directory.parent,
+    )
+    assert proc.returncode == 1 and "broken.png" in proc.stderr
+    assert not (tmp_path / "o" / "v").exists()
     proc = ggvision(
         "learn",
         "--data",

@@ -264,14 +264,13 @@ def test_bad_messages_each_get_one_structured_error(
         {"id": "s7", "op": "add", "label": "rocket", "image": {"data": png(shots["rocket"][4])}}
     )
     device.teach({"id": "sentinel", "op": "list"})
-    ids = {k for k in bad if k != "b-json"} | {"s6", "s7", "sentinel"}
+    ids = set(bad) | {"s6", "s7", "sentinel"}
     replies = device.collect(device.teacher, device.replies, ids)
     by_id: dict[Any, list[dict[str, Any]]] = {}
     for r in replies:
         by_id.setdefault(r["id"], []).append(r)
     for rid, (_, code) in bad.items():
-        key = None if rid == "b-json" else rid
-        (reply,) = by_id[key]
+        (reply,) = by_id[rid]  # an undecodable message too: its id found in its bytes
         assert reply["status"] == "error" and reply["error"]["code"] == code, reply
         assert reply["error"]["message"]
     assert by_id["s6"][0]["shots"] == 6 and len(by_id["s6"]) == 1

@@ -102,7 +102,7 @@ def threshold(shots: np.ndarray) -> float:
 class Limits:
     """What a store accepts: shots per class, classes in total, label length (and charset)."""
 
-    max_shots: int = 200
+    max_shots: int = 50
     max_classes: int = 100
     max_label_length: int = MAX_LABEL_LENGTH
 

@@ -33,7 +33,7 @@ from pydantic import Field
 
 from ggvision.bus import Bus
 from ggvision.config import ConfigModel, publishes, subscribes
-from ggvision.contract import RequestError, decode_payload, parse_request
+from ggvision.contract import RequestError, decode_payload, parse_request, scan_envelope
 from ggvision.serving.images import ImageLoader
 from ggvision.serving.imprint import ClassStore, LearnError, Limits
 from ggvision.serving.intake import ReplyTopicCheck
@@ -59,7 +59,9 @@ class LearningConfig(ConfigModel):
         "extend",
         description="extend: learned classes beside ImageNet's; replace: only learned classes",
     )
-    max_shots: int = Field(200, ge=1, le=10_000, description="shots kept per class")
+    max_shots: int = Field(
+        50, ge=1, le=10_000, description="shots kept per class (5 KB of embedding each)"
+    )
     max_classes: int = Field(100, ge=1, le=10_000, description="learned classes in total")
     max_label_length: int = Field(64, ge=1, le=256)
     queue_size: int = Field(32, ge=1, le=10_000)
@@ -138,13 +140,17 @@ class Learner:
             active.model, active.backend, active.info, task.with_classes(live, self.cfg.mode)
         )
 
+    def publish_classes(self) -> None:
+        """Swap the worker's task for one with the current classes and mode (the backend is
+        shared, so nothing is retired: the worker counts a backend's users, not a task's).
+        Call with the swapper's lock held."""
+        active = self.worker.active
+        if active is not None:
+            self.worker.swap_model(self.apply(active))
+
     def _publish_classes(self) -> None:
-        """Swap the worker's task for one with the current classes (the backend is shared, so
-        nothing is retired: the worker counts a backend's users, not a task's)."""
         with self.swap_lock:
-            active = self.worker.active
-            if active is not None:
-                self.worker.swap_model(self.apply(active))
+            self.publish_classes()
 
     # --- the IPC callback ----------------------------------------------------------------------
     def on_message(self, topic: str, payload: bytes | dict[str, Any]) -> None:
@@ -153,7 +159,12 @@ class Learner:
         reply = self.cfg.reply_topic
         op: Any = None
         try:
-            obj = decode_payload(payload)
+            try:
+                obj = decode_payload(payload)
+            except RequestError:
+                if not isinstance(payload, dict):  # its id, when the raw bytes show one
+                    rid = scan_envelope(payload).get("id")
+                raise
             rid, op = obj.get("id"), obj.get("op")
             wanted = obj.get("reply_topic")
             if wanted is not None:

@@ -192,6 +192,9 @@ class ClassifierService:
             needs_model = new.model_fields_changed(self.cfg) or self.worker.active is None
             if needs_model and not self.swapper.swap(new):
                 return
+            if needs_model:  # a candidate validated earlier may predate the latest shots
+                self.learner.cfg = new.learning
+                self.learner.publish_classes()
             self.worker.configure(
                 top_k=new.top_k,
                 threshold=new.threshold,
@@ -212,6 +215,8 @@ class ClassifierService:
             ):
                 self.commands.subscribe(new)
             self.learner.cfg = new.learning
+            if new.learning.mode != old.learning.mode:
+                self.learner.publish_classes()  # the swapper's lock is held
             if (new.learning.enabled, new.learning.topic) != (
                 old.learning.enabled,
                 old.learning.topic,

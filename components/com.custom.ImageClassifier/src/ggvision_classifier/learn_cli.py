@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ggvision.errors import GgvisionError
 from ggvision.serving import (
     DEFAULT_BACKEND,
     Backend,
@@ -58,6 +59,10 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 Mode = Literal["extend", "replace"]
 
 
+class ImageUnreadable(GgvisionError):
+    """An image of the data folder cannot be read or decoded."""
+
+
 class Extractor:
     """An embedding variant on its backend: image file or array -> raw embedding."""
 
@@ -76,10 +81,17 @@ class Extractor:
         self.backend.load()
 
     def embed(self, image: Any) -> np.ndarray:
-        """Raw embedding of an image (a path or a decoded image / array)."""
-        if isinstance(image, Path):
-            image = decode(image.read_bytes(), spec=self.model.manifest.preprocess)
-        return self.backend.infer(self.task.preprocess(image, self.model))
+        """Raw embedding of an image (a path or a decoded image / array); ImageUnreadable for
+        a file that cannot be read or decoded."""
+        try:
+            if isinstance(image, Path):
+                image = decode(image.read_bytes(), spec=self.model.manifest.preprocess)
+            tensor = self.task.preprocess(image, self.model)
+        except (OSError, ValueError) as exc:
+            raise ImageUnreadable(
+                f"{image if isinstance(image, Path) else 'image'}: {exc}"
+            ) from exc
+        return self.backend.infer(tensor)
 
     def close(self) -> None:
         self.backend.close()
@@ -308,12 +320,12 @@ def handle(args: argparse.Namespace) -> int:
             threads=args.threads,
             seed=args.seed,
         )
+    except (ImageUnreadable, OSError) as exc:
+        print(f"ggvision learn: error: {exc}", file=sys.stderr)
+        return 1
     except (ModelError, LearnError, ValueError) as exc:
         print(f"ggvision learn: error: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
-        print(f"ggvision learn: error: {exc}", file=sys.stderr)
-        return 1
     if args.json:
         print(json.dumps({k: report[k] for k in ("top1", "per_class", "train", "test")}))
         return 0
