@@ -62,6 +62,21 @@ def accuracy(raw: Any, task: EmbeddingTask, model: Model) -> dict[str, dict[str,
                     right += int(labels[p.index] == label)
                     total += 1
             out[f"objects-{mode}"][str(k)] = right / total
+    # extend: do the photos of other things keep their ImageNet answer (top-5 as it was)?
+    others = [img for n in V.OTHERS for img in [V.photo(n), *V.views(V.photo(n), 2, 99)]]
+    other_embs = [raw(x) for x in others]
+    for k in KS:
+        store = ClassStore(task.dim)
+        for label, embs in shots.items():
+            for e in embs[:k]:
+                store.add(label, e)
+        t = task.with_classes(store.classes(), "extend")
+        kept = sum(
+            t.postprocess(e, model, top_k=5, threshold=0.0).predictions
+            == task.postprocess(e, model, top_k=5, threshold=0.0).predictions
+            for e in other_embs
+        )
+        out.setdefault("extend-imagenet-kept", {})[str(k)] = kept / len(other_embs)
     lfw = {k: [raw(x) for x in v] for k, v in V.lfw().items()}
     for k in KS:
         runs = []
@@ -195,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         "objects: 6 scikit-image photos (astronaut, rocket, camera, motorcycle, coffee, retina), "
         "shots and held-out views from different seeds (crops 45-95 %, flips, 0.5-1.5x "
         "scale); chance 0.167. lfw: faces vs other, the other 50 of each held out; chance 0.5.",
+        f"extend-imagenet-kept: of {len(V.OTHERS)} photos of other things (each whole and 2 "
+        "views), the share whose top-5 is the plain ImageNet answer with the 6 objects learned.",
     ]
     _report.show(lines, notes)
     title = "Imprinting: add a shot, classify with learned classes, accuracy vs k"

@@ -87,7 +87,7 @@ def test_extend_keeps_imagenet_answers(int8: Embedder, objects: tuple[dict, ...]
     plain = int8.task
     task = plain.with_classes(learn(int8, shots, 5).classes(), "extend")
     cats = {"tiger cat", "Egyptian cat", "tabby", "lynx"}
-    for name in ("chelsea", "clock", "horse"):
+    for name in V.OTHERS:
         img = V.photo(name)
         before = plain.postprocess(int8.raw(img), int8.model, top_k=5, threshold=0.0)
         after = task.postprocess(int8.raw(img), int8.model, top_k=5, threshold=0.0)

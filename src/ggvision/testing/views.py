@@ -20,6 +20,26 @@ OBJECTS: dict[str, str] = {
 }
 
 
+# Photos of other things (none of OBJECTS): what a learned class must not take in ``extend``.
+OTHERS = (
+    "chelsea",
+    "clock",
+    "horse",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "coins",
+    "moon",
+    "page",
+    "text",
+    "brick",
+    "grass",
+    "gravel",
+    "cell",
+    "colorwheel",
+    "logo",
+)
+
+
 def photo(name: str) -> np.ndarray:
     """A scikit-image photo as uint8 RGB (grey replicated)."""
     import skimage.data
