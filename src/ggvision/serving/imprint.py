@@ -241,7 +241,7 @@ class ClassStore:
     def load(cls, path: Path, dim: int | None = None, limits: Limits | None = None) -> ClassStore:
         """The store saved at ``path``; LearnError ``CORRUPT`` when it cannot be read."""
         try:
-            with np.load(Path(path), allow_pickle=False) as data:
+            with np.load(Path(path)) as data:
                 arrays = {k: data[k] for k in data.files}
         except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
             raise LearnError("CORRUPT", f"cannot read learned classes {path}: {exc}") from exc

@@ -246,10 +246,20 @@ class ClassifierService:
         if self._learn_sub is not None:
             self._learn_sub.close()
             self._learn_sub = None
-        if cfg.learning.enabled:
+        if not cfg.learning.enabled:
+            return
+        try:
             # on_message only decodes, validates and enqueues
             self._learn_sub = self.bus.subscribe(
                 cfg.learning.topic, self.learner.on_message, inline=True
+            )
+        except GgvisionError as exc:
+            # learning is optional: e.g. an accessControl without the learning grant
+            log.error(
+                "live learning unavailable on %s: %s",
+                cfg.learning.topic,
+                exc,
+                extra={"event": "classifier.learn_unavailable"},
             )
 
     # --- IoT Core: uplink ----------------------------------------------------------------------

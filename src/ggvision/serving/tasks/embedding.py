@@ -144,7 +144,7 @@ def _load_head(model: Model, dim: int) -> np.ndarray:
     if model.directory.resolve() not in path.parents:
         raise ModelError(f"model {model.directory.name}: head points outside its directory")
     try:
-        head = np.load(path, allow_pickle=False)
+        head = np.load(path)
     except (OSError, ValueError) as exc:
         raise ModelError(f"model {model.directory.name}: cannot read head {path}: {exc}") from exc
     if head.ndim != 2 or head.shape[1] != dim + 1:
