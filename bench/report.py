@@ -25,6 +25,7 @@ from bench.classifier import (
     TARGET_OVERHEAD_MS,
     TARGET_RSS_MB,
 )
+from bench.imprint import TARGET_ADD_OVER_INFER_MS, TARGET_CLASSIFY_RATIO
 from bench.liveview import TARGET_NO_VIEWER, TARGET_ONE_VIEWER
 from bench.pipeline import TARGET_BARE, TARGET_SYNC
 
@@ -119,11 +120,35 @@ def liveview_lines(doc: dict[str, Any]) -> Iterator[Line]:
             yield Line("live view", label, _fmt(value, " %"), f"<= {target:g} %", value <= target)
 
 
+def imprint_lines(doc: dict[str, Any]) -> Iterator[Line]:
+    add, cls = doc.get("add", {}), doc.get("classify", {})
+    if "met" in add:
+        yield Line(
+            "imprint",
+            "add one shot (inference + imprint)",
+            f"{_fmt(add.get('add_ms'), ' ms')} (inference {_fmt(add.get('infer_ms'), ' ms')})",
+            f"<= inference + {TARGET_ADD_OVER_INFER_MS:g} ms",
+            add["met"],
+        )
+    if "met" in cls:
+        yield Line(
+            "imprint",
+            "classify, 100 learned classes / none",
+            _fmt(cls.get("ratio"), "x"),
+            f"<= {TARGET_CLASSIFY_RATIO}x",
+            cls["met"],
+        )
+    for name, row in doc.get("accuracy", {}).items():
+        value = ", ".join(f"k={k}: {_fmt(v)}" for k, v in row.items())
+        yield Line("imprint", f"held-out top-1, {name}", value, "-", None)
+
+
 SOURCES = (
     ("ipc.json", "IPC", "python -m bench.ipc", ipc_lines),
     ("classifier.json", "classifier", "python -m bench.classifier", classifier_lines),
     ("pipeline.json", "pipeline", "python -m bench.pipeline", pipeline_lines),
     ("liveview.json", "live view", "python -m bench.liveview", liveview_lines),
+    ("imprint.json", "imprint", "python -m bench.imprint", imprint_lines),
 )
 
 
@@ -152,7 +177,10 @@ def render(lines: list[Line]) -> str:
         "| --- | --- | --- | --- | --- |",
     ]
     out += [f"| {x.area} | {x.figure} | {x.value} | {x.target} | {x.verdict} |" for x in lines]
-    out += ["", "Details: ipc.md, classifier.md, pipeline.md and liveview.md beside this file."]
+    out += [
+        "",
+        "Details: ipc.md, classifier.md, pipeline.md, liveview.md and imprint.md beside this file.",
+    ]
     return "\n".join(out) + "\n"
 
 

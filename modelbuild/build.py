@@ -35,6 +35,10 @@ MODEL_VERSION = "1.0.0"
 SCHEMA = 1
 CALIB_COUNT = 72
 CALIB_SEED = 0
+# The least (mean, min) cosine an embedding variant's output may have with the float PyTorch
+# embedding on the check images (the build fails below it). Measured: tflite-int8 0.991 / 0.961,
+# onnx-int8 (7-bit weights) 0.963 / 0.895.
+EMBEDDING_MIN_COSINE = {"fp32": (0.9999, 0.9999), "int8": (0.95, 0.85)}
 
 PREPROCESS = {
     "color": "RGB",
@@ -82,6 +86,13 @@ VARIANTS: dict[str, dict[str, object]] = {
         "engine": "qnnpack",
     },
 }
+# Embedding variants (task "embedding", for weight imprinting: docs/imprinting.md): the same
+# network without its head, outputting the 1280-d embedding; the ImageNet head is saved beside
+# it (HEAD_FILE: weight | bias, float32 (1000, 1281)), so logits = W @ e + b are the fp32 head's.
+EMBEDDING_DIM = E.HEAD_CH
+HEAD_FILE = "imagenet_head.npy"
+for _base in ("tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8", "torchscript-fp32"):
+    VARIANTS[f"{_base}-embedding"] = {**VARIANTS[_base], "task": "embedding", "base": _base}
 
 TOOLS = {
     "tflite": ["litert-torch", "ai-edge-litert", "torchao"],
@@ -219,21 +230,27 @@ class Builder:
         return [torch.from_numpy(x)[None] for x in E.to_nhwc(self.calib_pixels)]
 
     # -- variants; each writes <dir>/<file> and returns the io description
-    def build_tflite_fp32(self, path: str) -> dict[str, object]:
+    def net(self, name: str):
+        """The torch module a variant exports: the classifier, or its embedding (no head)."""
+        return E.Embedding(self.model) if VARIANTS[name].get("task") == "embedding" else self.model
+
+    def build_tflite_fp32(self, path: str, net=None) -> dict[str, object]:
         import quant_litert
 
-        quant_litert.convert_fp32(E.NHWCWrapper(self.model), path)
+        quant_litert.convert_fp32(E.NHWCWrapper(net or self.model), path)
         return self._tflite_io(path)
 
-    def build_tflite_int8(self, path: str) -> dict[str, object]:
+    def build_tflite_int8(self, path: str, net=None) -> dict[str, object]:
         import quant_litert
         import tflite_graph
         import torch
 
         # litert-torch's graph, then the clean-up passes (SAME pads folded into the stride-2
-        # convs, int8 residual ADDs), gated on top-1 agreement with the float model
+        # convs, int8 residual ADDs), gated on top-1 agreement with the float model (for an
+        # embedding: the top-1 of the float head on the int8 embedding)
+        net = net or self.model
         raw = path + ".litert"
-        quant_litert.convert_int8(E.NHWCWrapper(self.model), self._calib_nhwc(), raw)
+        quant_litert.convert_int8(E.NHWCWrapper(net), self._calib_nhwc(), raw)
         with open(raw, "rb") as f:
             rewritten, stats = tflite_graph.rewrite(f.read())
         with open(path, "wb") as f:
@@ -241,7 +258,8 @@ class Builder:
         with torch.no_grad():
             ref = self.model(torch.from_numpy(E.to_nchw(self.calib_pixels))).argmax(1).tolist()
         q = (self.calib_pixels.astype(np.int16) - 128).astype(np.int8)  # scale 1/128, zp -1
-        check = tflite_graph.check_agreement(raw, path, (x[None] for x in q), ref)
+        head = self.head() if net is not self.model else None
+        check = tflite_graph.check_agreement(raw, path, (x[None] for x in q), ref, head=head)
         os.remove(raw)
         print(f"  graph clean-up: {stats}, {check}", file=sys.stderr)
         io = self._tflite_io(path)
@@ -270,23 +288,32 @@ class Builder:
             "output": describe(interp.get_output_details()[0]),
         }
 
-    def build_onnx_fp32(self, path: str) -> dict[str, object]:
+    def head(self) -> np.ndarray:
+        """The ImageNet head as one float32 (1000, 1281) array: weight columns, then the bias."""
+        fc = self.model._fc
+        w = fc.weight.detach().numpy().astype(np.float32)
+        b = fc.bias.detach().numpy().astype(np.float32)[:, None]
+        return np.ascontiguousarray(np.concatenate([w, b], axis=1))
+
+    def build_onnx_fp32(self, path: str, net=None) -> dict[str, object]:
         import torch
 
         x = torch.zeros(1, 3, E.IMAGE_SIZE, E.IMAGE_SIZE)
+        embedding = net is not None and net is not self.model
         program = torch.onnx.export(
-            self.model,
+            net or self.model,
             (x,),
             dynamo=True,
             opset_version=18,
             input_names=["input"],
-            output_names=["logits"],
+            output_names=["embedding" if embedding else "logits"],
             external_data=False,
         )
         program.save(path, external_data=False)
-        return self._float_io([1, 3, E.IMAGE_SIZE, E.IMAGE_SIZE])
+        outputs = EMBEDDING_DIM if embedding else 1000
+        return self._float_io([1, 3, E.IMAGE_SIZE, E.IMAGE_SIZE], outputs)
 
-    def build_onnx_int8(self, path: str, fp32_path: str) -> dict[str, object]:
+    def build_onnx_int8(self, path: str, fp32_path: str, outputs: int = 1000) -> dict[str, object]:
         from onnxruntime.quantization import (
             CalibrationDataReader,
             CalibrationMethod,
@@ -322,15 +349,17 @@ class Builder:
                 reduce_range=True,
                 calibrate_method=CalibrationMethod.MinMax,
             )
-        return self._float_io([1, 3, E.IMAGE_SIZE, E.IMAGE_SIZE])
+        return self._float_io([1, 3, E.IMAGE_SIZE, E.IMAGE_SIZE], outputs)
 
-    def build_torchscript_fp32(self, path: str) -> dict[str, object]:
+    def build_torchscript_fp32(self, path: str, net=None) -> dict[str, object]:
         import torch
 
         # script + freeze; NOT optimize_for_inference (its MKLDNN-prepacked file does not load)
-        frozen = torch.jit.freeze(torch.jit.script(self.model.eval()))
+        net = net or self.model
+        frozen = torch.jit.freeze(torch.jit.script(net.eval()))
         torch.jit.save(frozen, path)
-        return self._float_io([1, 3, E.IMAGE_SIZE, E.IMAGE_SIZE])
+        size = 1000 if net is self.model else EMBEDDING_DIM
+        return self._float_io([1, 3, E.IMAGE_SIZE, E.IMAGE_SIZE], size)
 
     def build_torchscript_int8(self, path: str, engine: str) -> dict[str, object]:
         import quant_torch
@@ -341,10 +370,10 @@ class Builder:
         return self._float_io([1, 3, E.IMAGE_SIZE, E.IMAGE_SIZE])
 
     @staticmethod
-    def _float_io(shape: list[int]) -> dict[str, object]:
+    def _float_io(shape: list[int], outputs: int = 1000) -> dict[str, object]:
         return {
             "input": {"shape": shape, "dtype": "float32", "quantization": None},
-            "output": {"shape": [1, 1000], "dtype": "float32", "quantization": None},
+            "output": {"shape": [1, outputs], "dtype": "float32", "quantization": None},
         }
 
     # -- manifest
@@ -357,7 +386,8 @@ class Builder:
         inp = dict(io["input"])
         inp["layout"] = spec["layout"]
         out = dict(io["output"])
-        out["kind"] = "logits"
+        embedding = spec.get("task") == "embedding"
+        out["kind"] = "embedding" if embedding else "logits"
         manifest = {
             "schema": SCHEMA,
             "name": MODEL_NAME,
@@ -382,6 +412,16 @@ class Builder:
             "size_bytes": os.path.getsize(model_path),
             "built_with": built_with(str(spec["format"])),
         }
+        if embedding:
+            head = self.head()
+            np.save(os.path.join(vdir, HEAD_FILE), head)
+            manifest["task"] = "embedding"
+            manifest["embedding"] = {
+                "dim": EMBEDDING_DIM,
+                "head": HEAD_FILE,
+                "head_sha256": sha256_file(os.path.join(vdir, HEAD_FILE)),
+                "check": self.embedding_check(name, vdir, manifest, head),
+            }
         if spec["precision"] == "int8":
             manifest["calibration"] = {
                 "images": CALIB_COUNT,
@@ -395,6 +435,37 @@ class Builder:
             f.write("\n")
         return manifest
 
+    def embedding_check(
+        self, name: str, vdir: str, manifest: dict[str, object], head: np.ndarray
+    ) -> dict[str, object]:
+        """The variant's embedding against the float PyTorch one on the 7 real photos and 24
+        held-out crops (seed 1): cosine mean/min, and the head's top-1 on it vs the float
+        model's. Fails the build under EMBEDDING_MIN_COSINE."""
+        import torch
+        import verify
+
+        pixels = [E.crop_resize(img) for _, img in E.eval_images()] + list(E.random_crops(24, 1))
+        run = verify.load_runner(vdir, manifest)
+        emb = E.Embedding(self.model).eval()
+        cos, top1 = [], 0
+        for p in pixels:
+            y = verify.manifest_output(run(verify.manifest_input(p, manifest)), manifest)
+            with torch.no_grad():
+                r = emb(torch.from_numpy(E.to_nchw(p[None]))).numpy().reshape(-1)
+            cos.append(float(y @ r / (np.linalg.norm(y) * np.linalg.norm(r) + 1e-12)))
+            logits = head[:, :-1] @ y + head[:, -1]
+            top1 += int(np.argmax(logits) == np.argmax(head[:, :-1] @ r + head[:, -1]))
+        check = {
+            "images": len(pixels),
+            "cosine_mean": round(float(np.mean(cos)), 5),
+            "cosine_min": round(float(np.min(cos)), 5),
+            "head_top1_agreement": f"{top1}/{len(pixels)}",
+        }
+        floor = EMBEDDING_MIN_COSINE[str(manifest["precision"])]
+        if (check["cosine_mean"], check["cosine_min"]) < floor or check["cosine_min"] < floor[1]:
+            raise RuntimeError(f"{name}: embedding cosine vs fp32 {check} < {floor}")
+        return check
+
     def build_variant(self, name: str) -> str:
         spec = VARIANTS[name]
         vdir = os.path.join(self.out_dir, name)
@@ -402,19 +473,22 @@ class Builder:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         os.makedirs(tmp_dir)
         path = os.path.join(tmp_dir, str(spec["file"]))
-        if name == "tflite-fp32":
-            io = self.build_tflite_fp32(path)
-        elif name == "tflite-int8":
-            io = self.build_tflite_int8(path)
-        elif name == "onnx-fp32":
-            io = self.build_onnx_fp32(path)
-        elif name == "onnx-int8":
+        kind = str(spec.get("base", name))
+        net = self.net(name)
+        if kind == "tflite-fp32":
+            io = self.build_tflite_fp32(path, net)
+        elif kind == "tflite-int8":
+            io = self.build_tflite_int8(path, net)
+        elif kind == "onnx-fp32":
+            io = self.build_onnx_fp32(path, net)
+        elif kind == "onnx-int8":
             with tempfile.TemporaryDirectory() as tmp:
                 fp32 = os.path.join(tmp, "fp32.onnx")
-                self.build_onnx_fp32(fp32)
-                io = self.build_onnx_int8(path, fp32)
-        elif name == "torchscript-fp32":
-            io = self.build_torchscript_fp32(path)
+                self.build_onnx_fp32(fp32, net)
+                outputs = 1000 if net is self.model else EMBEDDING_DIM
+                io = self.build_onnx_int8(path, fp32, outputs)
+        elif kind == "torchscript-fp32":
+            io = self.build_torchscript_fp32(path, net)
         elif name.startswith("torchscript-int8-"):
             io = self.build_torchscript_int8(path, str(spec["engine"]))
         else:
@@ -444,6 +518,7 @@ class Builder:
                     "sha256": m["sha256"],
                     "size_bytes": m["size_bytes"],
                     "torch_engine": m["torch_engine"],
+                    "task": m.get("task", "classification"),
                 }
             )
         index = {

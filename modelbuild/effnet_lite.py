@@ -146,6 +146,30 @@ class EfficientNetLite(nn.Module):
         return self._fc(x)
 
 
+class Embedding(nn.Module):
+    """The network without its classifier head: the 1280-d post-ReLU6 vector that ``_fc`` reads
+    (``model._fc(Embedding(model)(x)) == model(x)``); what imprinting builds its classes on."""
+
+    def __init__(self, model: EfficientNetLite):
+        super().__init__()
+        self._stem_pad = model._stem_pad
+        self._conv_stem = model._conv_stem
+        self._bn0 = model._bn0
+        self._stem_act = model._stem_act
+        self._blocks = model._blocks
+        self._conv_head = model._conv_head
+        self._bn1 = model._bn1
+        self._head_act = model._head_act
+        self._avg_pooling = model._avg_pooling
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._stem_act(self._bn0(self._conv_stem(self._stem_pad(x))))
+        x = self._blocks(x)
+        x = self._head_act(self._bn1(self._conv_head(x)))
+        x = self._avg_pooling(x)
+        return torch.flatten(x, 1)
+
+
 class NHWCWrapper(nn.Module):
     """Takes NHWC input (as TFLite wants) and feeds the NCHW model."""
 

@@ -188,14 +188,20 @@ def rewrite(buf: bytes) -> tuple[bytes, dict[str, int]]:
 
 
 def check_agreement(
-    before: str, after: str, inputs: Iterable[np.ndarray], reference_top1: Iterable[int]
+    before: str,
+    after: str,
+    inputs: Iterable[np.ndarray],
+    reference_top1: Iterable[int],
+    head: np.ndarray | None = None,
 ) -> dict[str, int]:
     """Run both models on ``inputs`` (NHWC int8) beside the float model's top-1 for each.
 
     The rewritten model must agree with the float model on top-1 at least as often as
     litert-torch's own graph does, less one (re-quantizing the residuals moves near-ties
     either way: on the 72 calibration crops it was 65 -> 66 of 72).  Returns the counts and the
-    largest logit difference between the two graphs, in output quantization steps.
+    largest logit difference between the two graphs, in output quantization steps.  For an
+    embedding model, ``head`` (float32 weight | bias columns) makes its logits from the
+    dequantized embedding.
     """
     from ai_edge_litert.interpreter import Interpreter
 
@@ -211,8 +217,14 @@ def check_agreement(
         for k, interp in enumerate(runners):
             interp.set_tensor(interp.get_input_details()[0]["index"], x)
             interp.invoke()
-            y = interp.get_tensor(interp.get_output_details()[0]["index"]).astype(np.int32)
-            agree[k] += int(y.argmax() == ref)
+            out = interp.get_output_details()[0]
+            y = interp.get_tensor(out["index"]).astype(np.int32)
+            if head is None:
+                agree[k] += int(y.argmax() == ref)
+            else:
+                scale, zp = out["quantization"]
+                e = (y.reshape(-1) - zp).astype(np.float32) * np.float32(scale)
+                agree[k] += int(np.argmax(head[:, :-1] @ e + head[:, -1]) == ref)
             outs.append(y)
         total += 1
         worst = max(worst, int(np.abs(outs[0] - outs[1]).max()))

@@ -52,6 +52,8 @@ def test_recipe_access_control_is_exactly_what_the_component_uses() -> None:
         [
             (PUBSUB, sub, cfg.inference_topic),
             (PUBSUB, pub, cfg.result_topic),
+            (PUBSUB, sub, cfg.learning.topic),
+            (PUBSUB, pub, cfg.learning.reply_topic),
             (PUBSUB, pub, cfg.status_topic),
             (PUBSUB, pub, TELEMETRY_TOPIC),
             (MQTTPROXY, iot_pub, "ggvision/+/results"),

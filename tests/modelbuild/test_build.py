@@ -33,6 +33,10 @@ EXPECTED_VARIANTS = {
     "torchscript-int8-x86": ("torchscript", "int8", "model.pt", "NCHW", "onednn"),
     "torchscript-int8-qnnpack": ("torchscript", "int8", "model.pt", "NCHW", "qnnpack"),
 }
+# The embedding twins (weight imprinting, docs/imprinting.md): the network without its head.
+EMBEDDING_BASES = ("tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8", "torchscript-fp32")
+EXPECTED_VARIANTS.update({f"{b}-embedding": EXPECTED_VARIANTS[b] for b in EMBEDDING_BASES})
+EMBEDDING_DIM = 1280
 MANIFEST_KEYS = {
     "schema",
     "name",
@@ -100,7 +104,10 @@ def test_manifest_fields(variant: str) -> None:
     shape = [1, 224, 224, 3] if layout == "NHWC" else [1, 3, 224, 224]
     assert m["input"]["shape"] == shape
     assert m["input"]["layout"] == layout
-    assert m["output"]["kind"] == "logits"
+    embedding = variant.endswith("-embedding")
+    assert m["output"]["kind"] == ("embedding" if embedding else "logits")
+    assert m["output"]["shape"] == [1, EMBEDDING_DIM if embedding else 1000]
+    assert m.get("task", "classification") == ("embedding" if embedding else "classification")
     pre = m["preprocess"]
     assert pre == {
         "color": "RGB",
@@ -141,7 +148,7 @@ def test_labels(variant: str) -> None:
 def test_io_dtypes_and_quantization(variant: str) -> None:
     m = _load(OUT / variant / "manifest.json")
     inp, out = m["input"], m["output"]
-    if variant == "tflite-int8":
+    if variant in ("tflite-int8", "tflite-int8-embedding"):
         # full-integer model: int8 pixel input q = p - 128 (scale 1/128, zero point -1)
         assert inp["dtype"] == "int8"
         assert inp["quantization"] == {"scale": 1 / 128, "zero_point": -1}
@@ -153,6 +160,26 @@ def test_io_dtypes_and_quantization(variant: str) -> None:
         assert inp["quantization"] is None
         assert out["dtype"] == "float32"
         assert out["quantization"] is None
+
+
+@pytest.mark.parametrize("variant", [v for v in BUILT if v.endswith("-embedding")])
+def test_embedding_variants_carry_their_head_and_their_check(variant: str) -> None:
+    import numpy as np
+
+    m = _load(OUT / variant / "manifest.json")
+    emb = m["embedding"]
+    assert emb["dim"] == EMBEDDING_DIM and emb["head"] == "imagenet_head.npy"
+    head_path = OUT / variant / emb["head"]
+    assert _sha256(head_path) == emb["head_sha256"]
+    head = np.load(head_path)
+    assert head.shape == (1000, EMBEDDING_DIM + 1) and head.dtype == np.float32
+    # the build measured the embedding against the float one on real photos
+    check = emb["check"]
+    assert check["images"] >= 31
+    floor = (0.9999, 0.9999) if m["precision"] == "fp32" else (0.95, 0.85)
+    assert check["cosine_mean"] >= floor[0] and check["cosine_min"] >= floor[1]
+    entry = next(e for e in INDEX["variants"] if e["variant"] == variant)
+    assert entry["task"] == "embedding"
 
 
 def test_reference_top5() -> None:

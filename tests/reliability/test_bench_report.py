@@ -69,6 +69,15 @@ def test_report_lists_every_ratio_with_its_verdict(tmp_path: Path) -> None:
         "liveview.json",
         {"one_viewer": {"cpu_percent": 6.5}, "none": {"cpu_percent": 1.5}},
     )
+    write(
+        tmp_path,
+        "imprint.json",
+        {
+            "add": {"add_ms": 5.4, "infer_ms": 4.6, "met": True},
+            "classify": {"ratio": 1.08, "met": False},
+            "accuracy": {"lfw": {"1": 0.9, "10": 1.0}},
+        },
+    )
 
     assert report.main(["--dir", str(tmp_path)]) == 0
     text = (tmp_path / "REPORT.md").read_text()
@@ -81,7 +90,10 @@ def test_report_lists_every_ratio_with_its_verdict(tmp_path: Path) -> None:
     assert rows["suite / synchronous loop (frames/s)"].endswith("| NOT MET |")
     assert rows["CPU with one viewer (% of one core)"].endswith("| met |")
     assert rows["CPU with no viewer (% of one core)"].endswith("| NOT MET |")
-    assert "7 targets met, 3 NOT MET" in text
+    assert rows["add one shot (inference + imprint)"].endswith("| met |")
+    assert rows["classify, 100 learned classes / none"].endswith("| NOT MET |")
+    assert "k=1: 0.90, k=10: 1.00" in rows["held-out top-1, lfw"]
+    assert "8 targets met, 4 NOT MET" in text
 
 
 def test_a_benchmark_that_did_not_run_is_not_met(tmp_path: Path) -> None:
@@ -89,6 +101,6 @@ def test_a_benchmark_that_did_not_run_is_not_met(tmp_path: Path) -> None:
     (tmp_path / "ipc.json").write_text("{truncated")
     lines = report.collect(tmp_path)
     missing = [x for x in lines if x.figure.startswith("not run")]
-    assert [x.area for x in missing] == ["IPC", "classifier", "live view"]
+    assert [x.area for x in missing] == ["IPC", "classifier", "live view", "imprint"]
     assert all(x.verdict == "NOT MET" for x in missing)
-    assert "2 targets met, 3 NOT MET" in report.render(lines)
+    assert "2 targets met, 4 NOT MET" in report.render(lines)

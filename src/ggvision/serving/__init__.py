@@ -11,7 +11,10 @@ next) builds its composition root from.
     preprocess  an image -> the model's input as its manifest describes it
     models/   the model store and manifests, loading a configured model, the backends (one
               module per runtime, imported only when used)
-    tasks/    the task plug-ins (classification built in; :func:`register_task` adds one)
+    tasks/    the task plug-ins (classification and embedding built in; :func:`register_task`
+              adds one)
+    imprint   weight imprinting: the learned classes' store (shots' embeddings), atomic saves
+    learning  live learning over IPC: the learning topic's messages, the task swap, persistence
     swap      validate-then-swap with the candidate kept for the reload
     commands  model-switch commands from AWS IoT Core
     status    the Health report

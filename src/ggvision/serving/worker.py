@@ -84,7 +84,9 @@ class Worker:
         self._handoff_cond = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._model_cond = threading.Condition()
-        self._users: dict[int, int] = {}  # id(ActiveModel) -> requests holding it
+        # id(backend) -> requests holding it: a task swap that keeps the backend (live learning's
+        # new classes) shares the count, so retiring waits for every request on that backend.
+        self._users: dict[int, int] = {}
 
     @property
     def stats(self) -> Stats:
@@ -120,7 +122,7 @@ class Worker:
         if old is None:
             return True
         with self._model_cond:
-            idle = self._model_cond.wait_for(lambda: id(old) not in self._users, timeout)
+            idle = self._model_cond.wait_for(lambda: id(old.backend) not in self._users, timeout)
         if not idle:
             log.warning(
                 "old model still in use; not closed", extra={"event": f"{self.role}.retire"}
@@ -136,16 +138,18 @@ class Worker:
         with self._model_cond:
             active = self._active
             if active is not None:
-                self._users[id(active)] = self._users.get(id(active), 0) + 1
+                key = id(active.backend)
+                self._users[key] = self._users.get(key, 0) + 1
             return active
 
     def _release(self, active: ActiveModel) -> None:
         with self._model_cond:
-            left = self._users.get(id(active), 0) - 1
+            key = id(active.backend)
+            left = self._users.get(key, 0) - 1
             if left > 0:
-                self._users[id(active)] = left
+                self._users[key] = left
             else:
-                self._users.pop(id(active), None)
+                self._users.pop(key, None)
                 self._model_cond.notify_all()
 
     def configure(

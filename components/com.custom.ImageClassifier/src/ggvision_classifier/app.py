@@ -19,16 +19,20 @@ from ggvision.core.auth import PUBSUB, AccessControl
 from ggvision.errors import ConfigError, GgvisionError
 from ggvision.serving import (
     ActiveModel,
+    Backend,
     DeferWhileBusy,
     ImageLoader,
     ModelCommands,
     ModelError,
     ModelSwapper,
     Worker,
+    backend_options,
+    backends,
     health,
     outstanding,
     prepare_model,
 )
+from ggvision.serving.learning import Learner
 from ggvision.telemetry import Health, RateMeter, StatusReporter
 from ggvision.uplink import Uplink
 from ggvision_classifier.config import ClassifierConfig
@@ -73,14 +77,7 @@ class ClassifierService:
         self.worker = Worker(
             bus,
             result_topic=cfg.result_topic,
-            loader=ImageLoader(
-                cfg.allowed_directories,
-                max_bytes=cfg.max_image_bytes,
-                max_pixels=cfg.max_image_pixels,
-                max_decode_pixels=cfg.max_decode_pixels,
-                frame_directory=cfg.frame_directory,
-                draft_size=_draft(cfg, active),
-            ),
+            loader=_loader(cfg, active),
             queue_size=cfg.queue_size,
             top_k=cfg.top_k,
             threshold=cfg.threshold,
@@ -94,8 +91,23 @@ class ClassifierService:
             max_queue_delay_s=cfg.max_queue_delay_ms / 1000,
         )
         self.swapper = ModelSwapper(
-            bus, self.worker, load_model, role=ROLE, model_error=model_error
+            bus, self.worker, self._prepare, role=ROLE, model_error=model_error
         )
+        # Live learning (an embedding model): its classes join every model that can take them.
+        self.learner = Learner(
+            bus,
+            self.worker,
+            cfg.learning,
+            work_dir=self.work_dir,
+            loader=_loader(cfg, active),
+            swap_lock=self.swapper.lock,
+            make_backend=self._learning_backend,
+            reply_topic_allowed=lambda t: acl.allows(PUBSUB, "aws.greengrass#PublishToTopic", t),
+            role=ROLE,
+        )
+        if active is not None:
+            self.worker.swap_model(self.learner.apply(active))
+        self._learn_sub: Any = None
         self.commands = ModelCommands(
             bus, self.swapper, lambda: self.cfg, backends=BACKENDS, role=ROLE
         )
@@ -120,6 +132,8 @@ class ClassifierService:
             self.bus.subscribe_component_updates(self.defer_updates, self.defer_updates.done),
         ]
         self.commands.subscribe(self.cfg)
+        self.learner.start()
+        self._subscribe_learning(self.cfg)
         self.bus.update_state("RUNNING" if self.worker.active else "ERRORED")
         self.reporter.start()
         active = self.worker.active
@@ -136,6 +150,9 @@ class ClassifierService:
             except Exception:
                 log.debug("closing a subscription failed", exc_info=True)
         self.commands.close()
+        if self._learn_sub is not None:
+            self._learn_sub.close()
+        self.learner.stop()
         self.worker.stop()
         if self.uplink is not None:
             self.uplink.stop()
@@ -184,6 +201,9 @@ class ClassifierService:
             needs_model = new.model_fields_changed(self.cfg) or self.worker.active is None
             if needs_model and not self.swapper.swap(new):
                 return
+            if needs_model:  # a candidate validated earlier may predate the latest shots
+                self.learner.cfg = new.learning
+                self.learner.publish_classes()
             self.worker.configure(
                 top_k=new.top_k,
                 threshold=new.threshold,
@@ -206,6 +226,53 @@ class ClassifierService:
                 old.command_reply_topic,
             ):
                 self.commands.subscribe(new)
+            self.learner.cfg = new.learning
+            if new.learning.mode != old.learning.mode:
+                self.learner.publish_classes()  # the swapper's lock is held
+            if (new.learning.enabled, new.learning.topic) != (
+                old.learning.enabled,
+                old.learning.topic,
+            ):
+                self._subscribe_learning(new)
+
+    # --- models and live learning ------------------------------------------------------------
+    def _prepare(self, cfg: ClassifierConfig) -> ActiveModel:
+        """A deployment's model, with the classes learned on this device when it can take them."""
+        return self.learner.apply(load_model(cfg))
+
+    def _learning_backend(self, active: ActiveModel) -> Backend:
+        """A second backend of the serving model (one thread each): the shots' embeddings."""
+        name = active.backend.name
+        backend = backends.create(
+            name,
+            active.model,
+            threads=1,
+            options=backend_options(self.cfg, name),
+            events=ROLE,
+            distribution=DISTRIBUTION,
+        )
+        backend.load()
+        return backend
+
+    def _subscribe_learning(self, cfg: ClassifierConfig) -> None:
+        if self._learn_sub is not None:
+            self._learn_sub.close()
+            self._learn_sub = None
+        if not cfg.learning.enabled:
+            return
+        try:
+            # on_message only decodes, validates and enqueues
+            self._learn_sub = self.bus.subscribe(
+                cfg.learning.topic, self.learner.on_message, inline=True
+            )
+        except GgvisionError as exc:
+            # learning is optional: e.g. an accessControl without the learning grant
+            log.error(
+                "live learning unavailable on %s: %s",
+                cfg.learning.topic,
+                exc,
+                extra={"event": "classifier.learn_unavailable"},
+            )
 
     # --- IoT Core: uplink ----------------------------------------------------------------------
     def _start_uplink(self, cfg: ClassifierConfig) -> None:
@@ -221,6 +288,17 @@ class ClassifierService:
         self.uplink = uplink
         self.worker.on_result = uplink.offer
         log.info("uplink to %s", uplink.topic, extra={"event": "classifier.uplink"})
+
+
+def _loader(cfg: ClassifierConfig, active: ActiveModel | None) -> ImageLoader:
+    return ImageLoader(
+        cfg.allowed_directories,
+        max_bytes=cfg.max_image_bytes,
+        max_pixels=cfg.max_image_pixels,
+        max_decode_pixels=cfg.max_decode_pixels,
+        frame_directory=cfg.frame_directory,
+        draft_size=_draft(cfg, active),
+    )
 
 
 def _draft(cfg: ClassifierConfig, active: ActiveModel | None) -> int | None:

@@ -40,7 +40,7 @@ from ggvision.serving import (
     preprocess,
     resolve_model_dir,
 )
-from ggvision.serving.tasks.classification import topk
+from ggvision.serving.tasks import Task, get_task
 from ggvision_classifier.app import DISTRIBUTION, ROLE
 
 DEFAULT_STORE = Path("build/model-store")
@@ -75,6 +75,7 @@ def run(
     model cannot be loaded."""
     model = Model.load(resolve_model_dir(Path(store) if store else default_store(), variant))
     manifest = model.manifest
+    task = get_task(manifest.task).bind(model)  # an embedding/imprinted variant answers too
     name = backend or DEFAULT_BACKEND[manifest.format]
     engine = backends.create(name, model, threads=threads, events=ROLE, distribution=DISTRIBUTION)
     t0 = time.perf_counter()
@@ -92,7 +93,9 @@ def run(
             "threads": engine.threads,
             "load_ms": round(load_ms, 3),
         }
-        results = [_classify(Path(p), model, engine, info, top_k, fast_decode) for p in images]
+        results = [
+            _classify(Path(p), model, engine, task, info, top_k, fast_decode) for p in images
+        ]
     finally:
         engine.close()
     if out is not None:
@@ -124,6 +127,7 @@ def _classify(
     path: Path,
     model: Model,
     engine: Backend,
+    task: Task,
     info: dict[str, Any],
     top_k: int,
     fast_decode: bool,
@@ -146,9 +150,9 @@ def _classify(
         "preprocess": round((t2 - t1) * 1000, 3),
         "inference": round((t3 - t2) * 1000, 3),
     }
+    answer = task.postprocess(scores, model, top_k=top_k, threshold=0.0)
     result["predictions"] = [
-        {"label": model.labels[i], "index": i, "score": round(p, 6)}
-        for i, p in topk(scores, top_k, 0.0, manifest.output.kind)
+        {"label": p.label, "index": p.index, "score": p.score} for p in answer.predictions
     ]
     return result
 

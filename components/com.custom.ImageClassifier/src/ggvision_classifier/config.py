@@ -19,6 +19,7 @@ from ggvision.config import (
     subscribes,
     subscribes_to_iot_core,
 )
+from ggvision.serving.learning import LearningConfig
 from ggvision.uplink import UplinkConfig
 
 # Model-switch commands: the topic the recipe pre-authorizes ({thing}: the thing name).
@@ -106,6 +107,10 @@ class ClassifierConfig(ComponentConfig):
     status_interval_seconds: float = status_interval_field()
     uplink: UplinkConfig = Field(
         default_factory=UplinkConfig, description="results to AWS IoT Core (see README: Uplink)"
+    )
+    learning: LearningConfig = Field(
+        default_factory=LearningConfig,
+        description="live learning over IPC (an embedding model only; docs/imprinting.md)",
     )
     command_topic: str = Field(
         "",

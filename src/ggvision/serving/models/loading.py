@@ -69,7 +69,7 @@ class ActiveModel:
             model,
             backend,
             ModelInfo(name=m.name, version=m.version, backend=backend.name, precision=m.precision),
-            task if task is not None else get_task(m.task),
+            task if task is not None else get_task(m.task).bind(model),
         )
 
 
@@ -113,7 +113,7 @@ def prepare_model(
     when it cannot serve (the backend is closed). ``events`` and ``distribution``: see
     :func:`~ggvision.serving.models.backends.create`."""
     model = configured_model(cfg, store_root(cfg.model_store_path))
-    task = get_task(model.manifest.task)
+    task = get_task(model.manifest.task).bind(model)
     name = cfg.backend or DEFAULT_BACKEND[model.manifest.format]
     backend = backends.create(
         name,

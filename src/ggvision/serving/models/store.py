@@ -6,7 +6,9 @@ configured key (the variant directory name), never a hard-coded versioned path.
 
 The manifest's ``task`` (default ``classification``) names the task plug-in that pre- and
 post-processes for the model (:mod:`ggvision.serving.tasks`); manifests without it load as
-before.
+before. An ``embedding`` model outputs ``embedding.dim`` values (not one score per label) and
+keeps its ImageNet head beside it; an ``imprinted`` one adds the classes learned by weight
+imprinting (``imprint``: docs/imprinting.md).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class TensorSpec(BaseModel):
     layout: Literal["NHWC", "NCHW"] | None = None
     dtype: Literal["float32", "int8", "uint8"] = "float32"
     quantization: Quantization | None = None
-    kind: Literal["logits", "probabilities"] = "logits"
+    kind: Literal["logits", "probabilities", "embedding"] = "logits"
 
 
 class Preprocess(BaseModel):
@@ -52,6 +54,25 @@ class Preprocess(BaseModel):
     # True: the whole image resized to resize x resize (aspect ratio not kept, no crop), as
     # AWS's DLR image classification feeds its models.
     resize_only: bool = False
+
+
+class EmbeddingSpec(BaseModel):
+    """An embedding model's output and its classifier head (weight | bias columns, float32
+    (classes, dim + 1), a .npy beside the model)."""
+
+    model_config = ConfigDict(extra="allow")
+    dim: int = Field(gt=0)
+    head: str = "imagenet_head.npy"
+
+
+class ImprintSpec(BaseModel):
+    """The classes learned by weight imprinting (a .npz of :mod:`ggvision.serving.imprint`)
+    and how they answer: ``replace`` (only they), ``extend`` (beside the head's classes)."""
+
+    model_config = ConfigDict(extra="allow")
+    mode: Literal["extend", "replace"] = "extend"
+    classes: str = "imprinted.npz"
+    scale: float = Field(10.0, gt=0.0)
 
 
 class Manifest(BaseModel):
@@ -72,9 +93,17 @@ class Manifest(BaseModel):
     # The task plug-in of ggvision.serving.tasks that serves the model.
     task: str = "classification"
     sha256: str | None = None
+    # task embedding / imprinted: the embedding's size and head; the learned classes.
+    embedding: EmbeddingSpec | None = None
+    imprint: ImprintSpec | None = None
     # True: the preprocessed image goes to the model as it is, reshaped to the model's input
     # shape (only the element count is checked) - AWS's DLR model-store contract.
     input_as_is: bool = False
+
+    @property
+    def output_size(self) -> int:
+        """How many values the model outputs: its embedding's size, else one per class."""
+        return self.embedding.dim if self.embedding is not None else self.num_classes
 
 
 DEFAULT_BACKEND = {"tflite": "tflite", "onnx": "onnx", "torchscript": "torch", "dlr": "dlr"}

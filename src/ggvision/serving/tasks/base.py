@@ -33,6 +33,11 @@ class Task(ABC):
 
     name: ClassVar[str] = "?"
 
+    def bind(self, model: Model) -> Task:
+        """The task ready to serve ``model`` (a task that reads files beside the model, e.g. an
+        embedding's head, loads them here; ModelError when it cannot). By default itself."""
+        return self
+
     def preprocess(self, image: ImageLike, model: Model) -> np.ndarray:
         """The model's input for ``image``: by default the manifest's own preprocessing
         (:func:`ggvision.serving.preprocess.preprocess`). ValueError for an unusable image."""

@@ -52,6 +52,10 @@ class ClassificationTask(Task):
     name = "classification"
 
     def check(self, model: Model, output: np.ndarray) -> None:
+        if model.manifest.output.kind == "embedding":
+            raise ModelError(
+                f"model {model.directory.name} outputs an embedding: its task is 'embedding'"
+            )
         if output.size != len(model.labels):
             raise ModelError(
                 f"model {model.directory.name} outputs {output.size} scores for "
@@ -62,9 +66,12 @@ class ClassificationTask(Task):
         self, output: np.ndarray, model: Model, *, top_k: int, threshold: float
     ) -> TaskOutput:
         labels = model.labels
+        kind: ScoreKind = (
+            "probabilities" if model.manifest.output.kind == "probabilities" else "logits"
+        )
         return TaskOutput(
             predictions=[
                 Prediction(label=labels[i], index=i, score=round(float(p), 6))
-                for i, p in topk(output, top_k, threshold, model.manifest.output.kind)
+                for i, p in topk(output, top_k, threshold, kind)
             ]
         )

@@ -72,7 +72,7 @@ class OnnxBackend(Backend):
                 f"{manifest.input.dtype}"
             )
         out_shape = [d for d in out.shape if isinstance(d, int)]
-        if len(out_shape) == len(out.shape) and int(np.prod(out_shape)) != manifest.num_classes:
+        if len(out_shape) == len(out.shape) and int(np.prod(out_shape)) != manifest.output_size:
             raise ModelError(
                 f"{self.model.file}: the model outputs {out.shape} scores for "
                 f"{manifest.num_classes} classes"

@@ -79,7 +79,7 @@ class TFLiteBackend(Backend):
         if dtype.kind in "iu":
             _check_quant("input", _quant(inp), manifest.input.quantization, self.model.file)
         size = int(np.prod(out["shape"]))
-        if size != manifest.num_classes:
+        if size != manifest.output_size:
             raise ModelError(
                 f"{self.model.file}: the model outputs {size} scores for "
                 f"{manifest.num_classes} classes"

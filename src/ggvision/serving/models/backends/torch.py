@@ -61,7 +61,7 @@ class TorchBackend(Backend):
                 f"{self.model.file} does not accept the manifest's input "
                 f"{list(self.input_shape)} {manifest.input.layout}: {_first_line(exc)}"
             ) from exc
-        if scores.size != manifest.num_classes:
+        if scores.size != manifest.output_size:
             raise ModelError(
                 f"{self.model.file}: the model outputs {scores.size} scores for "
                 f"{manifest.num_classes} classes"
