@@ -16,6 +16,7 @@ import collections
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from ggvision.bus import Bus
@@ -38,7 +39,9 @@ _STOP = object()
 
 class Worker:
     """``role``: the component's role in log event keys, thread names and messages
-    (``classifier``)."""
+    (``classifier``); ``task_options``: passed to the task's answer (a detector's label
+    allow-list); ``result_task``: the ``task`` every result of this worker says (``detect``;
+    None: no ``task`` key, as a classifier's results)."""
 
     def __init__(
         self,
@@ -55,6 +58,8 @@ class Worker:
         role: str = "serving",
         recent_ids: int = SIZE,
         recent_ids_seconds: float = SECONDS,
+        task_options: Mapping[str, Any] | None = None,
+        result_task: str | None = None,
     ) -> None:
         self.bus = bus
         self.result_topic = result_topic
@@ -62,7 +67,8 @@ class Worker:
         self.top_k = top_k
         self.threshold = threshold
         self.role = role
-        self.replies = Replies(bus, role=role)
+        self.task_options: dict[str, Any] = dict(task_options or {})
+        self.replies = Replies(bus, role=role, task=result_task)
         self.intake = Intake(
             self.replies,
             result_topic=result_topic,
@@ -148,8 +154,11 @@ class Worker:
         threshold: float,
         recent_ids: int | None = None,
         recent_ids_seconds: float | None = None,
+        task_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.top_k, self.threshold = top_k, threshold
+        if task_options is not None:
+            self.task_options = dict(task_options)
         recent = self.intake.recent
         if recent_ids is not None or recent_ids_seconds is not None:
             recent.configure(
@@ -214,7 +223,7 @@ class Worker:
             image = self.loader.load(item.request.image)
             decoded = time.monotonic()
             item.timing.decode = (decoded - start) * 1000
-            item.tensor = active.task.preprocess(image, active.model)
+            item.tensor, item.context = active.task.prepare(image, active.model)
             item.timing.preprocess = (time.monotonic() - decoded) * 1000
             item.active = active
         except RequestError as exc:
@@ -270,20 +279,28 @@ class Worker:
             )
         active = item.active
         assert active is not None and item.tensor is not None
+        task = active.task
         t0 = time.monotonic()
-        output = active.backend.infer(item.tensor)
+        output: Any = (
+            active.backend.infer_all(item.tensor)
+            if task.all_outputs
+            else active.backend.infer(item.tensor)
+        )
         item.timing.inference = (time.monotonic() - t0) * 1000
-        answer = active.task.postprocess(
+        answer = task.answer(
             output,
             active.model,
             top_k=req.top_k or self.top_k,
             threshold=self.threshold if req.threshold is None else req.threshold,
+            context=item.context,
+            options=self.task_options,
         )
         return InferenceResult(
             id=req.id,
             status="ok",
             predictions=answer.predictions,
             output=answer.output,
+            detections=answer.detections,
             model=active.info,
             timing_ms=item.timing,
             source=req.source,
