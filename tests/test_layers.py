@@ -27,7 +27,9 @@ COMPONENTS = REPO / "components"
 # circle) and any lower layer's, never a higher one's.
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"errors"}),
-    frozenset({"contract", "config", "logs", "signals", "stats", "frames", "correlate"}),
+    frozenset(
+        {"contract", "config", "logs", "signals", "stats", "frames", "correlate", "annotate"}
+    ),
     frozenset({"bus", "telemetry", "uplink"}),
     frozenset({"core", "component"}),
     frozenset({"serving", "runner"}),
