@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Defined before `setup` names it: a prerequisite list is expanded when make reads the rule.
 CDK_STAMP := $(VENV)/.installed-cdk
 MODELS := build/model-store/index.json
-COMPONENTS := components/com.custom.ImageClassifier components/com.custom.CameraSource components/com.custom.requester
+COMPONENTS := components/com.custom.ImageClassifier components/com.custom.ObjectDetector components/com.custom.CameraSource components/com.custom.requester
 PKG_DIRS := src/ggvision $(foreach c,$(COMPONENTS),$(c)/src)
 ROOT ?= /tmp/ggvision-$(shell id -u)
 
@@ -24,6 +24,7 @@ $(STAMP): pyproject.toml $(foreach c,$(COMPONENTS),$(c)/pyproject.toml)
 	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,mqtt]' \
 	  -e 'components/com.custom.ImageClassifier[tflite,onnx,torch,dlr]' \
+	  -e 'components/com.custom.ObjectDetector[tflite,onnx]' \
 	  -e 'components/com.custom.CameraSource[opencv]' \
 	  -e components/com.custom.requester
 	touch $(STAMP)
