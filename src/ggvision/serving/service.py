@@ -45,6 +45,8 @@ class ModelService(Generic[C]):
     DISTRIBUTION: ClassVar[str | None] = None  # whose extras install the runtimes
     BACKENDS: ClassVar[tuple[str, ...]] = ("tflite", "onnx", "torch", "dlr", "fake")
     RESULT_TASK: ClassVar[str | None] = None  # the results' "task" (None: no key)
+    # The manifest tasks this component serves (None: any registered task).
+    TASKS: ClassVar[tuple[str, ...] | None] = None
     CONFIG: type[C]
 
     def __init__(self, bus: Bus, work_dir: Path | None = None) -> None:
@@ -109,8 +111,17 @@ class ModelService(Generic[C]):
         raise NotImplementedError
 
     def load_model(self, cfg: C) -> ActiveModel:
-        """The configured model, loaded, warmed and checked (ModelError when it cannot serve)."""
-        return prepare_model(cfg, events=self.ROLE, distribution=self.DISTRIBUTION)
+        """The configured model, loaded, warmed and checked (ModelError when it cannot serve,
+        or when its task is not one this component serves)."""
+        active = prepare_model(cfg, events=self.ROLE, distribution=self.DISTRIBUTION)
+        task = active.model.manifest.task
+        if self.TASKS is not None and task not in self.TASKS:
+            active.backend.close()
+            raise ModelError(
+                f"model {cfg.model_key!r} is a {task} model; {self.NAME} serves "
+                f"{', '.join(self.TASKS)} models"
+            )
+        return active
 
     # --- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:

@@ -39,6 +39,7 @@ class DetectorService(ModelService[DetectorConfig]):
     DISTRIBUTION = DISTRIBUTION
     BACKENDS = ("tflite", "onnx", "fake")
     RESULT_TASK = RESULT_TASK
+    TASKS = ("detection",)
     CONFIG = DetectorConfig
 
     def reply_topic_check(self, raw: dict[str, Any]) -> ReplyTopicCheck:
