@@ -6,7 +6,7 @@ status, uplink, commands): :class:`ggvision.serving.config.ServingConfig`.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -31,6 +31,9 @@ class DetectorConfig(ServingConfig):
     )
     model_key: str = Field(
         DEFAULT_MODEL_KEY, min_length=1, description="variant dir in the detection model store"
+    )
+    model_store_layout: Literal["ggvision"] = Field(
+        "ggvision", description="ggvision: modelKey names a variant dir with manifest.json"
     )
     score_threshold: float = Field(
         0.5, ge=0.0, le=1.0, description="boxes scoring less are not reported"
