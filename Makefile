@@ -96,16 +96,22 @@ $(SAMPLES): tools/make_samples.py | $(STAMP)
 # make run                      the sample video, until Ctrl-C
 # make run MAX_RESULTS=100      a bounded run
 # make run CAMERA=/dev/video0   a V4L2/USB camera instead of the video
+# make run TASK=detect          camera -> com.custom.ObjectDetector: the boxes of each frame
 CAMERA ?=
 MAX_RESULTS ?=
-RUN_CONFIG := $(if $(CAMERA),examples/local-run-v4l2.json,examples/local-run.json)
+TASK ?= classify
+RUN_DETECT := $(filter detect,$(TASK))
+RUN_CONFIG := examples/local-run$(if $(RUN_DETECT),-detect)$(if $(CAMERA),-v4l2).json
+RUN_MODEL := $(if $(RUN_DETECT),com.custom.ObjectDetector,com.custom.ImageClassifier)
 
-run: build samples  ## the whole suite on ggvision core: camera -> classifier -> results (Ctrl-C stops)
+run: build samples  ## the whole suite on ggvision core: camera -> classifier (TASK=detect: detector) -> results
+	@case "$(TASK)" in classify|detect) ;; *) echo "error: TASK is classify or detect" >&2; exit 2;; esac
 	@sed -e 's|@SAMPLES@|$(CURDIR)/build/samples|g' -e 's|@CAMERA@|$(CAMERA)|g' \
 	  $(RUN_CONFIG) > build/local-run.json
 	$(BIN)/ggvision core run --root $(ROOT) --recipe-dir recipes --artifact-dir greengrass-build/artifacts \
 	  --skip-install --update-config build/local-run.json \
-	  --component com.custom.CameraSource --component com.custom.ImageClassifier \
+	  --component com.custom.CameraSource --component $(RUN_MODEL) \
+	  $(if $(RUN_DETECT),--watch-requests local/detect) \
 	  --watch $(if $(MAX_RESULTS),--max-results $(MAX_RESULTS)) $(RUN_ARGS)
 
 lint: $(STAMP)
