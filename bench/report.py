@@ -1,8 +1,9 @@
 """One markdown report of every benchmark's ratios, met / NOT MET per target.
 
-Reads what ``bench.ipc``, ``bench.classifier`` and ``bench.pipeline`` wrote (``DIR/*.json``,
-default ``build/bench``) and writes ``DIR/REPORT.md``; a benchmark that did not run is listed as
-"not run", so a regression or a gap is visible at a glance. ``make bench`` runs it last.
+Reads what ``bench.ipc``, ``bench.classifier``, ``bench.pipeline`` and ``bench.detector`` wrote
+(``DIR/*.json``, default ``build/bench``) and writes ``DIR/REPORT.md``; a benchmark that did not
+run is listed as "not run", so a regression or a gap is visible at a glance. ``make bench`` runs
+it last.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from bench.classifier import (
     TARGET_OVERHEAD_MS,
     TARGET_RSS_MB,
 )
+from bench.detector import TARGET_PIPELINE as TARGET_DETECT_PIPELINE
 from bench.pipeline import TARGET_BARE, TARGET_SYNC
 
 
@@ -107,10 +109,45 @@ def pipeline_lines(doc: dict[str, Any]) -> Iterator[Line]:
             yield Line("pipeline", label, _fmt(value, "x"), f">= {target}x", value >= target)
 
 
+def detector_lines(doc: dict[str, Any]) -> Iterator[Line]:
+    pipe = doc.get("pipeline") or {}
+    if "ratio" in pipe:
+        yield Line(
+            "detector",
+            f"camera -> detector ({pipe.get('variant')}) / bare detect loop (frames/s)",
+            _fmt(pipe["ratio"], "x"),
+            f">= {TARGET_DETECT_PIPELINE}x",
+            pipe["ratio"] >= TARGET_DETECT_PIPELINE,
+        )
+    classifier_ms = doc.get("classifier_overhead_ms")
+    for variant, row in doc.get("variants", {}).items():
+        yield Line(
+            "detector",
+            f"inference, {variant} ({row.get('backend')} {row.get('precision')})",
+            f"{_fmt(row.get('infer_ms_1t'), ' ms')} (1t), {_fmt(row.get('infer_ms_2t'), ' ms')}"
+            " (2t)",
+            "-",
+            None,
+        )
+        if "overhead_met" in row:
+            target = f"<= {TARGET_OVERHEAD_MS} ms or <= {TARGET_OVERHEAD_FRACTION * 100:.0f} %"
+            if isinstance(classifier_ms, int | float):
+                target += f" or <= the classifier's {classifier_ms:.2f} ms"
+            yield Line(
+                "detector",
+                f"IPC overhead, {variant}",
+                f"{_fmt(row.get('overhead_ms'), ' ms')} "
+                f"({_fmt(100 * row.get('overhead_fraction', math.nan), ' %')})",
+                target,
+                row["overhead_met"],
+            )
+
+
 SOURCES = (
     ("ipc.json", "IPC", "python -m bench.ipc", ipc_lines),
     ("classifier.json", "classifier", "python -m bench.classifier", classifier_lines),
     ("pipeline.json", "pipeline", "python -m bench.pipeline", pipeline_lines),
+    ("detector.json", "detector", "python -m bench.detector", detector_lines),
 )
 
 
@@ -139,7 +176,7 @@ def render(lines: list[Line]) -> str:
         "| --- | --- | --- | --- | --- |",
     ]
     out += [f"| {x.area} | {x.figure} | {x.value} | {x.target} | {x.verdict} |" for x in lines]
-    out += ["", "Details: ipc.md, classifier.md and pipeline.md beside this file."]
+    out += ["", "Details: ipc.md, classifier.md, pipeline.md and detector.md beside this file."]
     return "\n".join(out) + "\n"
 
 

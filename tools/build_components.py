@@ -49,7 +49,7 @@ MODEL_STORE = "com.custom.ImageClassification.ModelStore"
 # The extra each Python component installs on a device (the runtime it needs).
 DEVICE_EXTRAS = {
     "com.custom.ImageClassifier": "tflite",
-    "com.custom.ObjectDetector": "onnx",
+    "com.custom.ObjectDetector": "tflite",
     "com.custom.CameraSource": "opencv",
 }
 LOCK = REPO / "components" / "versions.lock.json"

@@ -64,6 +64,25 @@ def test_report_lists_every_ratio_with_its_verdict(tmp_path: Path) -> None:
         },
     )
     write(tmp_path, "pipeline.json", {"ratios": {"suite_over_bare": 0.95, "suite_over_sync": 1.1}})
+    write(
+        tmp_path,
+        "detector.json",
+        {
+            "variants": {
+                "ssd-int8": {
+                    "backend": "tflite",
+                    "precision": "int8",
+                    "infer_ms_1t": 9.0,
+                    "infer_ms_2t": 6.0,
+                    "overhead_ms": 1.5,
+                    "overhead_fraction": 0.25,
+                    "overhead_met": False,
+                },
+            },
+            "classifier_overhead_ms": 0.4,
+            "pipeline": {"variant": "ssd-int8", "ratio": 0.93},
+        },
+    )
 
     assert report.main(["--dir", str(tmp_path)]) == 0
     text = (tmp_path / "REPORT.md").read_text()
@@ -74,7 +93,11 @@ def test_report_lists_every_ratio_with_its_verdict(tmp_path: Path) -> None:
     assert rows["IPC overhead, tflite-int8"].endswith("| met |")
     assert rows["suite / bare backend (frames/s)"].endswith("| met |")
     assert rows["suite / synchronous loop (frames/s)"].endswith("| NOT MET |")
-    assert "6 targets met, 2 NOT MET" in text
+    assert rows["camera -> detector (ssd-int8) / bare detect loop (frames/s)"].endswith("| met |")
+    assert rows["IPC overhead, ssd-int8"].endswith("| NOT MET |")
+    assert "the classifier's 0.40 ms" in rows["IPC overhead, ssd-int8"]
+    assert rows["inference, ssd-int8 (tflite int8)"].startswith("| detector | inference")
+    assert "7 targets met, 3 NOT MET" in text
 
 
 def test_a_benchmark_that_did_not_run_is_not_met(tmp_path: Path) -> None:
@@ -82,6 +105,6 @@ def test_a_benchmark_that_did_not_run_is_not_met(tmp_path: Path) -> None:
     (tmp_path / "ipc.json").write_text("{truncated")
     lines = report.collect(tmp_path)
     missing = [x for x in lines if x.figure.startswith("not run")]
-    assert [x.area for x in missing] == ["IPC", "classifier"]
+    assert [x.area for x in missing] == ["IPC", "classifier", "detector"]
     assert all(x.verdict == "NOT MET" for x in missing)
-    assert "2 targets met, 2 NOT MET" in report.render(lines)
+    assert "2 targets met, 3 NOT MET" in report.render(lines)

@@ -15,7 +15,7 @@ from ggvision.serving.config import ServingConfig
 
 # The detection model store's default variant (its index.json "default": the fastest person
 # detector measured).
-DEFAULT_MODEL_KEY = "ssdlite-person-onnx-fp32"
+DEFAULT_MODEL_KEY = "ssdlite-person-tflite-int8"
 # Model-switch commands: the topic the recipe pre-authorizes ({thing}: the thing name).
 DEFAULT_COMMAND_TOPIC = "ggvision/{thing}/detector/command"
 
