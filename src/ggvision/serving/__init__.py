@@ -1,5 +1,5 @@
-"""Serving models on Greengrass IPC: what every model component (the classifier today, a detector
-next) builds its composition root from.
+"""Serving models on Greengrass IPC: what every model component (the classifier, the detector)
+builds its composition root from.
 
     intake    the IPC callback: decode, validate, admit into a bounded queue (OVERLOADED, frames
               dropped oldest-first)
@@ -11,10 +11,15 @@ next) builds its composition root from.
     preprocess  an image -> the model's input as its manifest describes it
     models/   the model store and manifests, loading a configured model, the backends (one
               module per runtime, imported only when used)
-    tasks/    the task plug-ins (classification built in; :func:`register_task` adds one)
+    tasks/    the task plug-ins (classification and detection built in; :func:`register_task`
+              adds one)
     swap      validate-then-swap with the candidate kept for the reload
     commands  model-switch commands from AWS IoT Core
     status    the Health report
+    config    ServingConfig: the configuration every model component shares
+    service   ModelService: a model component's whole service (worker, swapper, commands,
+              uplink, status), subclassed by the classifier and the detector with their names
+              and configuration (imported from ``ggvision.serving.service``)
 
 Runtime packages (LiteRT, ONNX Runtime, PyTorch, DLR) are imported only by the backend that runs
 them; numpy and Pillow are needed. A model component passes its role (``classifier``: the
