@@ -135,3 +135,37 @@ def test_boxes_are_in_upright_coordinates_after_an_exif_rotation(
     a = _best(loaded.detect(decode(_jpeg(wide)), threshold=th), "person")
     b = _best(loaded.detect(decode(stored_wide), threshold=th), "person")
     assert iou(a, b) >= 0.9, (a, b)  # type: ignore[arg-type]
+
+
+def test_every_output_comes_in_the_runtimes_order(loaded: Loaded) -> None:
+    import json as _json
+
+    import numpy as np
+
+    manifest = loaded.model.manifest
+    spec = _json.loads((loaded.model.directory / "manifest.json").read_text())["detection"]
+    zeros = np.zeros(manifest.input.shape, manifest.input.dtype)
+    outputs = loaded.backend.infer_all(zeros)
+    assert all(o.dtype == np.float32 for o in outputs)
+    index = spec["output_index"]
+    if spec["outputs"] == "boxes_classes_scores_count":
+        assert len(outputs) == 4
+        boxes, classes = outputs[index["boxes"]], outputs[index["classes"]]
+        scores, count = outputs[index["scores"]], outputs[index["count"]]
+        n = boxes.shape[1]
+        assert boxes.shape == (1, n, 4) and classes.shape == scores.shape == (1, n)
+        assert count.size == 1 and 0 <= count.item() <= n
+    else:
+        (rows,) = outputs
+        assert rows.ndim == 3 and rows.shape[0] == 1 and rows.shape[2] == 6
+    # The classifier's path is the first output flattened, as before.
+    first = loaded.backend.infer(zeros)
+    assert first.shape == (outputs[0].size,)
+    # (Only the valid rows: TFLite leaves the rows past the count uninitialised.)
+    valid = (
+        int(outputs[index["count"]].item()) * 4
+        if spec["outputs"] == "boxes_classes_scores_count"
+        else first.size
+    )
+    if spec["outputs"] != "boxes_classes_scores_count" or index["boxes"] == 0:
+        assert np.array_equal(first[:valid], outputs[0].reshape(-1)[:valid])
