@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Defined before `setup` names it: a prerequisite list is expanded when make reads the rule.
 CDK_STAMP := $(VENV)/.installed-cdk
 MODELS := build/model-store/index.json
-COMPONENTS := components/com.custom.ImageClassifier components/com.custom.CameraSource components/com.custom.requester components/com.custom.LiveView
+COMPONENTS := components/com.custom.ImageClassifier components/com.custom.ObjectDetector components/com.custom.CameraSource components/com.custom.requester components/com.custom.LiveView
 PKG_DIRS := src/ggvision $(foreach c,$(COMPONENTS),$(c)/src)
 ROOT ?= /tmp/ggvision-$(shell id -u)
 
@@ -24,6 +24,7 @@ $(STAMP): pyproject.toml $(foreach c,$(COMPONENTS),$(c)/pyproject.toml)
 	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,mqtt]' \
 	  -e 'components/com.custom.ImageClassifier[tflite,onnx,torch,dlr]' \
+	  -e 'components/com.custom.ObjectDetector[tflite,onnx]' \
 	  -e 'components/com.custom.CameraSource[opencv]' \
 	  -e components/com.custom.requester -e components/com.custom.LiveView
 	touch $(STAMP)
@@ -102,22 +103,28 @@ $(SAMPLES): tools/make_samples.py | $(STAMP)
 # make run                      the sample video, until Ctrl-C
 # make run MAX_RESULTS=100      a bounded run
 # make run CAMERA=/dev/video0   a V4L2/USB camera instead of the video
+# make run TASK=detect          camera -> com.custom.ObjectDetector: the boxes of each frame
 # make run LIVEVIEW_PORT=9000   the live view's port (default 8080; when it is taken, the next
 #                               free one, and the run says so)
 CAMERA ?=
 MAX_RESULTS ?=
+TASK ?= classify
 LIVEVIEW_PORT ?= 8080
-RUN_CONFIG := $(if $(CAMERA),examples/local-run-v4l2.json,examples/local-run.json)
+RUN_DETECT := $(filter detect,$(TASK))
+RUN_CONFIG := examples/local-run$(if $(RUN_DETECT),-detect)$(if $(CAMERA),-v4l2).json
+RUN_MODEL := $(if $(RUN_DETECT),com.custom.ObjectDetector,com.custom.ImageClassifier)
 
-run: build samples  ## the whole suite on ggvision core: camera -> classifier -> results, live view (Ctrl-C stops)
+run: build samples  ## the whole suite on ggvision core: camera -> classifier (TASK=detect: detector) -> results, live view (Ctrl-C stops)
+	@case "$(TASK)" in classify|detect) ;; *) echo "error: TASK is classify or detect" >&2; exit 2;; esac
 	@port=$$($(BIN)/python -m ggvision_liveview.port $(LIVEVIEW_PORT)) || exit 2; \
 	  sed -e 's|@SAMPLES@|$(CURDIR)/build/samples|g' -e 's|@CAMERA@|$(CAMERA)|g' \
 	    -e "s|\"@LIVEVIEW_PORT@\"|$$port|g" $(RUN_CONFIG) > build/local-run.json; \
 	  echo "live view: http://127.0.0.1:$$port/  (metrics: /metrics)"
 	$(BIN)/ggvision core run --root $(ROOT) --recipe-dir recipes --artifact-dir greengrass-build/artifacts \
 	  --skip-install --update-config build/local-run.json \
-	  --component com.custom.CameraSource --component com.custom.ImageClassifier \
+	  --component com.custom.CameraSource --component $(RUN_MODEL) \
 	  --component com.custom.LiveView \
+	  $(if $(RUN_DETECT),--watch-requests local/detect) \
 	  --watch $(if $(MAX_RESULTS),--max-results $(MAX_RESULTS)) $(RUN_ARGS)
 
 lint: $(STAMP)
@@ -140,7 +147,7 @@ test: lint typecheck security unit  ## everything CI runs
 # make bench BENCH=ipc,pipeline    only these (a comma list of bench/ modules); the report still
 #                                  shows what earlier runs left in build/bench for the others
 #                                  ("not run" where nothing is there)
-BENCHES := ipc classifier pipeline liveview imprint
+BENCHES := ipc classifier pipeline detector liveview imprint
 BENCH ?= $(subst $(eval) ,$(comma),$(BENCHES))
 comma := ,
 

@@ -1,4 +1,5 @@
-"""The classifier benchmark's requester: ``python -m bench._e2e IMAGE``, a component process.
+"""The classifier and detector benchmarks' requester: ``python -m bench._e2e IMAGE [TOPIC]``
+(TOPIC: where requests go, default ``local/inference``), a component process.
 
 A real ``GreengrassCoreIPCClientV2`` (Nucleus environment from the parent). It subscribes to
 ``local/result`` first, prints ``{"ready": true}``, then reads commands from stdin:
@@ -7,8 +8,9 @@ A real ``GreengrassCoreIPCClientV2`` (Nucleus environment from the parent). It s
   classifier may still be starting); answers the monotonic time of that result, then drains.
 * ``{"op": "run", "n": N, "store": DIR, "variant": V, "threads": T}``: N requests one at a time
   (the next one goes when the last one is answered), each right after the same work done here
-  in-process with the same model (read + decode + preprocess + inference + top-k), so both see
-  the same machine load; answers both times and the classifier's own ``timing_ms`` per request.
+  in-process with the same model (read + decode + preprocess + inference + top-k; a detector:
+  its task's prepare + every output + answer), so both see the same machine load; answers both
+  times and the component's own ``timing_ms`` per request.
 
 Times are ``time.monotonic()`` (CLOCK_MONOTONIC, one clock for every process on Linux).
 """
@@ -40,6 +42,18 @@ def _in_process(store: Path, variant: str, threads: int, image: str) -> Callable
     manifest = model.manifest
     engine = backends.create(DEFAULT_BACKEND[manifest.format], model, threads=threads)
     engine.load()
+    if manifest.task != "classification":
+        from ggvision.serving.tasks import get_task
+
+        task = get_task(manifest.task)
+
+        def served() -> Any:
+            data = Path(image).read_bytes()
+            tensor, context = task.prepare(decode(data), model)
+            output = engine.infer_all(tensor) if task.all_outputs else engine.infer(tensor)
+            return task.answer(output, model, top_k=20, threshold=0.5, context=context)
+
+        return served
 
     def work() -> Any:
         data = Path(image).read_bytes()
@@ -54,6 +68,7 @@ def main() -> None:
     from awsiot.greengrasscoreipc.model import JsonMessage, PublishMessage
 
     image = sys.argv[1]
+    requests = sys.argv[2] if len(sys.argv) > 2 else REQUESTS
     # executor=None: result callbacks on the SDK's networking thread (on_event only notifies),
     # as the requester component subscribes (IpcBus inline=True): one thread hand-off less
     client = GreengrassCoreIPCClientV2(executor=None)
@@ -77,7 +92,7 @@ def main() -> None:
         message = request_json(rid, path_image(image), source="bench")
         sent = time.monotonic()
         msg = PublishMessage(json_message=JsonMessage(message=message))
-        client.publish_to_topic(topic=REQUESTS, publish_message=msg)
+        client.publish_to_topic(topic=requests, publish_message=msg)
         return sent
 
     def reply(obj: dict[str, Any]) -> None:

@@ -1,6 +1,7 @@
 """One markdown report of every benchmark's ratios, met / NOT MET per target.
 
-Reads what ``bench.ipc``, ``bench.classifier``, ``bench.pipeline`` and ``bench.liveview`` wrote
+Reads what ``bench.ipc``, ``bench.classifier``, ``bench.pipeline``, ``bench.detector``,
+``bench.liveview`` and ``bench.imprint`` wrote
 (``DIR/*.json``, default ``build/bench``) and writes ``DIR/REPORT.md``; a benchmark that did not
 run is listed as "not run", so a regression or a gap is visible at a glance. ``make bench`` runs
 it last.
@@ -25,6 +26,7 @@ from bench.classifier import (
     TARGET_OVERHEAD_MS,
     TARGET_RSS_MB,
 )
+from bench.detector import TARGET_PIPELINE as TARGET_DETECT_PIPELINE
 from bench.imprint import TARGET_ADD_OVER_INFER_MS, TARGET_CLASSIFY_RATIO
 from bench.liveview import TARGET_NO_VIEWER, TARGET_ONE_VIEWER
 from bench.pipeline import TARGET_BARE, TARGET_SYNC
@@ -110,6 +112,40 @@ def pipeline_lines(doc: dict[str, Any]) -> Iterator[Line]:
             yield Line("pipeline", label, _fmt(value, "x"), f">= {target}x", value >= target)
 
 
+def detector_lines(doc: dict[str, Any]) -> Iterator[Line]:
+    pipe = doc.get("pipeline") or {}
+    if "ratio" in pipe:
+        yield Line(
+            "detector",
+            f"camera -> detector ({pipe.get('variant')}) / bare detect loop (frames/s)",
+            _fmt(pipe["ratio"], "x"),
+            f">= {TARGET_DETECT_PIPELINE}x",
+            pipe["ratio"] >= TARGET_DETECT_PIPELINE,
+        )
+    classifier_ms = doc.get("classifier_overhead_ms")
+    for variant, row in doc.get("variants", {}).items():
+        yield Line(
+            "detector",
+            f"inference, {variant} ({row.get('backend')} {row.get('precision')})",
+            f"{_fmt(row.get('infer_ms_1t'), ' ms')} (1t), {_fmt(row.get('infer_ms_2t'), ' ms')}"
+            " (2t)",
+            "-",
+            None,
+        )
+        if "overhead_met" in row:
+            target = f"<= {TARGET_OVERHEAD_MS} ms or <= {TARGET_OVERHEAD_FRACTION * 100:.0f} %"
+            if isinstance(classifier_ms, int | float):
+                target += f" or <= the classifier's {classifier_ms:.2f} ms"
+            yield Line(
+                "detector",
+                f"IPC overhead, {variant}",
+                f"{_fmt(row.get('overhead_ms'), ' ms')} "
+                f"({_fmt(100 * row.get('overhead_fraction', math.nan), ' %')})",
+                target,
+                row["overhead_met"],
+            )
+
+
 def liveview_lines(doc: dict[str, Any]) -> Iterator[Line]:
     for key, label, target in (
         ("one_viewer", "CPU with one viewer (% of one core)", TARGET_ONE_VIEWER),
@@ -147,6 +183,7 @@ SOURCES = (
     ("ipc.json", "IPC", "python -m bench.ipc", ipc_lines),
     ("classifier.json", "classifier", "python -m bench.classifier", classifier_lines),
     ("pipeline.json", "pipeline", "python -m bench.pipeline", pipeline_lines),
+    ("detector.json", "detector", "python -m bench.detector", detector_lines),
     ("liveview.json", "live view", "python -m bench.liveview", liveview_lines),
     ("imprint.json", "imprint", "python -m bench.imprint", imprint_lines),
 )
@@ -179,7 +216,8 @@ def render(lines: list[Line]) -> str:
     out += [f"| {x.area} | {x.figure} | {x.value} | {x.target} | {x.verdict} |" for x in lines]
     out += [
         "",
-        "Details: ipc.md, classifier.md, pipeline.md, liveview.md and imprint.md beside this file.",
+        "Details: ipc.md, classifier.md, pipeline.md, detector.md, liveview.md and imprint.md "
+        "beside this file.",
     ]
     return "\n".join(out) + "\n"
 

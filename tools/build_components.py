@@ -48,7 +48,11 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 MODEL_STORE = "com.custom.ImageClassification.ModelStore"
 # The extra each Python component installs on a device (the runtime it needs).
-DEVICE_EXTRAS = {"com.custom.ImageClassifier": "tflite", "com.custom.CameraSource": "opencv"}
+DEVICE_EXTRAS = {
+    "com.custom.ImageClassifier": "tflite",
+    "com.custom.ObjectDetector": "tflite",
+    "com.custom.CameraSource": "opencv",
+}
 LOCK = REPO / "components" / "versions.lock.json"
 BUILD_CONSTRAINTS = REPO / "tools" / "build-constraints.txt"
 ZIP_TIME = (2020, 1, 1, 0, 0, 0)

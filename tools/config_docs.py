@@ -27,10 +27,12 @@ OUT = REPO / "docs" / "configuration.md"
 def _components() -> list[tuple[str, type[BaseModel]]]:
     from ggvision_camera.config import CameraConfig
     from ggvision_classifier.config import ClassifierConfig
+    from ggvision_detector.config import DetectorConfig
     from ggvision_requester.config import RequesterConfig
 
     return [
         ("com.custom.ImageClassifier", ClassifierConfig),
+        ("com.custom.ObjectDetector", DetectorConfig),
         ("com.custom.CameraSource", CameraConfig),
         ("com.custom.requester", RequesterConfig),
     ]

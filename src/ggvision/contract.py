@@ -16,7 +16,9 @@ that cannot be decoded (:func:`peek_envelope`, :func:`scan_envelope`). Result (o
      "source"?, "error"?: {"code", "message"}, "output"?: {...}}
 
 ``output`` carries the answer of a model whose task is not classification (its shape is the
-task's); a classification result has none.
+task's); a classification result has none. A detector's result (on ``local/detect`` requests)
+says ``"task": "detect"`` and carries ``detections``: ``[{"label", "index", "score", "box":
+{"xmin", "ymin", "xmax", "ymax"}}]``, boxes in 0..1 of the original image, best first.
 
 The classifier reads requests with :func:`decode_payload` and :func:`parse_request` and answers
 with :func:`result_json`; clients (requester, camera, benchmarks) build requests with
@@ -123,6 +125,22 @@ class Prediction(BaseModel):
     score: float
 
 
+class Box(BaseModel):
+    """A box in 0..1 of the original image (after its EXIF rotation): x to the right, y down."""
+
+    xmin: float
+    ymin: float
+    xmax: float
+    ymax: float
+
+
+class Detection(BaseModel):
+    label: str
+    index: int
+    score: float
+    box: Box
+
+
 class ModelInfo(BaseModel):
     name: str
     version: str
@@ -154,6 +172,10 @@ class InferenceResult(BaseModel):
     timing_ms: Timing = Field(default_factory=Timing)
     source: str | None = None
     error: ErrorInfo | None = None
+    # What answered: absent for a classifier, "detect" for a detector (errors included).
+    task: str | None = None
+    # A detector's boxes, best first (absent from other results).
+    detections: list[Detection] | None = None
 
 
 def new_id() -> str:

@@ -46,7 +46,12 @@ def test_access_control_grants_exactly_the_topics_the_component_uses() -> None:
         for op in policy["operations"]:
             granted.setdefault(op, set()).update(policy["resources"])
     assert granted == {
-        "aws.greengrass#PublishToTopic": {cfg.inference_topic, cfg.status_topic, TELEMETRY_TOPIC},
+        "aws.greengrass#PublishToTopic": {
+            cfg.inference_topic,
+            cfg.detect_topic,
+            cfg.status_topic,
+            TELEMETRY_TOPIC,
+        },
         "aws.greengrass#SubscribeToTopic": {cfg.result_topic},
     }
     assert cfg.status_topic == "local/status/com.custom.CameraSource"

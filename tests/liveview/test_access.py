@@ -11,9 +11,11 @@ from tests.liveview.conftest import NAME, recipe_defaults
 
 SHOWN = {
     "local/inference",
+    "local/detect",
     "local/result",
     "local/status/com.custom.CameraSource",
     "local/status/com.custom.ImageClassifier",
+    "local/status/com.custom.ObjectDetector",
 }
 NEIGHBOURS = {"local/result/x", "local/status/someone.Else", "local/other", "local", "local/#"}
 

@@ -66,6 +66,25 @@ def test_report_lists_every_ratio_with_its_verdict(tmp_path: Path) -> None:
     write(tmp_path, "pipeline.json", {"ratios": {"suite_over_bare": 0.95, "suite_over_sync": 1.1}})
     write(
         tmp_path,
+        "detector.json",
+        {
+            "variants": {
+                "ssd-int8": {
+                    "backend": "tflite",
+                    "precision": "int8",
+                    "infer_ms_1t": 9.0,
+                    "infer_ms_2t": 6.0,
+                    "overhead_ms": 1.5,
+                    "overhead_fraction": 0.25,
+                    "overhead_met": False,
+                },
+            },
+            "classifier_overhead_ms": 0.4,
+            "pipeline": {"variant": "ssd-int8", "ratio": 0.93},
+        },
+    )
+    write(
+        tmp_path,
         "liveview.json",
         {"one_viewer": {"cpu_percent": 6.5}, "none": {"cpu_percent": 1.5}},
     )
@@ -88,12 +107,16 @@ def test_report_lists_every_ratio_with_its_verdict(tmp_path: Path) -> None:
     assert rows["IPC overhead, tflite-int8"].endswith("| met |")
     assert rows["suite / bare backend (frames/s)"].endswith("| met |")
     assert rows["suite / synchronous loop (frames/s)"].endswith("| NOT MET |")
+    assert rows["camera -> detector (ssd-int8) / bare detect loop (frames/s)"].endswith("| met |")
+    assert rows["IPC overhead, ssd-int8"].endswith("| NOT MET |")
+    assert "the classifier's 0.40 ms" in rows["IPC overhead, ssd-int8"]
+    assert rows["inference, ssd-int8 (tflite int8)"].startswith("| detector | inference")
     assert rows["CPU with one viewer (% of one core)"].endswith("| met |")
     assert rows["CPU with no viewer (% of one core)"].endswith("| NOT MET |")
     assert rows["add one shot (inference + imprint)"].endswith("| met |")
     assert rows["classify, 100 learned classes / none"].endswith("| NOT MET |")
     assert "k=1: 0.90, k=10: 1.00" in rows["held-out top-1, lfw"]
-    assert "8 targets met, 4 NOT MET" in text
+    assert "9 targets met, 5 NOT MET" in text
 
 
 def test_a_benchmark_that_did_not_run_is_not_met(tmp_path: Path) -> None:
@@ -101,6 +124,6 @@ def test_a_benchmark_that_did_not_run_is_not_met(tmp_path: Path) -> None:
     (tmp_path / "ipc.json").write_text("{truncated")
     lines = report.collect(tmp_path)
     missing = [x for x in lines if x.figure.startswith("not run")]
-    assert [x.area for x in missing] == ["IPC", "classifier", "live view", "imprint"]
+    assert [x.area for x in missing] == ["IPC", "classifier", "detector", "live view", "imprint"]
     assert all(x.verdict == "NOT MET" for x in missing)
-    assert "2 targets met, 4 NOT MET" in report.render(lines)
+    assert "2 targets met, 5 NOT MET" in report.render(lines)

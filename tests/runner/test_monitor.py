@@ -124,3 +124,21 @@ def test_a_message_that_is_no_valid_result_is_shown_and_counted_as_malformed() -
     assert "'ok' or 'error'" in lines[0]
     assert "ERROR MALFORMED: not a valid result (no string id)" in lines[1]
     assert monitor.errors == {"MALFORMED": 2}
+
+
+def test_prints_a_detectors_boxes() -> None:
+    _, pubsub, out, clock = _monitor(request_topic="local/detect")
+    box = {"xmin": 0.1, "ymin": 0.2, "xmax": 0.5, "ymax": 0.9}
+    found = {
+        "id": "d1",
+        "status": "ok",
+        "task": "detect",
+        "detections": [{"label": "person", "index": 0, "score": 0.91, "box": box}],
+    }
+    pubsub.publish("cam", "local/detect", _json({"id": "d1", "image": {}}))
+    clock.now += 0.020
+    pubsub.publish("det", "local/result", _json(found))
+    pubsub.publish("det", "local/result", _json({**found, "id": "d2", "detections": []}))
+    first, second = out.getvalue().splitlines()
+    assert "person 0.91 [0.10 0.20 0.50 0.90]" in first and "20.0 ms" in first
+    assert "nothing detected" in second

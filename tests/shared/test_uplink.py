@@ -8,11 +8,12 @@ import threading
 import time
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from ggvision.contract import InferenceResult, ModelInfo, Prediction, Timing
-from ggvision.uplink import MAX_PAYLOAD, Outbox, Uplink, UplinkConfig, payload_of
+from ggvision.contract import Box, Detection, InferenceResult, ModelInfo, Prediction, Timing
+from ggvision.uplink import MAX_PAYLOAD, Outbox, Uplink, UplinkConfig, payload_of, selects
 
 
 def test_outbox_keeps_order_and_survives_a_reopen(tmp_path: Path) -> None:
@@ -166,3 +167,60 @@ def test_a_distant_broker_gets_every_result_in_order_with_publishes_pipelined(
     assert up.stats.sent == n
     assert ids == [f"r{i}" for i in range(n)]
     assert 1 < broker.max_in_flight <= 8
+
+
+def _detected(*found: tuple[str, float], status: str = "ok") -> InferenceResult:
+    box = Box(xmin=0.1, ymin=0.2, xmax=0.5, ymax=0.9)
+    return InferenceResult(
+        id="det-1",
+        status=status,  # type: ignore[arg-type]
+        task="detect",
+        detections=[
+            Detection(label=lab, index=i, score=s, box=box) for i, (lab, s) in enumerate(found)
+        ],
+    )
+
+
+@pytest.mark.parametrize(
+    ("filt", "found", "passes"),
+    [
+        ({"labels": ["person"], "minScore": 0.6}, [("cat", 0.9), ("person", 0.7)], True),
+        ({"labels": ["person"], "minScore": 0.6}, [("person", 0.55), ("cat", 0.9)], False),
+        ({"labels": ["person"], "minScore": 0.6}, [], False),
+        ({"labels": ["person"]}, [("dog", 0.99)], False),
+        ({"minScore": 0.8}, [("dog", 0.5), ("cup", 0.81)], True),
+        ({"minScore": 0.8}, [("dog", 0.5)], False),
+        ({}, [], True),
+        ({}, [("dog", 0.1)], True),
+    ],
+)
+def test_filters_judge_a_detection_by_its_boxes(
+    filt: dict[str, Any], found: list[tuple[str, float]], passes: bool
+) -> None:
+    cfg = UplinkConfig.model_validate({"enabled": True, **filt})
+    assert selects(cfg, _detected(*found)) is passes
+
+
+def test_filters_still_judge_a_classification_by_its_top_prediction() -> None:
+    cfg = UplinkConfig.model_validate({"labels": ["tabby"], "minScore": 0.4})
+    assert selects(cfg, _result(3)) is True  # tabby 0.5
+    assert selects(cfg.model_copy(update={"min_score": 0.6}), _result(3)) is False
+    assert selects(cfg, _result(3, label="espresso")) is False
+    error = _detected(status="error")
+    assert selects(cfg, error) is False
+    assert selects(cfg.model_copy(update={"include_errors": True}), error) is True
+
+
+def test_a_detections_payload_carries_its_boxes() -> None:
+    obj = json.loads(
+        payload_of(_detected(("person", 0.9), ("cat", 0.4)), "com.custom.ObjectDetector", 1)
+    )
+    assert obj["task"] == "detect" and obj["top"] == []
+    assert obj["detections"] == [
+        {
+            "label": "person",
+            "index": 0,
+            "score": 0.9,
+            "box": {"xmin": 0.1, "ymin": 0.2, "xmax": 0.5, "ymax": 0.9},
+        }
+    ]

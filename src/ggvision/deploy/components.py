@@ -22,6 +22,7 @@ from ggvision.errors import ConfigError
 # Component name -> "module:Class" of its ComponentConfig; artifact-only components have none.
 CONFIG_MODELS: dict[str, str] = {
     "com.custom.ImageClassifier": "ggvision_classifier.config:ClassifierConfig",
+    "com.custom.ObjectDetector": "ggvision_detector.config:DetectorConfig",
     "com.custom.CameraSource": "ggvision_camera.config:CameraConfig",
     "com.custom.requester": "ggvision_requester.config:RequesterConfig",
     "com.custom.LiveView": "ggvision_liveview.config:LiveViewConfig",

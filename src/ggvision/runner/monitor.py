@@ -2,7 +2,8 @@
 
 It observes the core's pubsub in-process (it is not a component, so it needs no token and no
 accessControl): every request published on the request topic is timed from the moment the core
-routed it, and every result on the result topic prints one line with the top prediction, the live
+routed it, and every result on the result topic prints one line with the top prediction (a
+detector's result: its boxes, label, score and corners in 0..1), the live
 rate (results per second over the last few seconds) and the request-to-result latency measured by
 the core. ``max_results`` sets :attr:`done` after that many results, for a bounded run.
 """
@@ -131,6 +132,18 @@ class ResultMonitor:
             code = result.error.code.value if result.error else "UNKNOWN"
             self.errors[code] += 1
             return head + f"ERROR {code}: {result.error.message if result.error else ''}"
+        if result.detections is not None:
+            if not result.detections:
+                return head + "(nothing detected above the threshold)"
+            return (
+                head
+                + ", ".join(
+                    f"{d.label} {d.score:.2f} [{d.box.xmin:.2f} {d.box.ymin:.2f} "
+                    f"{d.box.xmax:.2f} {d.box.ymax:.2f}]"
+                    for d in result.detections[:4]
+                )
+                + (f" (+{len(result.detections) - 4})" if len(result.detections) > 4 else "")
+            )
         if not result.predictions:
             return head + "(no prediction above the threshold)"
         top = ", ".join(f"{p.label} {p.score:.2f}" for p in result.predictions[:2])

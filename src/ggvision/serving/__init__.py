@@ -1,5 +1,5 @@
-"""Serving models on Greengrass IPC: what every model component (the classifier today, a detector
-next) builds its composition root from.
+"""Serving models on Greengrass IPC: what every model component (the classifier, the detector)
+builds its composition root from.
 
     intake    the IPC callback: decode, validate, admit into a bounded queue (OVERLOADED, frames
               dropped oldest-first)
@@ -11,14 +11,18 @@ next) builds its composition root from.
     preprocess  an image -> the model's input as its manifest describes it
     models/   the model store and manifests, loading a configured model, the backends (one
               module per runtime, imported only when used)
-    tasks/    the task plug-ins (classification and embedding built in; :func:`register_task`
-              adds one)
+    tasks/    the task plug-ins (classification, detection and embedding built in;
+              :func:`register_task` adds one)
     imprint   weight imprinting: the learned classes' store (shots' embeddings), atomic saves
     learning  live learning over IPC: the learning topic's messages, the task swap, persistence
     swap      validate-then-swap with the candidate kept for the reload
     commands  model-switch commands from AWS IoT Core
     status    the Health report
     updates   defer a deployment's component update while requests are in flight
+    config    ServingConfig: the configuration every model component shares
+    service   ModelService: a model component's whole service (worker, swapper, commands,
+              uplink, status, update deferral), subclassed by the classifier and the detector
+              with their names and configuration (imported from ``ggvision.serving.service``)
 
 Runtime packages (LiteRT, ONNX Runtime, PyTorch, DLR) are imported only by the backend that runs
 them; numpy and Pillow are needed. A model component passes its role (``classifier``: the

@@ -69,6 +69,7 @@ class Item:
     received: float
     timing: Timing = field(default_factory=Timing)
     tensor: np.ndarray | None = None
+    context: Any = None  # the task's per-request context, from prepare to answer
     active: ActiveModel | None = None
     error: RequestError | None = None
     key: Key | None = None  # its claim in the recent ids, ended by its answer
@@ -271,6 +272,7 @@ class Intake:
     def answer(self, item: Item, result: InferenceResult) -> None:
         """Publish the one answer of an admitted ``item`` (ending its claim in the recent
         ids first, so a retry arriving meanwhile is answered from there)."""
+        self.replies.stamp(result)
         if item.key is not None:
             self.recent.finish(item.key, result)
         self.replies.reply(result, item.reply_topic)

@@ -21,7 +21,7 @@ import math
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ggvision.serving.models.store import Manifest, ModelError, Preprocess
+from ggvision.serving.models.store import Manifest, ModelError, Preprocess, Quantization
 
 ImageLike = Image.Image | np.ndarray
 
@@ -66,6 +66,63 @@ def crop_resize(image: ImageLike, spec: Preprocess) -> np.ndarray:
     # Crop before converting: a 12 MP frame is converted only where it is used.
     region = image.crop((left, top, left + crop, top + crop))
     return _resize(_to_rgb(region), spec)
+
+
+def rgb_image(image: ImageLike) -> Image.Image:
+    """Any image :func:`preprocess` takes -> an 8-bit RGB PIL image, uncropped (alpha dropped,
+    16-bit samples scaled). ValueError for an unusable image."""
+    if isinstance(image, np.ndarray):
+        pixels = _checked_array(image)
+        if pixels.ndim == 3:
+            pixels = pixels[:, :, :3]
+        img = Image.fromarray(np.ascontiguousarray(pixels))
+        return img.convert("RGB") if img.mode != "RGB" else img
+    if not isinstance(image, Image.Image):
+        raise ValueError(f"expected a PIL image or a numpy array, not {type(image).__name__}")
+    return _to_rgb(image)
+
+
+def resized(img: Image.Image, size: tuple[int, int], spec: Preprocess) -> Image.Image:
+    """``img`` resized to ``size`` (w, h) with the manifest's interpolation."""
+    return img if img.size == size else img.resize(size, _RESAMPLE[spec.interpolation])
+
+
+def encode(pixels: np.ndarray, manifest: Manifest, *, raw_uint8: bool = False) -> np.ndarray:
+    """(resize, resize, 3) uint8 RGB pixels -> the model input (colour order, normalisation,
+    quantization, layout and shape as the manifest says). ``raw_uint8``: a uint8 input without
+    quantization takes ``round((p - mean) / std)`` clipped to 0..255 (a graph that takes raw
+    pixels, mean 0 and std 1); otherwise such a manifest is a ModelError."""
+    if manifest.preprocess.color == "BGR":
+        pixels = pixels[:, :, ::-1]
+    inp = manifest.input
+    if raw_uint8 and inp.dtype == "uint8" and inp.quantization is None:
+        manifest = manifest.model_copy(
+            update={
+                "input": inp.model_copy(
+                    update={"quantization": Quantization(scale=1.0, zero_point=0)}
+                )
+            }
+        )
+    tensor = _encode(pixels, manifest)
+    want = tuple(manifest.input.shape)
+    if want and tensor.shape != want:
+        raise ModelError(
+            f"preprocessing gives {tensor.shape} but the manifest's input is {want} "
+            f"(check input.shape, input.layout and preprocess.resize)"
+        )
+    return tensor
+
+
+def _checked_array(pixels: np.ndarray) -> np.ndarray:
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[:, :, 0]
+    if pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[2] not in (3, 4)):
+        raise ValueError(f"expected an HxW, HxWx1, HxWx3 or HxWx4 array, not {pixels.shape}")
+    if pixels.dtype == np.uint16:
+        pixels = _16_to_8(pixels)
+    elif pixels.dtype != np.uint8:
+        raise ValueError(f"expected uint8 or uint16 pixels, not {pixels.dtype}")
+    return pixels
 
 
 def _crop_resize_array(pixels: np.ndarray, spec: Preprocess) -> np.ndarray:

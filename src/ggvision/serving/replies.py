@@ -50,11 +50,13 @@ class Stats:
 
 class Replies:
     """Publishes every result on its topic (never raises), counts it, and offers it to
-    ``on_result`` (e.g. the uplink to IoT Core). ``role``: the prefix of the log event keys."""
+    ``on_result`` (e.g. the uplink to IoT Core). ``role``: the prefix of the log event keys;
+    ``task``: the ``task`` every result says (None: none)."""
 
-    def __init__(self, bus: Bus, *, role: str) -> None:
+    def __init__(self, bus: Bus, *, role: str, task: str | None = None) -> None:
         self.bus = bus
         self.role = role
+        self.task = task  # stamped on every result (errors included) when set
         self.stats = Stats()
         self.on_result: ResultHook | None = None
         self._lock = threading.Lock()
@@ -92,7 +94,13 @@ class Replies:
             return
         fut.add_done_callback(lambda f: self._published(f, rid))
 
+    def stamp(self, result: InferenceResult) -> None:
+        """Give ``result`` this component's ``task`` (when it has one)."""
+        if self.task is not None and result.task is None:
+            result.task = self.task
+
     def reply(self, result: InferenceResult, topic: str) -> None:
+        self.stamp(result)
         with self._lock:
             if result.status == "ok":
                 self.stats.ok += 1

@@ -18,6 +18,7 @@ import collections
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from ggvision.bus import Bus
@@ -40,7 +41,9 @@ _STOP = object()
 
 class Worker:
     """``role``: the component's role in log event keys, thread names and messages
-    (``classifier``)."""
+    (``classifier``); ``task_options``: passed to the task's answer (a detector's label
+    allow-list); ``result_task``: the ``task`` every result of this worker says (``detect``;
+    None: no ``task`` key, as a classifier's results)."""
 
     def __init__(
         self,
@@ -59,6 +62,8 @@ class Worker:
         recent_ids_seconds: float = SECONDS,
         max_queue_bytes: int = 0,
         max_queue_delay_s: float = 0.0,
+        task_options: Mapping[str, Any] | None = None,
+        result_task: str | None = None,
     ) -> None:
         self.bus = bus
         self.result_topic = result_topic
@@ -66,7 +71,8 @@ class Worker:
         self.top_k = top_k
         self.threshold = threshold
         self.role = role
-        self.replies = Replies(bus, role=role)
+        self.task_options: dict[str, Any] = dict(task_options or {})
+        self.replies = Replies(bus, role=role, task=result_task)
         self.intake = Intake(
             self.replies,
             result_topic=result_topic,
@@ -162,8 +168,11 @@ class Worker:
         queue_size: int | None = None,
         max_queue_bytes: int | None = None,
         max_queue_delay_s: float | None = None,
+        task_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.top_k, self.threshold = top_k, threshold
+        if task_options is not None:
+            self.task_options = dict(task_options)
         if queue_size is not None or max_queue_bytes is not None or max_queue_delay_s is not None:
             self.intake.configure(
                 queue_size=self.intake.queue_size if queue_size is None else queue_size,
@@ -234,7 +243,7 @@ class Worker:
             image = self.loader.load(item.request.image)
             decoded = time.monotonic()
             item.timing.decode = (decoded - start) * 1000
-            item.tensor = active.task.preprocess(image, active.model)
+            item.tensor, item.context = active.task.prepare(image, active.model)
             item.timing.preprocess = (time.monotonic() - decoded) * 1000
             item.active = active
         except RequestError as exc:
@@ -290,20 +299,28 @@ class Worker:
             )
         active = item.active
         assert active is not None and item.tensor is not None
+        task = active.task
         t0 = time.monotonic()
-        output = active.backend.infer(item.tensor)
+        output: Any = (
+            active.backend.infer_all(item.tensor)
+            if task.all_outputs
+            else active.backend.infer(item.tensor)
+        )
         item.timing.inference = (time.monotonic() - t0) * 1000
-        answer = active.task.postprocess(
+        answer = task.answer(
             output,
             active.model,
             top_k=req.top_k or self.top_k,
             threshold=self.threshold if req.threshold is None else req.threshold,
+            context=item.context,
+            options=self.task_options,
         )
         return InferenceResult(
             id=req.id,
             status="ok",
             predictions=answer.predictions,
             output=answer.output,
+            detections=answer.detections,
             model=active.info,
             timing_ms=item.timing,
             source=req.source,

@@ -22,7 +22,7 @@ Payload (UTF-8 JSON, at most 128 KB; ``top`` is trimmed to fit)::
 ``_outbox`` (the SQLite outbox), ``_publisher`` (the filter, queue and link thread).
 """
 
-from ggvision.uplink._config import UplinkConfig
+from ggvision.uplink._config import UplinkConfig, selects
 from ggvision.uplink._outbox import Outbox
 from ggvision.uplink._payload import MAX_PAYLOAD, payload_of
 from ggvision.uplink._publisher import Uplink, UplinkStats
@@ -37,5 +37,6 @@ __all__ = [
     "UplinkStats",
     "payload_of",
     "resolve_topic",
+    "selects",
     "thing_name",
 ]

@@ -36,10 +36,17 @@ def payload_of(result: InferenceResult, component: str, top_k: int) -> bytes:
         "ts": int(time.time() * 1000),
         "latency_ms": round(result.timing_ms.total, 3) if result.timing_ms.total else None,
     }
+    if result.task is not None:
+        obj["task"] = result.task
+    if result.detections is not None:
+        # A detector's answer: its best boxes (label, index, score, box), topK of them.
+        obj["detections"] = [d.model_dump() for d in result.detections[:top_k]]
     if result.error is not None:
         obj["error"] = {"code": result.error.code.value, "message": result.error.message[:1024]}
     data = json.dumps(obj, separators=(",", ":")).encode()
-    while len(data) > MAX_PAYLOAD and obj["top"]:
-        obj["top"] = obj["top"][: len(obj["top"]) // 2]
+    while len(data) > MAX_PAYLOAD and (obj["top"] or obj.get("detections")):
+        for key in ("top", "detections"):
+            if obj.get(key):
+                obj[key] = obj[key][: len(obj[key]) // 2]
         data = json.dumps(obj, separators=(",", ":")).encode()
     return data

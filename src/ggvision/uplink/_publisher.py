@@ -18,7 +18,7 @@ from typing import Any
 
 from ggvision.bus import Bus
 from ggvision.contract import InferenceResult
-from ggvision.uplink._config import UplinkConfig
+from ggvision.uplink._config import UplinkConfig, selects
 from ggvision.uplink._outbox import Outbox
 from ggvision.uplink._payload import payload_of
 from ggvision.uplink._topic import resolve_topic
@@ -100,15 +100,8 @@ class Uplink:
 
     def _wanted(self, result: InferenceResult) -> bool:
         cfg = self.cfg
-        if result.status != "ok":
-            if not cfg.include_errors:
-                return False
-        else:
-            top = result.predictions[0] if result.predictions else None
-            if cfg.labels and (top is None or top.label not in cfg.labels):
-                return False
-            if cfg.min_score and (top is None or top.score < cfg.min_score):
-                return False
+        if not selects(cfg, result):
+            return False
         self._matched += 1
         return (self._matched - 1) % cfg.every == 0
 

@@ -60,7 +60,7 @@ class CameraService:
             "camera %s started: %s -> %s (%s)",
             self.cfg.camera_name,
             camera.source.describe(),
-            self.cfg.inference_topic,
+            ", ".join(self.cfg.request_topics()),
             camera.transport.type,
             extra={"event": "camera.started"},
         )

@@ -35,7 +35,7 @@ class Camera:
             bus,
             self.transport,
             camera=cfg.camera_name,
-            topic=cfg.inference_topic,
+            topic=cfg.request_topics(),
             max_in_flight=cfg.max_in_flight,
             timeout_s=cfg.result_timeout_seconds,
             print_results=cfg.print_results,

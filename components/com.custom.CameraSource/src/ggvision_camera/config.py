@@ -18,6 +18,7 @@ from ggvision.config import (
     ConfigModel,
     inference_topic_field,
     known_keys,
+    publishes,
     result_topic_field,
     status_interval_field,
     status_topic_field,
@@ -25,6 +26,7 @@ from ggvision.config import (
 from ggvision.frames import DEFAULT_DIR
 
 _Model = ConfigModel
+Task = Literal["classify", "detect"]
 
 
 # --- frame sources ---------------------------------------------------------------------------
@@ -101,6 +103,19 @@ class CameraConfig(ComponentConfig):
     max_height: int = Field(720, ge=16, le=8192)
 
     inference_topic: str = inference_topic_field()
+    tasks: list[Task] = Field(
+        default_factory=lambda: list[Task](["classify"]),
+        min_length=1,
+        max_length=2,
+        description="what each frame is sent for: classify (to inferenceTopic), detect (to "
+        "detectTopic) or both (one frame, one request per task)",
+    )
+    detect_topic: str = Field(
+        "local/detect",
+        min_length=1,
+        description="local topic of the detection requests (com.custom.ObjectDetector)",
+        json_schema_extra=publishes(),
+    )
     result_topic: str = result_topic_field()
     status_topic: str = status_topic_field("com.custom.CameraSource")
     status_interval_seconds: float = status_interval_field()
@@ -130,6 +145,8 @@ class CameraConfig(ComponentConfig):
                 raise ValueError("transport file needs fileDirectory")
             if self.file_keep <= self.max_in_flight:
                 raise ValueError("fileKeep must be larger than maxInFlight")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ValueError("tasks names a task twice")
         if self.reconnect_max_seconds < self.reconnect_initial_seconds:
             raise ValueError("reconnectMaxSeconds must be at least reconnectInitialSeconds")
         return self
@@ -143,6 +160,11 @@ class CameraConfig(ComponentConfig):
             if model is not None:
                 unknown += [f"source.{k}" for k in sorted(set(source) - known_keys(model))]
         return unknown
+
+    def request_topics(self) -> list[str]:
+        """The topics each frame's requests go to, one per task, in ``tasks`` order."""
+        topic = {"classify": self.inference_topic, "detect": self.detect_topic}
+        return list(dict.fromkeys(topic[t] for t in self.tasks))
 
     @property
     def max_frame_bytes(self) -> int:

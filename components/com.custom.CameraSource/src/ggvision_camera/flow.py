@@ -22,11 +22,12 @@ camera stopped; ``late`` counts those whose answer came after all) and ``in_flig
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,7 +85,7 @@ class FramePublisher:
         transport: Transport,
         *,
         camera: str,
-        topic: str,
+        topic: str | Sequence[str],
         max_in_flight: int,
         timeout_s: float,
         print_results: bool = False,
@@ -93,7 +94,11 @@ class FramePublisher:
         self.bus = bus
         self.transport = transport
         self.camera = camera
-        self.topic = topic
+        # One request per topic for every frame sent (classify and/or detect), same image.
+        self.topics = [topic] if isinstance(topic, str) else list(topic)
+        if not self.topics:
+            raise ValueError("a frame publisher needs a topic")
+        self.topic = self.topics[0]
         self.max_in_flight = max_in_flight
         self.timeout_s = timeout_s
         self.print_results = print_results
@@ -108,10 +113,14 @@ class FramePublisher:
         self._paused_until = 0.0  # publish back-off (clock time)
 
     # --- capture thread ----------------------------------------------------------------------
+    def _room(self) -> bool:
+        """Room for one frame's requests (one per topic; at least one frame at a time)."""
+        return len(self._calls) + len(self.topics) - 1 < max(self.max_in_flight, len(self.topics))
+
     def has_room(self) -> bool:
         self.expire()
         with self._cond:
-            return len(self._calls) < self.max_in_flight and self.clock() >= self._paused_until
+            return self._room() and self.clock() >= self._paused_until
 
     def wait_for_room(self, timeout: float) -> bool:
         """Block until a request may be sent (or ``timeout``); expires overdue entries."""
@@ -126,7 +135,7 @@ class FramePublisher:
                         return False
                     self._cond.wait(min(left, self._paused_until - now))
                     continue
-                if len(self._calls) < self.max_in_flight:
+                if self._room():
                     return True
                 if left <= 0:
                     return False
@@ -139,26 +148,34 @@ class FramePublisher:
             with self._cond:
                 self.stats.dropped += 1
             return False
-        rid = self._calls.new_id(index)
+        # The first topic's id is the frame's index as it always was; the others' are suffixed.
+        rids = [
+            self._calls.new_id(index if k == 0 else f"{index}-{k}") for k in range(len(self.topics))
+        ]
         try:
-            image = self.transport.image(frame)
+            image = self.transport.image(frame)  # once: every task's request names it
         except TransportError as exc:
             with self._cond:
                 self.stats.errors[TRANSPORT_FAILED] += 1
-            log.error("frame %s not sent: %s", rid, exc, extra={"event": "camera.transport_error"})
+            log.error(
+                "frame %s not sent: %s", rids[0], exc, extra={"event": "camera.transport_error"}
+            )
             return False
-        with self._cond:
-            self._calls.add(rid, _Pending(captured_at), deadline=self.clock() + self.timeout_s)
-            self.stats.sent += 1
-            self.stats.in_flight_peak = max(self.stats.in_flight_peak, len(self._calls))
-        request = request_json(rid, image, source=self.camera)
-        try:
-            fut = self.bus.publish_json(self.topic, request)
-        except Exception as exc:  # boundary: a failed publish is counted, never fatal
-            self._publish_failed(rid, exc)
-            return False
-        fut.add_done_callback(lambda f: self._published(f, rid))
-        return True
+        sent = False
+        for rid, topic in zip(rids, self.topics, strict=True):
+            with self._cond:
+                self._calls.add(rid, _Pending(captured_at), deadline=self.clock() + self.timeout_s)
+                self.stats.sent += 1
+                self.stats.in_flight_peak = max(self.stats.in_flight_peak, len(self._calls))
+            request = request_json(rid, image, source=self.camera)
+            try:
+                fut = self.bus.publish_json(topic, request)
+            except Exception as exc:  # boundary: a failed publish is counted, never fatal
+                self._publish_failed(rid, exc)
+                continue
+            fut.add_done_callback(functools.partial(self._published, rid=rid))
+            sent = True
+        return sent
 
     def _published(self, fut: Future[Any], rid: str) -> None:
         exc = fut.exception()
@@ -309,6 +326,9 @@ class FramePublisher:
 
 
 def _print_result(result: InferenceResult, latency_ms: float) -> None:
+    if result.detections is not None:
+        _print_detections(result, latency_ms)
+        return
     top = result.predictions[0] if result.predictions else None
     code = result.error.code if result.error is not None else "no label"
     log.info(
@@ -321,6 +341,22 @@ def _print_result(result: InferenceResult, latency_ms: float) -> None:
             "status": result.status,
             "label": top.label if top else None,
             "score": top.score if top else None,
+            "latency_ms": round(latency_ms, 2),
+        },
+    )
+
+
+def _print_detections(result: InferenceResult, latency_ms: float) -> None:
+    found = result.detections or []
+    log.info(
+        "%s: %s",
+        result.id,
+        ", ".join(f"{d.label} {d.score}" for d in found) or "nothing detected",
+        extra={
+            "event": "camera.result",
+            "id": result.id,
+            "status": result.status,
+            "detections": [(d.label, d.score) for d in found],
             "latency_ms": round(latency_ms, 2),
         },
     )

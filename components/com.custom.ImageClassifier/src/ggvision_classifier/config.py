@@ -1,42 +1,29 @@
 """The classifier's configuration: a typed model of the recipe's configuration (camelCase keys).
 
-Validation, unknown keys and errors: :class:`ggvision.config.ComponentConfig`.
+What every model component shares (results, model store and runtime, image limits, queue,
+status, uplink, commands): :class:`ggvision.serving.config.ServingConfig`. Validation, unknown
+keys and errors: :class:`ggvision.config.ComponentConfig`.
 """
 
 from __future__ import annotations
 
-import os
-from typing import Any, Literal
+from typing import ClassVar
 
 from pydantic import Field
 
-from ggvision.config import (
-    ComponentConfig,
-    publishes,
-    publishes_to_iot_core,
-    status_interval_field,
-    status_topic_field,
-    subscribes,
-    subscribes_to_iot_core,
-)
+from ggvision.config import status_topic_field, subscribes, subscribes_to_iot_core
+from ggvision.serving.config import ServingConfig
 from ggvision.serving.learning import LearningConfig
-from ggvision.uplink import UplinkConfig
 
 # Model-switch commands: the topic the recipe pre-authorizes ({thing}: the thing name).
 DEFAULT_COMMAND_TOPIC = "ggvision/{thing}/classifier/command"
 
 
-class ClassifierConfig(ComponentConfig):
+class ClassifierConfig(ServingConfig):
+    DEFAULT_COMMAND_TOPIC: ClassVar[str] = DEFAULT_COMMAND_TOPIC
+
     inference_topic: str = Field("local/inference", min_length=1, json_schema_extra=subscribes())
-    result_topic: str = Field("local/result", min_length=1, json_schema_extra=publishes())
     model_key: str = Field("tflite-int8", min_length=1, description="variant dir in the store")
-    model_store_path: str = Field("", description="overrides $GGV_MODEL_STORE when set")
-    backend: Literal["", "tflite", "onnx", "torch", "dlr", "fake"] = ""
-    model_store_layout: Literal["ggvision", "aws-dlr"] = Field(
-        "ggvision",
-        description="ggvision: modelKey names a variant dir with manifest.json; aws-dlr: AWS's "
-        "DLR model store, modelResourceKey names the dir by architecture (docs/dlr.md)",
-    )
     model_resource_key: dict[str, str] = Field(
         default_factory=lambda: {
             arch: f"DLR-resnet50-{arch}-cpu-ImageClassification"
@@ -45,69 +32,9 @@ class ClassifierConfig(ComponentConfig):
         description="aws-dlr layout: machine architecture (armv7l, aarch64, x86_64) -> model "
         "dir; the default is AWS's ResNet-50 store",
     )
-    threads: int = Field(
-        2, ge=0, le=64, description="inference threads; 0 = auto (one per core but one, at most 4)"
-    )
     top_k: int = Field(5, ge=1, le=1000)
     threshold: float = Field(0.0, ge=0.0, le=1.0)
-    allowed_directories: list[str] = Field(default_factory=list)
-    queue_size: int = Field(
-        256,
-        ge=1,
-        le=10_000,
-        description="requests waiting, at most (a backstop: queueMaxBytes and maxQueueDelayMs "
-        "are the bounds that matter)",
-    )
-    queue_max_bytes: int = Field(
-        64 * 1024 * 1024,
-        ge=0,
-        description="bytes of images the waiting requests may hold together (inline image, frame "
-        "slot or file size); over it a request is answered OVERLOADED, a frame drops the oldest "
-        "frames; one request always fits an empty queue; 0: no bound",
-    )
-    max_queue_delay_ms: int = Field(
-        10_000,
-        ge=0,
-        le=3_600_000,
-        description="a request that waited longer in the queue is answered OVERLOADED "
-        '("deadline exceeded") instead of being served stale; 0: no deadline',
-    )
-    recent_ids: int = Field(
-        1024,
-        ge=0,
-        le=100_000,
-        description="ok answers remembered by request id: a retry with the same id is answered "
-        "again without running the model (0: none; a retry of a request in flight is always "
-        "answered once)",
-    )
-    recent_ids_seconds: float = Field(
-        60.0, gt=0.0, le=86_400.0, description="how long an answer is remembered"
-    )
-    max_image_bytes: int = Field(20 * 1024 * 1024, ge=1024)
-    max_image_pixels: int = Field(40_000_000, ge=1024)
-    max_decode_pixels: int = Field(
-        16_000_000,
-        ge=0,
-        description="a larger JPEG is decoded at 1/2, 1/4 or 1/8 scale (DCT domain) to fit, its "
-        "short side kept >= 1024; 0: always full size",
-    )
-    decode: Literal["accurate", "fast"] = "accurate"
-    frame_directory: str = "/dev/shm"  # noqa: S108 # POSIX shm: the frame ring # nosec B108
-    delegate: str = Field(
-        "",
-        description="TFLite delegate library; a *_edgetpu.tflite model gets libedgetpu.so.1",
-    )
-    delegate_options: dict[str, str] = Field(
-        default_factory=dict, description='delegate options, e.g. {"device": "usb"} (Edge TPU)'
-    )
-    delegate_fallback: Literal["error", "cpu"] = Field(
-        "error", description="when the delegate cannot be loaded: refuse the model, or use the CPU"
-    )
     status_topic: str = status_topic_field("com.custom.ImageClassifier")
-    status_interval_seconds: float = status_interval_field()
-    uplink: UplinkConfig = Field(
-        default_factory=UplinkConfig, description="results to AWS IoT Core (see README: Uplink)"
-    )
     learning: LearningConfig = Field(
         default_factory=LearningConfig,
         description="live learning over IPC (an embedding model only; docs/imprinting.md)",
@@ -118,42 +45,9 @@ class ClassifierConfig(ComponentConfig):
         # The recipe pre-authorizes the documented topic, so a deployment can switch it on.
         json_schema_extra=subscribes_to_iot_core(when_empty=DEFAULT_COMMAND_TOPIC),
     )
-    command_reply_topic: str = Field(
-        "",
-        description="IoT Core topic of the answers to commands; empty: <commandTopic>/reply",
-        json_schema_extra=publishes_to_iot_core(),
-    )
 
-    def extra_grants(self) -> set[tuple[str, str, str]]:
-        """The derived reply topic (``<commandTopic>/reply``) when none is set."""
-        if self.command_reply_topic:
-            return set()
-        reply = f"{self.command_topic or DEFAULT_COMMAND_TOPIC}/reply"
-        return {("aws.greengrass.ipc.mqttproxy", "aws.greengrass#PublishToIoTCore", reply)}
+    def listen_topic(self) -> str:
+        return self.inference_topic
 
-    @property
-    def inference_threads(self) -> int:
-        """``threads``, with 0 resolved: leave a core to capture and preprocessing, which run
-        beside inference in the pipeline."""
-        if self.threads:
-            return self.threads
-        return max(1, min(4, (os.cpu_count() or 1) - 1))
-
-    def model_identity(self) -> tuple[Any, ...]:
-        """What selects and loads the model (key, store, layout, backend, threads, delegate):
-        two configurations with the same identity serve with the same loaded model."""
-        return (
-            self.model_key,
-            self.model_store_path,
-            self.model_store_layout,
-            tuple(sorted(self.model_resource_key.items())),
-            self.backend,
-            self.threads,
-            self.delegate,
-            tuple(sorted(self.delegate_options.items())),
-            self.delegate_fallback,
-        )
-
-    def model_fields_changed(self, other: ClassifierConfig) -> bool:
-        """True when a change needs a new model (see :meth:`model_identity`)."""
-        return self.model_identity() != other.model_identity()
+    def answer_defaults(self) -> tuple[int, float]:
+        return self.top_k, self.threshold

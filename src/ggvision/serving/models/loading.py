@@ -129,7 +129,7 @@ def prepare_model(
     try:
         try:
             for _ in range(2):
-                scores = backend.infer(warm)
+                scores: Any = backend.infer_all(warm) if task.all_outputs else backend.infer(warm)
         except ModelError:
             raise
         except Exception as exc:

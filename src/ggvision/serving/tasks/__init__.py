@@ -13,6 +13,7 @@ __all__ = ["BUILTIN", "Task", "TaskOutput", "get_task", "register_task", "task_n
 # task name -> (module, class)
 BUILTIN: dict[str, tuple[str, str]] = {
     "classification": ("ggvision.serving.tasks.classification", "ClassificationTask"),
+    "detection": ("ggvision.serving.tasks.detection", "DetectionTask"),
     "embedding": ("ggvision.serving.tasks.embedding", "EmbeddingTask"),
     "imprinted": ("ggvision.serving.tasks.embedding", "EmbeddingTask"),
 }

@@ -3,35 +3,71 @@ becomes the task's answer, and what a warmed-up model must output to serve the t
 
 A task is stateless (one instance may serve several models and threads); the worker passes it the
 model and the request's resolved ``top_k`` and ``threshold`` (a classifier's best classes and
-minimum probability; a detector's most boxes and minimum score).
+minimum probability; a detector's most boxes and minimum score), and the component's task
+``options`` (a detector's label allow-list).
+
+The worker calls :meth:`Task.prepare` (image -> input tensor and a per-request context, e.g. the
+original size and the letterbox geometry) on its prepare thread and :meth:`Task.answer` (the
+model's output and that context -> the answer) on its inference thread; by default they are
+:meth:`Task.preprocess` and :meth:`Task.postprocess` with no context. A task with
+``all_outputs = True`` gets every output of the model (a list, in the runtime's order:
+:meth:`~ggvision.serving.models.backends.base.Backend.infer_all`), the others the first one
+flattened to float32 scores.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
-from ggvision.contract import Prediction
+from ggvision.contract import Detection, Prediction
 from ggvision.serving.models.store import Model
 from ggvision.serving.preprocess import ImageLike, preprocess
 
 
 @dataclass(slots=True)
 class TaskOutput:
-    """A task's answer: ranked ``predictions`` (classification) and/or a task-specific
-    ``output`` object, which the result carries as ``output`` (absent when None)."""
+    """A task's answer: ranked ``predictions`` (classification), ``detections`` (detection)
+    and/or a task-specific ``output`` object, which the result carries as ``output`` (absent
+    when None)."""
 
     predictions: list[Prediction] = field(default_factory=list)
     output: dict[str, Any] | None = None
+    # A detector's boxes, best first (the result's ``detections``).
+    detections: list[Detection] | None = None
 
 
 class Task(ABC):
     """One kind of answer a model gives (the manifest's ``task``)."""
 
     name: ClassVar[str] = "?"
+    # True: check/answer/postprocess get every output of the model (a list of float32 arrays in
+    # the runtime's order) instead of the first one flattened.
+    all_outputs: ClassVar[bool] = False
+
+    def prepare(self, image: ImageLike, model: Model) -> tuple[np.ndarray, Any]:
+        """The model's input for ``image`` and what :meth:`answer` needs to know about this
+        request's preprocessing (default: :meth:`preprocess`, no context)."""
+        return self.preprocess(image, model), None
+
+    def answer(
+        self,
+        output: Any,
+        model: Model,
+        *,
+        top_k: int,
+        threshold: float,
+        context: Any = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> TaskOutput:
+        """The model's output for one request -> the task's answer; ``context``: what
+        :meth:`prepare` returned for it, ``options``: the component's task options (default:
+        :meth:`postprocess`)."""
+        return self.postprocess(output, model, top_k=top_k, threshold=threshold)
 
     def bind(self, model: Model) -> Task:
         """The task ready to serve ``model`` (a task that reads files beside the model, e.g. an
@@ -44,11 +80,10 @@ class Task(ABC):
         return preprocess(image, model.manifest)
 
     @abstractmethod
-    def check(self, model: Model, output: np.ndarray) -> None:
+    def check(self, model: Model, output: Any) -> None:
         """ModelError when ``output`` (of an inference on zeros) does not fit the task."""
 
     @abstractmethod
-    def postprocess(
-        self, output: np.ndarray, model: Model, *, top_k: int, threshold: float
-    ) -> TaskOutput:
-        """The model's (flattened float32) output -> the task's answer."""
+    def postprocess(self, output: Any, model: Model, *, top_k: int, threshold: float) -> TaskOutput:
+        """The model's output (flattened float32 scores, or every output when
+        :attr:`all_outputs`) -> the task's answer."""

@@ -127,7 +127,7 @@ class DLRBackend(Backend):
                 "input.layout"
             )
         size = _output_size(model)
-        if size != manifest.num_classes:
+        if self.scores_only and size != manifest.output_size:
             raise ModelError(
                 f"{directory}: the model outputs {size} scores for {manifest.num_classes} classes"
             )
@@ -138,6 +138,10 @@ class DLRBackend(Backend):
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         outputs = self._model.run({self._input_name: batch.reshape(self._model_shape)})
         return np.asarray(outputs[0])
+
+    def _infer_all(self, batch: np.ndarray) -> list[np.ndarray]:
+        outputs = self._model.run({self._input_name: batch.reshape(self._model_shape)})
+        return [np.asarray(o) for o in outputs]
 
     def close(self) -> None:
         self._model = None

@@ -30,6 +30,7 @@ class OnnxBackend(Backend):
     _session: Any = None
     _input_name = ""
     _output_name = ""
+    _output_names: list[str] = []  # set by _load
     _dequant: tuple[float, int] | None = None
 
     def _load(self) -> None:
@@ -49,6 +50,7 @@ class OnnxBackend(Backend):
         except Exception as exc:  # ORT's pybind errors (InvalidProtobuf, Fail) are bare Exception
             raise ModelError(f"onnxruntime cannot load {self.model.file}: {exc}") from exc
         inputs, outputs = session.get_inputs(), session.get_outputs()
+        self._output_names = [o.name for o in outputs]
         if len(inputs) != 1 or not outputs:
             raise ModelError(
                 f"{self.model.file}: expected 1 input and an output, found {len(inputs)} inputs "
@@ -72,14 +74,18 @@ class OnnxBackend(Backend):
                 f"{manifest.input.dtype}"
             )
         out_shape = [d for d in out.shape if isinstance(d, int)]
-        if len(out_shape) == len(out.shape) and int(np.prod(out_shape)) != manifest.output_size:
+        if (
+            self.scores_only
+            and len(out_shape) == len(out.shape)
+            and int(np.prod(out_shape)) != manifest.output_size
+        ):
             raise ModelError(
                 f"{self.model.file}: the model outputs {out.shape} scores for "
                 f"{manifest.num_classes} classes"
             )
         self._dequant = None
         out_type = _ORT_TYPES.get(out.type, out.type)
-        if out_type in ("int8", "uint8"):
+        if out_type in ("int8", "uint8") and self.scores_only:
             q = manifest.output.quantization
             if q is None:
                 raise ModelError(
@@ -97,6 +103,10 @@ class OnnxBackend(Backend):
             scale, zero_point = self._dequant
             return (np.asarray(scores, np.float32) - np.float32(zero_point)) * np.float32(scale)
         return np.asarray(scores)
+
+    def _infer_all(self, batch: np.ndarray) -> list[np.ndarray]:
+        outputs: list[np.ndarray] = self._session.run(self._output_names, {self._input_name: batch})
+        return outputs
 
     def close(self) -> None:
         self._session = None

@@ -38,6 +38,8 @@ class TFLiteBackend(Backend):
     _in_index = 0
     _out_index = 0
     _dequant: tuple[float, int] | None = None
+    # Every output (tensor index, its quantization or None), in get_output_details() order.
+    _outputs: list[tuple[int, tuple[float, int] | None]] = []  # set by _load
 
     def _load(self) -> None:
         manifest = self.model.manifest
@@ -58,10 +60,11 @@ class TFLiteBackend(Backend):
                 self._warn_fallback(f"the interpreter failed with it: {_first_line(exc)}")
                 interpreter = self._cpu_interpreter(resolver)
         inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
-        if len(inputs) != 1 or len(outputs) != 1:
+        if len(inputs) != 1 or not outputs or (self.scores_only and len(outputs) != 1):
             raise ModelError(
-                f"{self.model.file}: expected 1 input and 1 output, found "
-                f"{len(inputs)} and {len(outputs)}"
+                f"{self.model.file}: expected 1 input and "
+                f"{'1 output' if self.scores_only else 'an output'}, "
+                f"found {len(inputs)} and {len(outputs)}"
             )
         inp, out = inputs[0], outputs[0]
         shape = tuple(int(d) for d in inp["shape"])
@@ -78,14 +81,15 @@ class TFLiteBackend(Backend):
             )
         if dtype.kind in "iu":
             _check_quant("input", _quant(inp), manifest.input.quantization, self.model.file)
+        self._outputs = [(int(o["index"]), _dequant_of(o)) for o in outputs]
         size = int(np.prod(out["shape"]))
-        if size != manifest.output_size:
+        if self.scores_only and size != manifest.output_size:
             raise ModelError(
                 f"{self.model.file}: the model outputs {size} scores for "
                 f"{manifest.num_classes} classes"
             )
         self._dequant = None
-        if np.dtype(out["dtype"]).kind in "iu":
+        if self.scores_only and np.dtype(out["dtype"]).kind in "iu":
             q = _quant(out)
             _check_quant("output", q, manifest.output.quantization, self.model.file)
             self._dequant = q
@@ -163,6 +167,19 @@ class TFLiteBackend(Backend):
             scores = (scores.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
         return scores
 
+    def _infer_all(self, batch: np.ndarray) -> list[np.ndarray]:
+        interpreter = self._interpreter
+        interpreter.set_tensor(self._in_index, batch)
+        interpreter.invoke()
+        out: list[np.ndarray] = []
+        for index, q in self._outputs:
+            # get_tensor copies: the interpreter reuses its buffers on the next invoke.
+            value: np.ndarray = interpreter.get_tensor(index)
+            if q is not None:
+                value = (value.astype(np.float32) - np.float32(q[1])) * np.float32(q[0])
+            out.append(value)
+        return out
+
     def close(self) -> None:
         self._interpreter = None
         self._loaded = False
@@ -177,6 +194,19 @@ def _quant(detail: dict[str, Any]) -> tuple[float, int]:
             f"tensor {detail.get('name')!r} is quantized per channel or not at all "
             f"({scales.size} scales); a classifier input/output needs one scale and zero point"
         )
+    return float(scales[0]), int(zeros[0])
+
+
+def _dequant_of(detail: dict[str, Any]) -> tuple[float, int] | None:
+    """(scale, zero point) of an integer output with one scale; None for a float output (or an
+    integer one without quantization: class ids, counts)."""
+    if np.dtype(detail["dtype"]).kind not in "iu":
+        return None
+    params = detail.get("quantization_parameters") or {}
+    scales = np.asarray(params.get("scales", []))
+    zeros = np.asarray(params.get("zero_points", []))
+    if scales.size != 1 or zeros.size != 1 or float(scales[0]) == 0.0:
+        return None
     return float(scales[0]), int(zeros[0])
 
 

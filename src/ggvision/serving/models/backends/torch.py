@@ -61,7 +61,7 @@ class TorchBackend(Backend):
                 f"{self.model.file} does not accept the manifest's input "
                 f"{list(self.input_shape)} {manifest.input.layout}: {_first_line(exc)}"
             ) from exc
-        if scores.size != manifest.output_size:
+        if self.scores_only and scores.size != manifest.output_size:
             raise ModelError(
                 f"{self.model.file}: the model outputs {scores.size} scores for "
                 f"{manifest.num_classes} classes"
@@ -77,6 +77,13 @@ class TorchBackend(Backend):
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         self._configure()
         return self._run(self._module, batch)
+
+    def _infer_all(self, batch: np.ndarray) -> list[np.ndarray]:
+        self._configure()
+        with torch.inference_mode():
+            out = self._module(torch.from_numpy(batch))
+            items = out if isinstance(out, tuple | list) else [out]
+            return [np.asarray(o.float().numpy()) for o in items]
 
     @staticmethod
     def _run(module: Any, batch: np.ndarray) -> np.ndarray:

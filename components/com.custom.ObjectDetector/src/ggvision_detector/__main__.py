@@ -1,0 +1,5 @@
+import sys
+
+from ggvision_detector.app import main
+
+sys.exit(main())
