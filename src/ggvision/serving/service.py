@@ -29,7 +29,7 @@ from ggvision.serving.models.loading import ActiveModel, prepare_model
 from ggvision.serving.models.store import ModelError
 from ggvision.serving.status import health
 from ggvision.serving.swap import ModelSwapper
-from ggvision.serving.updates import DeferWhileBusy, outstanding
+from ggvision.serving.updates import DeferWhileBusy, outstanding, progress
 from ggvision.serving.worker import Worker
 from ggvision.telemetry import Health, RateMeter, StatusReporter
 from ggvision.uplink import Uplink
@@ -93,9 +93,11 @@ class ModelService(Generic[C]):
         self.commands = ModelCommands(
             bus, self.swapper, lambda: self.cfg, backends=self.BACKENDS, role=role
         )
-        # A deployment's component update waits while requests are in flight.
+        # A deployment's component update waits for the requests in flight when it is announced.
         worker = self.worker
-        self.defer_updates = DeferWhileBusy(lambda: outstanding(worker), role=role)
+        self.defer_updates = DeferWhileBusy(
+            lambda: outstanding(worker), progress=lambda: progress(worker), role=role
+        )
         self.reporter = StatusReporter(
             bus,
             self.NAME,
