@@ -204,17 +204,7 @@ class Builder:
         h, _w = info.input_size
         graph = person_graph_path()
         return {
-            "schema": SCHEMA,
-            "name": "ssdlite-mobilenetv2-person",
-            "version": "1.0.0",
-            "variant": key,
-            "task": "detection",
-            "format": fmt,
-            "precision": precision,
-            "file": file,
-            "labels": "labels.txt",
-            "num_classes": 1,
-            "input": io["input"],
+            **manifest_head("ssdlite-mobilenetv2-person", 1, key, fmt, precision, file, io),
             "preprocess": io["preprocess"],
             "detection": {
                 "outputs": "boxes_classes_scores_count",
@@ -246,17 +236,7 @@ class Builder:
         cj = os.path.join(self.human, "models", "centernet.json")
         cb = os.path.join(self.human, "models", "centernet.bin")
         return {
-            "schema": SCHEMA,
-            "name": "centernet-mobilenetv3-coco",
-            "version": "1.0.0",
-            "variant": key,
-            "task": "detection",
-            "format": fmt,
-            "precision": precision,
-            "file": file,
-            "labels": "labels.txt",
-            "num_classes": 80,
-            "input": io["input"],
+            **manifest_head("centernet-mobilenetv3-coco", 80, key, fmt, precision, file, io),
             "preprocess": {
                 "color": "RGB",
                 "resize": 512,
@@ -641,6 +621,25 @@ def tflite_output_index(it: Any) -> dict[str, int]:
     if len(roles) != 4:
         raise SystemExit(f"unexpected TFLite outputs {[d['name'] for d in outs]}")
     return roles
+
+
+def manifest_head(
+    name: str, num_classes: int, key: str, fmt: str, precision: str, file: str, io: dict[str, Any]
+) -> dict[str, Any]:
+    """The keys every detection manifest starts with, in their order (through ``input``)."""
+    return {
+        "schema": SCHEMA,
+        "name": name,
+        "version": "1.0.0",
+        "variant": key,
+        "task": "detection",
+        "format": fmt,
+        "precision": precision,
+        "file": file,
+        "labels": "labels.txt",
+        "num_classes": num_classes,
+        "input": io["input"],
+    }
 
 
 POSTPROCESS_NAME = "TFLite_Detection_PostProcess"

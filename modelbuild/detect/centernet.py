@@ -20,6 +20,7 @@ import os
 import re
 
 import numpy as np
+from ssd_graph import GraphSession
 
 INPUT = "tower_0/images"
 OUTPUT = "tower_0/detections"
@@ -136,19 +137,9 @@ def labels(labels_ts: str) -> list[str]:
     return [lab for _, lab in found]
 
 
-class Reference:
+class Reference(GraphSession):
     """The converted GraphDef in a TF session: the reference the CenterNet variants are compared
     with (float32 [1,512,512,3] 0..255 in, [1,100,6] out)."""
-
-    def __init__(self, gd, threads: int = 2) -> None:  # type: ignore[no-untyped-def]
-        tf = _tf()
-        self.graph = tf.Graph()
-        with self.graph.as_default():
-            tf.import_graph_def(gd, name="")
-        cfg = tf.compat.v1.ConfigProto(
-            intra_op_parallelism_threads=threads, inter_op_parallelism_threads=1
-        )
-        self.session = tf.compat.v1.Session(graph=self.graph, config=cfg)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(OUTPUT + ":0", {INPUT + ":0": x})

@@ -185,8 +185,9 @@ def evaluate(gd, tensors: list[str], image: np.ndarray) -> list[np.ndarray]:  # 
             return list(s.run(tensors, {"image_tensor:0": image[None]}))
 
 
-class Reference:
-    """The original frozen graph in a TF session (the reference every variant is compared with)."""
+class GraphSession:
+    """A GraphDef imported into a graph of its own, in a session of ``threads`` intra-op threads
+    (the references of ssd_graph and centernet)."""
 
     def __init__(self, gd, threads: int = 2) -> None:  # type: ignore[no-untyped-def]
         tf = _tf()
@@ -197,6 +198,10 @@ class Reference:
             intra_op_parallelism_threads=threads, inter_op_parallelism_threads=1
         )
         self.session = tf.compat.v1.Session(graph=self.graph, config=cfg)
+
+
+class Reference(GraphSession):
+    """The original frozen graph in a TF session (the reference every variant is compared with)."""
 
     def __call__(self, image: np.ndarray) -> dict[str, np.ndarray]:
         vals = self.session.run([o + ":0" for o in OUTPUTS], {"image_tensor:0": image[None]})

@@ -328,24 +328,22 @@ class IpcBus:
             )
             return operation
 
-        try:
-            return self._stream("validation", open_)
-        except BusError as exc:
-            if not _unserved(exc):
-                raise
-            # Greengrass nucleus lite serves no SubscribeToValidateConfigurationUpdates: it
-            # answers a ServiceError without a message. Updates then apply unvalidated; the
-            # component still checks each one when it arrives (and keeps its configuration).
+        # Greengrass nucleus lite serves no SubscribeToValidateConfigurationUpdates: it
+        # answers a ServiceError without a message. Updates then apply unvalidated; the
+        # component still checks each one when it arrives (and keeps its configuration).
+        subscription = self._stream_or_unserved(
+            "validation",
+            open_,
+            "bus.validation_unserved",
+            "this Nucleus does not validate configuration updates "
+            "(SubscribeToValidateConfigurationUpdates: a bare ServiceError, as Greengrass "
+            "nucleus lite answers); updates are checked only as they apply, and messages "
+            "are kept within Lite's %d bytes",
+            LITE_MAX_MESSAGE_BYTES,
+        )
+        if isinstance(subscription, _Unserved):
             self.max_message_bytes = LITE_MAX_MESSAGE_BYTES
-            log.warning(
-                "this Nucleus does not validate configuration updates "
-                "(SubscribeToValidateConfigurationUpdates: a bare ServiceError, as Greengrass "
-                "nucleus lite answers); updates are checked only as they apply, and messages "
-                "are kept within Lite's %d bytes",
-                LITE_MAX_MESSAGE_BYTES,
-                extra={"event": "bus.validation_unserved"},
-            )
-            return _Unserved()
+        return subscription
 
     def subscribe_component_updates(
         self, decide: UpdateDecider, on_done: UpdateDone | None = None
@@ -393,19 +391,29 @@ class IpcBus:
             )
             return operation
 
+        # Greengrass nucleus lite serves no SubscribeToComponentUpdates (a bare
+        # ServiceError): it never notifies before an update, so there is nothing to defer.
+        return self._stream_or_unserved(
+            "component updates",
+            open_,
+            "bus.component_updates_unserved",
+            "this Nucleus does not notify components of updates (SubscribeToComponentUpdates:"
+            " a bare ServiceError, as Greengrass nucleus lite answers); a deployment may "
+            "restart this component while requests are in flight",
+        )
+
+    def _stream_or_unserved(
+        self, what: str, open_: Callable[[Any], Any], event: str, warning: str, *args: object
+    ) -> Subscription:
+        """``_stream(what, open_)``; where this Nucleus does not serve the operation (a bare
+        ServiceError, as Greengrass nucleus lite answers), logs ``warning`` (event ``event``)
+        and hands back a subscription that holds nothing."""
         try:
-            return self._stream("component updates", open_)
+            return self._stream(what, open_)
         except BusError as exc:
             if not _unserved(exc):
                 raise
-            # Greengrass nucleus lite serves no SubscribeToComponentUpdates (a bare
-            # ServiceError): it never notifies before an update, so there is nothing to defer.
-            log.warning(
-                "this Nucleus does not notify components of updates (SubscribeToComponentUpdates:"
-                " a bare ServiceError, as Greengrass nucleus lite answers); a deployment may "
-                "restart this component while requests are in flight",
-                extra={"event": "bus.component_updates_unserved"},
-            )
+            log.warning(warning, *args, extra={"event": event})
             return _Unserved()
 
     # --- lifecycle / IoT Core -------------------------------------------------------------------

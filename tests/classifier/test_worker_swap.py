@@ -50,6 +50,20 @@ def png() -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def fake_worker(bus: IpcBus, active: ActiveModel) -> Worker:
+    """A worker serving ``active`` that publishes to local/result and answers no reply topic."""
+    return Worker(
+        bus,
+        result_topic="local/result",
+        loader=ImageLoader([], max_bytes=1 << 20, max_pixels=1 << 20),
+        queue_size=8,
+        top_k=1,
+        threshold=0.0,
+        reply_topic_allowed=lambda t: False,
+        active=active,
+    )
+
+
 @pytest.fixture
 def bus(core: CoreThread, monkeypatch: pytest.MonkeyPatch) -> Iterator[IpcBus]:
     env = core.component_env("com.test.Worker", pubsub_policy(publish=["local/result"]))
@@ -65,16 +79,7 @@ def test_swap_between_requests_and_close_after_the_last_one(bus: IpcBus, tmp_pat
     new = fake_active(tmp_path, "new", delay_ms=0)
     closed: list[str] = []
     old.backend.close = lambda: closed.append("old")  # type: ignore[method-assign]
-    worker = Worker(
-        bus,
-        result_topic="local/result",
-        loader=ImageLoader([], max_bytes=1 << 20, max_pixels=1 << 20),
-        queue_size=8,
-        top_k=1,
-        threshold=0.0,
-        reply_topic_allowed=lambda t: False,
-        active=old,
-    )
+    worker = fake_worker(bus, old)
     results: list[InferenceResult] = []
     done = threading.Event()
 

@@ -120,53 +120,26 @@ def test_extend_variant_keeps_the_cat(tmp_path: Path, data: Path) -> None:
 
 def test_learn_errors(tmp_path: Path) -> None:
     base = embedding_model("tflite-int8-embedding")
+    out = tmp_path / "o" / "v"
+
+    def learn(data: Path, *more: str) -> subprocess.CompletedProcess[str]:
+        return ggvision(
+            "learn", "--data", str(data), "--output", str(out), *more, store=base.directory.parent
+        )
+
     (tmp_path / "empty").mkdir()
-    proc = ggvision(
-        "learn",
-        "--data",
-        str(tmp_path / "empty"),
-        "--output",
-        str(tmp_path / "o" / "v"),
-        store=base.directory.parent,
-    )
+    proc = learn(tmp_path / "empty")
     assert proc.returncode == 2 and "no class folders" in proc.stderr
     bad = tmp_path / "bad"
     V.write_folder(bad, {"has$dollar": V.object_views(2, 1)["rocket"]})
-    proc = ggvision(
-        "learn",
-        "--data",
-        str(bad),
-        "--output",
-        str(tmp_path / "o" / "v"),
-        "--base",
-        base.directory.name,
-        store=base.directory.parent,
-    )
+    proc = learn(bad, "--base", base.directory.name)
     assert proc.returncode == 2 and "label may hold only" in proc.stderr
     assert not (tmp_path / "o" / "v").exists()
     torn = tmp_path / "torn"
     V.write_folder(torn, {"rocket": V.object_views(2, 1)["rocket"]})
     (torn / "rocket" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    proc = ggvision(
-        "learn",
-        "--data",
-        str(torn),
-        "--output",
-        str(tmp_path / "o" / "v"),
-        "--base",
-        base.directory.name,
-        store=base.directory.parent,
-    )
+    proc = learn(torn, "--base", base.directory.name)
     assert proc.returncode == 1 and "broken.png" in proc.stderr
     assert not (tmp_path / "o" / "v").exists()
-    proc = ggvision(
-        "learn",
-        "--data",
-        str(bad),
-        "--output",
-        str(tmp_path / "o" / "v"),
-        "--base",
-        "tflite-int8",
-        store=base.directory.parent,
-    )
+    proc = learn(bad, "--base", "tflite-int8")
     assert proc.returncode == 2

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import shutil
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from ggvision.serving.models.store import Model
 from ggvision.testing import views as V
 from ggvision.testing.agent import AgentProcess
 from ggvision.testing.harness import CoreThread, pubsub_policy
-from tests.classifier.test_service import NAME, recipe_defaults
+from tests.classifier.test_service import NAME, _result, recipe_defaults
 from tests.imprint.conftest import embedding_model
 
 VARIANT = "tflite-int8-embedding"
@@ -42,14 +41,6 @@ def png(img: np.ndarray) -> str:
         if buf.tell() <= 96 * 1024:
             return base64.b64encode(buf.getvalue()).decode()
         pil = pil.resize((pil.width * 3 // 4, pil.height * 3 // 4))
-
-
-def _decode(event: dict[str, Any]) -> dict[str, Any]:
-    if "json" in event:
-        out: dict[str, Any] = event["json"]
-        return out
-    decoded: dict[str, Any] = json.loads(base64.b64decode(event["binary"]))
-    return decoded
 
 
 class Device:
@@ -116,8 +107,8 @@ class Device:
         while not ids <= {m.get("id") for m in got}:
             assert time.monotonic() < deadline, f"missing {ids - {m.get('id') for m in got}}"
             events = agent("events", sub=sub, n=len(ids), timeout=1)["events"]
-            got += [_decode(e) for e in events]
-        got += [_decode(e) for e in agent("events", sub=sub, n=10**6, timeout=0.5)["events"]]
+            got += [_result(e) for e in events]
+        got += [_result(e) for e in agent("events", sub=sub, n=10**6, timeout=0.5)["events"]]
         return got
 
     def learn(self, msg: dict[str, Any]) -> dict[str, Any]:

@@ -12,9 +12,8 @@ import numpy as np
 
 from ggvision.bus import IpcBus
 from ggvision.contract import InferenceResult
-from ggvision.serving import ActiveModel, Worker
-from ggvision.serving.images import ImageLoader
-from tests.classifier.test_worker_swap import bus, fake_active, png
+from ggvision.serving import ActiveModel
+from tests.classifier.test_worker_swap import bus, fake_active, fake_worker, png
 
 __all__ = ["bus"]  # the fixture
 
@@ -39,16 +38,7 @@ def test_retire_waits_for_requests_of_every_task_on_the_backend(
 
     first.backend._infer = gated  # type: ignore[method-assign]
     first.backend.close = lambda: events.append("closed")  # type: ignore[method-assign]
-    worker = Worker(
-        bus,
-        result_topic="local/result",
-        loader=ImageLoader([], max_bytes=1 << 20, max_pixels=1 << 20),
-        queue_size=8,
-        top_k=1,
-        threshold=0.0,
-        reply_topic_allowed=lambda t: False,
-        active=first,
-    )
+    worker = fake_worker(bus, first)
     results: list[InferenceResult] = []
     worker.on_result = results.append
     worker.start()

@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -266,140 +267,72 @@ def store_with_one(tmp_path: Path, store_tflite: Path) -> tuple[Path, dict[str, 
     return store, snapshot(store)
 
 
-def test_not_a_tflite(
-    store_with_one: tuple[Path, dict[str, bytes]],
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+Refuse = Callable[..., str]
+
+
+@pytest.fixture()
+def refuse(
+    store_with_one: tuple[Path, dict[str, bytes]], capsys: pytest.CaptureFixture[str]
+) -> Refuse:
+    """``refuse(files, *words)``: import ``files`` as variant ``v`` into the store that holds one
+    and assert the refusal (exit 2, an error naming every word) left that store as it was."""
     store, before = store_with_one
+
+    def run(files: list[str | Path], *words: str) -> str:
+        return assert_refused(
+            capsys, store, before, [*files, "--store", store, "--variant", "v"], *words
+        )
+
+    return run
+
+
+def test_not_a_tflite(refuse: Refuse, tmp_path: Path) -> None:
     bad = tmp_path / "broken.tflite"
     bad.write_bytes(b"\x00not a flatbuffer" * 64)
     (tmp_path / "labels.txt").write_text("person\n")
-    assert_refused(
-        capsys,
-        store,
-        before,
-        [bad, tmp_path / "labels.txt", "--store", store, "--variant", "v"],
-        str(bad),
-        "not a TFLite model",
-    )
+    refuse([bad, tmp_path / "labels.txt"], str(bad), "not a TFLite model")
 
 
-def test_tflite_with_wrong_outputs(
-    store_with_one: tuple[Path, dict[str, bytes]],
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    store, before = store_with_one
+def test_tflite_with_wrong_outputs(refuse: Refuse, tmp_path: Path) -> None:
     centernet = DETECT_STORE / "centernet-coco-tflite-fp32"
     if not (centernet / "model.tflite").is_file():
         require(f"no CenterNet variant in {DETECT_STORE}")
     # CenterNet's single [1,100,6] output is not the SSD layout a .tflite import declares
-    assert_refused(
-        capsys,
-        store,
-        before,
-        [centernet / "model.tflite", centernet / "labels.txt", "--store", store, "--variant", "v"],
+    refuse(
+        [centernet / "model.tflite", centernet / "labels.txt"],
         str(centernet / "model.tflite"),
         "wrong outputs",
         "TFLite_Detection_PostProcess",
     )
 
 
-def test_tflite_label_count_mismatch(
-    store_with_one: tuple[Path, dict[str, bytes]],
-    store_tflite: Path,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    store, before = store_with_one
+def test_tflite_label_count_mismatch(refuse: Refuse, store_tflite: Path, tmp_path: Path) -> None:
     labels = tmp_path / "labels.txt"
     labels.write_text("person\nbicycle\n")
-    assert_refused(
-        capsys,
-        store,
-        before,
-        [store_tflite, labels, "--store", store, "--variant", "v"],
-        str(labels),
-        "label count mismatch",
-        "1 classes",
-    )
+    refuse([store_tflite, labels], str(labels), "label count mismatch", "1 classes")
 
 
-def test_label_map_unparsable(
-    store_with_one: tuple[Path, dict[str, bytes]],
-    person_graph: Path,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    store, before = store_with_one
+def test_label_map_unparsable(refuse: Refuse, person_graph: Path, tmp_path: Path) -> None:
     pbtxt = tmp_path / "map.pbtxt"
     pbtxt.write_text("person\nbicycle\n")
-    assert_refused(
-        capsys,
-        store,
-        before,
-        [person_graph, pbtxt, "--store", store, "--variant", "v"],
-        str(pbtxt),
-        "label map unparsable",
-    )
+    refuse([person_graph, pbtxt], str(pbtxt), "label map unparsable")
     pbtxt.write_text("item { display_name: 'person' }\n")
-    assert_refused(
-        capsys,
-        store,
-        before,
-        [person_graph, pbtxt, "--store", store, "--variant", "v"],
-        str(pbtxt),
-        "without an integer id",
-    )
+    refuse([person_graph, pbtxt], str(pbtxt), "without an integer id")
 
 
-def test_graph_label_count_mismatch(
-    store_with_one: tuple[Path, dict[str, bytes]],
-    person_graph: Path,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    store, before = store_with_one
+def test_graph_label_count_mismatch(refuse: Refuse, person_graph: Path, tmp_path: Path) -> None:
     tgz = deeplens_tarball(person_graph, tmp_path, PERSON_MAP + "item { id: 2 name: 'bicycle' }\n")
-    assert_refused(
-        capsys,
-        store,
-        before,
-        [tgz, "--store", store, "--variant", "v"],
-        "mscoco_label_map.pbtxt",
-        "label count mismatch",
-        "1 classes",
-    )
+    refuse([tgz], "mscoco_label_map.pbtxt", "label count mismatch", "1 classes")
 
 
-def test_not_a_graph(
-    store_with_one: tuple[Path, dict[str, bytes]],
-    person_graph: Path,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    store, before = store_with_one
+def test_not_a_graph(refuse: Refuse, person_graph: Path, tmp_path: Path) -> None:
     (tmp_path / "map.pbtxt").write_text(PERSON_MAP)
     bad = tmp_path / "frozen_inference_graph.pb"
     bad.write_bytes(b"\xff\xfe garbage, not a protobuf \x07" * 32)
-    assert_refused(
-        capsys,
-        store,
-        before,
-        [bad, tmp_path / "map.pbtxt", "--store", store, "--variant", "v"],
-        str(bad),
-        "not a TensorFlow GraphDef",
-    )
+    refuse([bad, tmp_path / "map.pbtxt"], str(bad), "not a TensorFlow GraphDef")
 
 
-def test_graph_that_is_not_a_detector(
-    store_with_one: tuple[Path, dict[str, bytes]],
-    person_graph: Path,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    store, before = store_with_one
+def test_graph_that_is_not_a_detector(refuse: Refuse, person_graph: Path, tmp_path: Path) -> None:
     pb = tmp_path / "frozen_inference_graph.pb"
     code = (
         "import tensorflow as tf, sys\n"
@@ -413,11 +346,8 @@ def test_graph_that_is_not_a_detector(
         [str(VENV / "bin" / "python"), "-c", code, str(pb)], check=True, capture_output=True
     )
     (tmp_path / "map.pbtxt").write_text(PERSON_MAP)
-    assert_refused(
-        capsys,
-        store,
-        before,
-        [pb, tmp_path / "map.pbtxt", "--store", store, "--variant", "v"],
+    refuse(
+        [pb, tmp_path / "map.pbtxt"],
         str(pb),
         "not a TF Object Detection API frozen graph",
         "image_tensor",
@@ -425,50 +355,20 @@ def test_graph_that_is_not_a_detector(
 
 
 def test_bad_tarball_and_missing_label_map(
-    store_with_one: tuple[Path, dict[str, bytes]],
-    person_graph: Path,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    refuse: Refuse, person_graph: Path, tmp_path: Path
 ) -> None:
-    store, before = store_with_one
     tgz = tmp_path / "tfmodel.tar.gz"
     tgz.write_bytes(b"not gzip at all")
-    assert_refused(
-        capsys,
-        store,
-        before,
-        [tgz, "--store", store, "--variant", "v"],
-        str(tgz),
-        "not a readable tar archive",
-    )
+    refuse([tgz], str(tgz), "not a readable tar archive")
     only_graph = tmp_path / "g.tar.gz"
     with tarfile.open(only_graph, "w:gz") as tar:
         tar.add(person_graph, arcname="frozen_inference_graph.pb")
-    assert_refused(
-        capsys,
-        store,
-        before,
-        [only_graph, "--store", store, "--variant", "v"],
-        "frozen_inference_graph.pb",
-        ".pbtxt label map given with it",
-    )
+    refuse([only_graph], "frozen_inference_graph.pb", ".pbtxt label map given with it")
 
 
 def test_graph_without_a_conversion_venv(
-    store_with_one: tuple[Path, dict[str, bytes]],
-    person_graph: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    refuse: Refuse, person_graph: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store, before = store_with_one
     (tmp_path / "map.pbtxt").write_text(PERSON_MAP)
     monkeypatch.setenv("GGV_DETECT_VENV", str(tmp_path / "no-venv"))
-    assert_refused(
-        capsys,
-        store,
-        before,
-        [person_graph, tmp_path / "map.pbtxt", "--store", store, "--variant", "v"],
-        "GGV_DETECT_VENV",
-        "no TensorFlow build venv",
-    )
+    refuse([person_graph, tmp_path / "map.pbtxt"], "GGV_DETECT_VENV", "no TensorFlow build venv")

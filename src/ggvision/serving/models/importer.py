@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from ggvision.serving.models.store import ModelError, resolve_model_dir
+from ggvision.serving.models.store import ModelError, file_sha256, resolve_model_dir
 
 STORE_NAME = "detectors"
 STORE_COMPONENT = "com.custom.ObjectDetection.ModelStore"
@@ -273,14 +273,6 @@ def convert_graph(graph: Path, to: str, work: Path) -> tuple[Path, dict[str, Any
 
 
 # --------------------------------------------------------------------------- the manifest
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def tflite_spec(path: Path) -> dict[str, Any]:
@@ -653,10 +645,10 @@ def _build_variant(
             "files": [p.name for p in src.origin],
             "model": src.model.name,
             "labels": src.labels.name,
-            "sha256": _sha256(src.model),
+            "sha256": file_sha256(src.model),
         },
         "conversion": how,
-        "sha256": _sha256(target),
+        "sha256": file_sha256(target),
         "size_bytes": target.stat().st_size,
     }
     manifest["validation"] = run_once(work, manifest, sample)

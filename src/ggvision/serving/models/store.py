@@ -138,7 +138,7 @@ class Model:
         if not model_file.is_file():
             raise ModelError(f"model file {model_file} is missing")
         if verify_sha256 and manifest.sha256:
-            digest = _sha256(model_file)
+            digest = file_sha256(model_file)
             if digest != manifest.sha256:
                 raise ModelError(f"model file {model_file} is corrupt (sha256 mismatch)")
         try:
@@ -179,7 +179,8 @@ def store_root(configured: str = "") -> Path:
     return Path(root)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The hex SHA-256 of the file at ``path`` (a manifest's ``sha256``), read in 1 MiB chunks."""
     h = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
