@@ -64,6 +64,15 @@ class LiveViewConfig(ComponentConfig):
     max_viewers: int = Field(8, ge=1, le=256, description="live streams served at once")
     max_cameras: int = Field(16, ge=1, le=256)
 
+    def extra_grants(self) -> set[tuple[str, str, str]]:
+        """The detector's requests and status, pre-authorized so a deployment (``make run
+        TASK=detect``) can point the view at the detector instead of the classifier."""
+        subscribe = ("aws.greengrass.ipc.pubsub", "aws.greengrass#SubscribeToTopic")
+        return {
+            (*subscribe, "local/detect"),
+            (*subscribe, "local/status/com.custom.ObjectDetector"),
+        }
+
     @model_validator(mode="after")
     def _token_off_loopback(self) -> LiveViewConfig:
         if not is_loopback(self.host) and not self.token:
