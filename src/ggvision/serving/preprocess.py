@@ -43,14 +43,7 @@ def preprocess(image: ImageLike, manifest: Manifest) -> np.ndarray:
     pixels = crop_resize(image, spec)  # (size, size, 3) uint8 RGB
     if spec.color == "BGR":
         pixels = pixels[:, :, ::-1]
-    tensor = _encode(pixels, manifest)
-    want = tuple(manifest.input.shape)
-    if want and tensor.shape != want:
-        raise ModelError(
-            f"preprocessing gives {tensor.shape} but the manifest's input is {want} "
-            f"(check input.shape, input.layout and preprocess.resize)"
-        )
-    return tensor
+    return _encode_checked(pixels, manifest)
 
 
 def crop_resize(image: ImageLike, spec: Preprocess) -> np.ndarray:
@@ -103,6 +96,12 @@ def encode(pixels: np.ndarray, manifest: Manifest, *, raw_uint8: bool = False) -
                 )
             }
         )
+    return _encode_checked(pixels, manifest)
+
+
+def _encode_checked(pixels: np.ndarray, manifest: Manifest) -> np.ndarray:
+    """``pixels`` as the model's input tensor; ModelError when that is not the manifest's own
+    input shape."""
     tensor = _encode(pixels, manifest)
     want = tuple(manifest.input.shape)
     if want and tensor.shape != want:
