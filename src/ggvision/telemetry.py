@@ -12,6 +12,8 @@ The status payload (JSON object)::
 The telemetry payload is a JSON array in the Nucleus emitter's form, one entry per figure:
 ``{"NS": "GreengrassVision", "N": "<component>.Fps", "U": "Count/Second", "A": "Average",
 "V": 9.8, "TS": <epoch ms>}``. Strings (model name, state) are only in the status message.
+A component made of named parts (CameraSource's cameras) adds each part's figures as
+``<component>.<part>.<figure>`` (``Health.parts``); the status message carries them in its own keys.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class Health:
     errors: dict[str, int] = field(default_factory=dict)
     model: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    parts: dict[str, Health] = field(default_factory=dict)  # telemetry per named part
 
 
 class RateMeter:
@@ -100,10 +103,27 @@ def telemetry_metrics(
     if health.latency_p95_ms is not None:
         figures.append(("LatencyP95", "Milliseconds", "Average", health.latency_p95_ms))
     figures += [(f"Errors.{code}", "Count", "Sum", n) for code, n in sorted(health.errors.items())]
+    for part, sub in sorted(health.parts.items()):
+        figures += [
+            (f"{part}.{name}", unit, agg, value) for name, unit, agg, value in _part_figures(sub)
+        ]
     return [
         {"NS": NAMESPACE, "N": f"{component}.{name}", "U": unit, "A": agg, "V": value, "TS": ts_ms}
         for name, unit, agg, value in figures
     ]
+
+
+def _part_figures(health: Health) -> list[tuple[str, str, str, float]]:
+    figures: list[tuple[str, str, str, float]] = [
+        ("Fps", "Count/Second", "Average", health.fps),
+        ("QueueDepth", "Count", "Average", health.queue_depth),
+        ("Dropped", "Count", "Sum", health.dropped),
+        ("Errors", "Count", "Sum", sum(health.errors.values())),
+        ("Healthy", "Count", "Average", 1 if health.state == "RUNNING" else 0),
+    ]
+    if health.latency_p95_ms is not None:
+        figures.append(("LatencyP95", "Milliseconds", "Average", health.latency_p95_ms))
+    return figures
 
 
 class StatusReporter:

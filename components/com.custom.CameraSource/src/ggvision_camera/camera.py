@@ -1,5 +1,7 @@
 """One configured camera, assembled: source -> capture loop -> flow control -> transport -> bus,
-and the status it reports."""
+and the status it reports. ``cfg`` is the camera's own flat configuration
+(:meth:`CameraConfig.camera_configs`); a process with several cameras has one :class:`Camera`
+each, every one with its own capture thread, ring (or files) and flow limit."""
 
 from __future__ import annotations
 
@@ -29,7 +31,9 @@ class Camera:
                 f"messages of at most {limit} bytes and closes the connection on a bigger one; "
                 "use transport frame (shared memory) or file"
             )
-        self.source = sources.create(cfg.source, max_width=cfg.max_width, max_height=cfg.max_height)
+        self.source = sources.create(
+            cfg.source, max_width=cfg.max_width, max_height=cfg.max_height, roi=cfg.roi
+        )
         self.transport = transport.create(cfg)
         self.publisher = FramePublisher(
             bus,
@@ -45,6 +49,7 @@ class Camera:
             self.publisher,
             fps=cfg.fps,
             backoff=Backoff(cfg.reconnect_initial_seconds, cfg.reconnect_max_seconds),
+            name=cfg.camera_name,
         )
         self.started_at = time.monotonic()
         self._mark = (self.started_at, 0, 0, 0)  # time, captured, sent, dropped at the last status
@@ -65,6 +70,10 @@ class Camera:
             )
         self.transport.close()
 
+    def latencies(self) -> list[float]:
+        """The recent request->result latencies (ms), for a figure over several cameras."""
+        return self.publisher.latencies()
+
     def status(self) -> dict[str, Any]:
         """Counters since start, rates since the previous call."""
         flow = self.publisher.snapshot()
@@ -76,6 +85,8 @@ class Camera:
         return {
             "camera": self.cfg.camera_name,
             "state": self.capture.state,
+            "reason": self.capture.reason,
+            "retry_in_s": self.capture.retry_in_s,
             "source": self.source.describe(),
             "transport": self.transport.type,
             "fps": {

@@ -7,6 +7,12 @@ a non-live one as fast as the consumer answers.
 
 A source that fails to open or read is closed and opened again after an exponential back-off
 (``initial`` doubling to ``maximum``); each state change is logged once, never once per frame.
+While the camera is down, ``reason`` says why (the last error) and ``retry_in_s`` when it tries
+again. A file or folder played once (``loop`` false) is ``ended``: it is looked at again with the
+same back-off and played once more only when it has changed on disk.
+
+One capture loop per camera, each on its own thread with its own back-off: a camera that
+blocks in a read or waits to reconnect never holds up another.
 """
 
 from __future__ import annotations
@@ -18,18 +24,20 @@ from typing import Protocol
 
 import numpy as np
 
-from ggvision_camera.errors import SourceError, SourceUnavailable
+from ggvision_camera.errors import SourceEnded, SourceError, SourceUnavailable
 from ggvision_camera.sources.base import FrameSource
 
 log = logging.getLogger(__name__)
 
-STARTING, STREAMING, RECONNECTING, FAILED, STOPPED = (
+STARTING, STREAMING, RECONNECTING, FAILED, ENDED, STOPPED = (
     "starting",
     "streaming",
     "reconnecting",
     "failed",
+    "ended",
     "stopped",
 )
+DOWN = frozenset({RECONNECTING, FAILED, ENDED})
 
 
 class Sink(Protocol):
@@ -55,7 +63,16 @@ class Backoff:
 
 
 class Capture:
-    def __init__(self, source: FrameSource, sink: Sink, *, fps: float, backoff: Backoff) -> None:
+    def __init__(
+        self,
+        source: FrameSource,
+        sink: Sink,
+        *,
+        fps: float,
+        backoff: Backoff,
+        name: str = "camera",
+    ) -> None:
+        self.name = name
         self.source = source
         self.sink = sink
         self.fps = fps
@@ -64,13 +81,21 @@ class Capture:
         self.captured = 0
         self.skipped = 0
         self.reconnects = 0
+        self.reason = ""  # why the camera is down (empty while streaming)
+        self._retry_at: float | None = None  # monotonic time of the next attempt while down
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._error_logged = False
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="camera-capture", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"camera-capture-{self.name}", daemon=True
+        )
         self._thread.start()
+
+    def request_stop(self) -> None:
+        """Ask the loop to stop, without waiting (stopping several cameras together)."""
+        self._stop.set()
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
@@ -86,6 +111,12 @@ class Capture:
     @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def retry_in_s(self) -> float | None:
+        """Seconds until the next attempt to open the source while it is down, else None."""
+        at = self._retry_at
+        return None if at is None else round(max(0.0, at - time.monotonic()), 3)
 
     # --- the loop --------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -122,6 +153,9 @@ class Capture:
     def _connect(self) -> bool:
         try:
             self.source.open()
+        except SourceEnded as exc:
+            self._retry_later(ENDED, exc, self.backoff.next())
+            return False
         except SourceUnavailable as exc:
             self._retry_later(RECONNECTING, exc, self.backoff.next())
             return False
@@ -140,11 +174,15 @@ class Capture:
             self.reconnects += 1
         self.backoff.reset()
         self._error_logged = False
+        self.reason = ""
         self._set_state(STREAMING, f"streaming from {self.source.describe()}")
 
     def _read(self) -> np.ndarray | None:
         try:
             return self.source.read()
+        except SourceEnded as exc:
+            self.source.close()
+            self._retry_later(ENDED, exc, self.backoff.next())
         except SourceUnavailable as exc:
             self.source.close()
             self._retry_later(RECONNECTING, exc, self.backoff.next())
@@ -169,20 +207,28 @@ class Capture:
             level = logging.ERROR if state == FAILED or unexpected else logging.WARNING
             log.log(
                 level,
-                "%s: %s; retrying with back-off",
+                "%s: %s; %s",
                 self.source.describe(),
                 exc,
+                "looking again with back-off" if state == ENDED else "retrying with back-off",
                 exc_info=unexpected and not self._error_logged,
-                extra={"event": f"camera.{state}", "source": self.source.type},
+                extra={
+                    "event": f"camera.{state}",
+                    "source": self.source.type,
+                    "camera": self.name,
+                },
             )
             self._error_logged = self._error_logged or unexpected
         self.state = state
+        self.reason = str(exc) or type(exc).__name__
         log.debug(
             "next attempt in %.3g s",
             delay,
             extra={"event": "camera.reconnect_wait", "delay_s": delay, "reason": str(exc)},
         )
+        self._retry_at = time.monotonic() + delay
         self._stop.wait(delay)
+        self._retry_at = None
 
     def _sleep_until(self, due: float) -> bool:
         """False when stopped while waiting."""
@@ -192,4 +238,8 @@ class Capture:
     def _set_state(self, state: str, message: str) -> None:
         if state != self.state:
             self.state = state
-            log.info("%s", message, extra={"event": f"camera.{state}", "source": self.source.type})
+            log.info(
+                "%s",
+                message,
+                extra={"event": f"camera.{state}", "source": self.source.type, "camera": self.name},
+            )

@@ -3,7 +3,9 @@
 ``SourceUnavailable`` is transient (no device yet, a stream or file gone, a failed read): the
 capture loop reconnects with back-off. Any other :class:`SourceError` is a problem of
 configuration or installation (a missing package): retrying cannot fix it by itself, so the loop
-logs it as an error and retries only at the slowest pace.
+logs it as an error and retries only at the slowest pace. ``SourceEnded``: a file or folder
+played once (``loop`` false) is over; the loop reports the camera ``ended`` and looks again with
+back-off, playing it once more only when it has changed on disk (a new recording).
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ class SourceError(CameraError):
 
 class SourceUnavailable(SourceError):
     """The camera, stream or file cannot be opened or read right now; reconnecting may help."""
+
+
+class SourceEnded(SourceError):
+    """A video file or image folder played once (``loop`` false) has no more frames."""
 
 
 class TransportError(CameraError):

@@ -245,21 +245,16 @@ class FramePublisher:
             return len(self._calls)
 
     # --- IPC thread ----------------------------------------------------------------------------
+    def owns(self, rid: str) -> bool:
+        """Whether ``rid`` is one of this camera's request ids (no lock needed)."""
+        return self._calls.owns(rid)
+
     def on_result(self, topic: str, payload: bytes | dict[str, Any]) -> None:
         """A message on the result topic. Never blocks, never raises."""
-        try:
-            result = read_result(payload, self._calls.owns)  # owns(): the prefix, no lock needed
-        except ResultError as exc:
-            if exc.rid is not None:
-                log.warning(
-                    "malformed result for %s ignored: %s",
-                    exc.rid,
-                    exc.message,
-                    extra={"event": "camera.bad_result", "id": exc.rid},
-                )
-            return
-        if result is None:
-            return  # another requester's result
+        dispatch(payload, [self])
+
+    def accept(self, result: InferenceResult) -> None:
+        """The answer to one of this camera's requests (:meth:`owns` its id)."""
         now = self.clock()
         code = None
         if result.status != "ok":
@@ -316,6 +311,10 @@ class FramePublisher:
                 "latency_ms": {} if p50 is None else {"p50": p50, "p95": p95},
             }
 
+    def latencies(self) -> list[float]:
+        with self._cond:
+            return list(self._latencies)
+
     def drain(self, timeout: float) -> int:
         """Wait up to ``timeout`` for the answers still due; returns how many are missing."""
         deadline = self.clock() + timeout
@@ -323,6 +322,35 @@ class FramePublisher:
             while self._calls and self.clock() < deadline:
                 self._cond.wait(max(0.001, deadline - self.clock()))
             return len(self._calls)
+
+
+def dispatch(payload: bytes | dict[str, Any], publishers: Sequence[FramePublisher]) -> None:
+    """Read a message on the result topic once and hand it to the camera that asked (by the
+    id's prefix); other requesters' results are ignored. Never blocks, never raises."""
+    if len(publishers) == 1:
+        owner: Callable[[str], bool] = publishers[0].owns
+    else:
+
+        def owner(rid: str) -> bool:
+            return any(p.owns(rid) for p in publishers)
+
+    try:
+        result = read_result(payload, owner)
+    except ResultError as exc:
+        if exc.rid is not None:
+            log.warning(
+                "malformed result for %s ignored: %s",
+                exc.rid,
+                exc.message,
+                extra={"event": "camera.bad_result", "id": exc.rid},
+            )
+        return
+    if result is None:
+        return  # another requester's result
+    for publisher in publishers:
+        if publisher.owns(result.id):
+            publisher.accept(result)
+            return
 
 
 def _print_result(result: InferenceResult, latency_ms: float) -> None:
@@ -338,6 +366,7 @@ def _print_result(result: InferenceResult, latency_ms: float) -> None:
         extra={
             "event": "camera.result",
             "id": result.id,
+            "source": result.source,
             "status": result.status,
             "label": top.label if top else None,
             "score": top.score if top else None,
@@ -355,6 +384,7 @@ def _print_detections(result: InferenceResult, latency_ms: float) -> None:
         extra={
             "event": "camera.result",
             "id": result.id,
+            "source": result.source,
             "status": result.status,
             "detections": [(d.label, d.score) for d in found],
             "latency_ms": round(latency_ms, 2),

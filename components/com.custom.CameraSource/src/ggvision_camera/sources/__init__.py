@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from ggvision_camera.config import Roi
 from ggvision_camera.errors import SourceError
 from ggvision_camera.sources.base import FrameSource
 
@@ -25,8 +26,9 @@ REGISTRY: dict[str, tuple[str, str]] = {
 __all__ = ["REGISTRY", "FrameSource", "create"]
 
 
-def create(config: Any, *, max_width: int, max_height: int) -> FrameSource:
-    """The source for a validated source configuration (one of :data:`config.SourceConfig`)."""
+def create(config: Any, *, max_width: int, max_height: int, roi: Roi | None = None) -> FrameSource:
+    """The source for a validated source configuration (one of :data:`config.SourceConfig`);
+    ``roi``: the part of each frame it hands on (see :class:`config.Roi`)."""
     kind = getattr(config, "type", None)
     try:
         module_name, cls_name = REGISTRY[str(kind)]
@@ -34,4 +36,6 @@ def create(config: Any, *, max_width: int, max_height: int) -> FrameSource:
         raise SourceError(f"unknown source type {kind!r}; known: {', '.join(REGISTRY)}") from exc
     module = importlib.import_module(module_name)
     cls: type[FrameSource] = getattr(module, cls_name)
-    return cls(config, max_width=max_width, max_height=max_height)
+    source = cls(config, max_width=max_width, max_height=max_height)
+    source.roi = roi
+    return source

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
+from ggvision_camera.config import Roi
 from ggvision_camera.errors import SourceError, SourceUnavailable
 
 log = logging.getLogger(__name__)
@@ -18,8 +19,9 @@ log = logging.getLogger(__name__)
 class FrameSource(ABC):
     """One camera, stream or file. Not thread-safe: the capture thread owns it.
 
-    :meth:`read` returns an RGB ``HxWx3`` uint8 frame no larger than ``max_width`` x
-    ``max_height`` (scaled down, aspect ratio kept), or raises :class:`SourceUnavailable`.
+    :meth:`read` returns an RGB ``HxWx3`` uint8 frame, cropped to ``roi`` when one is set, no
+    larger than ``max_width`` x ``max_height`` (scaled down, aspect ratio kept), or raises
+    :class:`SourceUnavailable` (or :class:`SourceEnded`: a file played once is over).
     """
 
     type: ClassVar[str] = "?"
@@ -31,6 +33,7 @@ class FrameSource(ABC):
         self.config = config
         self.max_width = max_width
         self.max_height = max_height
+        self.roi: Roi | None = None
         self._open_ = False
 
     @property
@@ -64,7 +67,10 @@ class FrameSource(ABC):
             raise
         except Exception as exc:
             raise SourceUnavailable(f"{self.describe()} read failed: {exc}") from exc
-        return fit(as_rgb(frame), self.max_width, self.max_height)
+        rgb = as_rgb(frame)
+        if self.roi is not None and not self.roi.whole:
+            rgb = crop(rgb, self.roi)
+        return fit(rgb, self.max_width, self.max_height)
 
     def close(self) -> None:
         if self._open_:
@@ -110,6 +116,15 @@ def as_rgb(frame: np.ndarray) -> np.ndarray:
     if frame.shape[0] < 1 or frame.shape[1] < 1:
         raise SourceError("a source returned an empty frame")
     return np.ascontiguousarray(frame)
+
+
+def crop(frame: np.ndarray, roi: Roi) -> np.ndarray:
+    """The part of ``frame`` inside ``roi`` (fractions of its size; at least one pixel)."""
+    h, w = frame.shape[:2]
+    left, top = min(w - 1, int(roi.x * w)), min(h - 1, int(roi.y * h))
+    right = max(left + 1, min(w, round((roi.x + roi.width) * w)))
+    bottom = max(top + 1, min(h, round((roi.y + roi.height) * h)))
+    return np.ascontiguousarray(frame[top:bottom, left:right])
 
 
 def fitted_size(width: int, height: int, max_width: int, max_height: int) -> tuple[int, int]:

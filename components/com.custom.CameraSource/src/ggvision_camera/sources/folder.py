@@ -1,5 +1,8 @@
 """The images of a folder, in name order, in a loop. The folder is listed again on every pass,
-so images added or removed are picked up; an undecodable file is skipped and logged once."""
+so images added or removed are picked up; an undecodable file is skipped and logged once.
+
+``loop`` false: one pass, then :class:`SourceEnded`; opening it again raises :class:`SourceEnded`
+too until the folder's listing changes (a file added, removed or rewritten)."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from ggvision_camera.config import ImageFolderSource
-from ggvision_camera.errors import SourceUnavailable
+from ggvision_camera.errors import SourceEnded, SourceUnavailable
 from ggvision_camera.sources.base import FrameSource
 
 log = logging.getLogger(__name__)
@@ -29,18 +32,27 @@ class ImageFolder(FrameSource):
     def describe(self) -> str:
         return f"folder {self.config.path}"
 
+    _ended: object = None  # the listing played to its end (loop off)
+
     def _open(self) -> None:
         self._pending: deque[Path] = deque()
         self._skipped: set[str] = set()
         self._list()
+        if self._ended is not None and self._ended == self._listing:
+            raise SourceEnded(f"{self.describe()} ended (loop off) and has not changed since")
 
     def _list(self) -> None:
         folder = Path(self.config.path)
         try:
-            names = sorted(e.name for e in os.scandir(folder) if e.is_file())
+            entries = sorted(
+                (e.name, e.stat().st_mtime_ns)
+                for e in os.scandir(folder)
+                if e.is_file() and not e.name.startswith(".")
+            )
         except OSError as exc:
             raise SourceUnavailable(f"cannot list {self.describe()}: {exc.strerror}") from exc
-        self._pending = deque(folder / n for n in names if not n.startswith("."))
+        self._listing = tuple(entries)
+        self._pending = deque(folder / n for n, _ in entries)
         if not self._pending:
             raise SourceUnavailable(f"{self.describe()} has no images")
 
@@ -53,6 +65,9 @@ class ImageFolder(FrameSource):
                 frame = self._decode(path)
                 if frame is not None:
                     return frame
+            if not self.config.loop:
+                self._ended = self._listing
+                raise SourceEnded(f"{self.describe()} ended (loop off)")
             self._list()
         raise SourceUnavailable(f"{self.describe()} has no decodable images")
 

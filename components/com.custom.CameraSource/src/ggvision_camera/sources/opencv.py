@@ -12,7 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from ggvision_camera.config import StreamSource, V4L2Source, VideoFileSource
-from ggvision_camera.errors import SourceError, SourceUnavailable
+from ggvision_camera.errors import SourceEnded, SourceError, SourceUnavailable
 from ggvision_camera.sources.base import FrameSource
 
 log = logging.getLogger(__name__)
@@ -146,10 +146,14 @@ class StreamCamera(OpenCVSource):
 
 class VideoFile(OpenCVSource):
     """A video file played in a loop. At the end it is opened again, so a file replaced on disk
-    is picked up; a file that vanished makes the source unavailable until it is back."""
+    is picked up; a file that vanished makes the source unavailable until it is back.
+
+    ``loop`` false: played once, then :class:`SourceEnded`; opening it again raises
+    :class:`SourceEnded` too until the file changes (size or modification time)."""
 
     type = "video"
     config: VideoFileSource
+    _ended: tuple[int, int] | None = None  # the (mtime, size) of the file played to its end
 
     def describe(self) -> str:
         return f"video {self.config.path}"
@@ -158,9 +162,21 @@ class VideoFile(OpenCVSource):
         path = self.config.path
         if not os.path.isfile(path):
             raise SourceUnavailable(f"no such video file: {path}")
+        if self._ended is not None and self._ended == self._stamp():
+            raise SourceEnded(f"{self.describe()} ended (loop off) and has not changed since")
         return path, cv2.CAP_ANY, []
 
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.config.path)
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
     def _no_frame(self) -> np.ndarray:
+        if not self.config.loop:
+            self._ended = self._stamp()
+            raise SourceEnded(f"{self.describe()} ended (loop off)")
         # The end of the file: start again from a fresh open.
         self._close()
         self._open()
