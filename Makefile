@@ -104,9 +104,11 @@ $(SAMPLES): tools/make_samples.py | $(STAMP)
 # make run MAX_RESULTS=100      a bounded run
 # make run CAMERA=/dev/video0   a V4L2/USB camera instead of the video
 # make run TASK=detect          camera -> com.custom.ObjectDetector: the boxes of each frame
+# make run CAMERAS=4            four sample cameras in one CameraSource (tools/run_cameras.py)
 # make run LIVEVIEW_PORT=9000   the live view's port (default 8080; when it is taken, the next
 #                               free one, and the run says so)
 CAMERA ?=
+CAMERAS ?=
 MAX_RESULTS ?=
 TASK ?= classify
 LIVEVIEW_PORT ?= 8080
@@ -119,6 +121,7 @@ run: build samples  ## the whole suite on ggvision core: camera -> classifier (T
 	@port=$$($(BIN)/python -m ggvision_liveview.port $(LIVEVIEW_PORT)) || exit 2; \
 	  sed -e 's|@SAMPLES@|$(CURDIR)/build/samples|g' -e 's|@CAMERA@|$(CAMERA)|g' \
 	    -e "s|\"@LIVEVIEW_PORT@\"|$$port|g" $(RUN_CONFIG) > build/local-run.json; \
+	  $(if $(CAMERAS),$(BIN)/python tools/run_cameras.py build/local-run.json $(CAMERAS) $(CURDIR)/build/samples || exit 2;) \
 	  echo "live view: http://127.0.0.1:$$port/  (metrics: /metrics)"
 	$(BIN)/ggvision core run --root $(ROOT) --recipe-dir recipes --artifact-dir greengrass-build/artifacts \
 	  --skip-install --update-config build/local-run.json \

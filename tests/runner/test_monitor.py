@@ -142,3 +142,16 @@ def test_prints_a_detectors_boxes() -> None:
     first, second = out.getvalue().splitlines()
     assert "person 0.91 [0.10 0.20 0.50 0.90]" in first and "20.0 ms" in first
     assert "nothing detected" in second
+
+
+def test_results_from_several_cameras_name_their_source() -> None:
+    monitor, pubsub, out, _ = _monitor()
+    pubsub.publish("clf", "local/result", _json({**_ok("door-1"), "source": "door"}))
+    pubsub.publish("clf", "local/result", _json({**_ok("door-2"), "source": "door"}))
+    pubsub.publish("clf", "local/result", _json({**_ok("yard-1", "espresso"), "source": "yard"}))
+    pubsub.publish("clf", "local/result", _json({**_ok("door-3"), "source": "door"}))
+    lines = out.getvalue().splitlines()
+    # One camera so far: the lines as they always were; then each names its camera.
+    assert "door" not in lines[0] and "door" not in lines[1]
+    assert "ms  yard      espresso 0.80" in lines[2]
+    assert "ms  door      tabby 0.80" in lines[3]

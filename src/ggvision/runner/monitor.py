@@ -5,7 +5,9 @@ accessControl): every request published on the request topic is timed from the m
 routed it, and every result on the result topic prints one line with the top prediction (a
 detector's result: its boxes, label, score and corners in 0..1), the live
 rate (results per second over the last few seconds) and the request-to-result latency measured by
-the core. ``max_results`` sets :attr:`done` after that many results, for a bounded run.
+the core. ``max_results`` sets :attr:`done` after that many results, for a bounded run. Once
+results from more than one ``source`` (camera) have arrived, each line names its source
+after the latency; a single camera's lines stay as they were.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class ResultMonitor:
         self._first: float | None = None
         self._last: float | None = None
         self._removers: list[Callable[[], None]] = []
+        self._sources: set[str] = set()  # the results' sources seen so far
 
     def attach(self, pubsub: PubSub) -> None:
         self._removers = [
@@ -125,6 +128,10 @@ class ResultMonitor:
         """One console line; ``result`` None is a message that is no valid result (``reason``)."""
         lat = f"{latency_ms:7.1f} ms" if latency_ms is not None else "      - ms"
         head = f"{self.results:6d}  {fps:5.1f} fps  {lat}  "
+        if result is not None and result.source:
+            self._sources.add(result.source)
+            if len(self._sources) > 1:  # several cameras: say whose result this is
+                head += f"{result.source[:16]:<8}  "
         if result is None:
             self.errors[MALFORMED] += 1
             return head + f"ERROR {MALFORMED}: not a valid result ({reason})"
