@@ -5,6 +5,7 @@ process with two or three cameras, each with its own ring, flow limit and status
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from ggvision_camera import sources
 from ggvision_camera.app import combine
 from ggvision_camera.config import CameraConfig, Roi, SyntheticSource, VideoFileSource
 from ggvision_camera.errors import SourceEnded
+from ggvision_camera.flow import InFlightBudget
 from ggvision_camera.sources.synthetic import pattern
 
 from ggvision.errors import ConfigError
@@ -339,3 +341,57 @@ def test_a_deployment_rebuilds_only_the_cameras_it_changes(
     assert cams["door"]["captured"] > cams["yard"]["captured"]
     assert cams["yard"]["state"] == cams["gate"]["state"] == "streaming"
     assert len(after) == 3 and any(r.startswith("ggv-gate-") for r in after)
+
+
+# --- the in-flight slots the cameras share -------------------------------------------------------
+def test_the_shared_slots_go_to_the_camera_served_least_recently() -> None:
+    budget = InFlightBudget(2)
+    assert budget.try_take("door") and budget.try_take("door")
+    assert not budget.try_take("yard")  # full
+    got: list[bool] = []
+    waiter = threading.Thread(target=lambda: got.append(budget.take("yard", 1, timeout=30)))
+    waiter.start()
+    deadline = time.monotonic() + 10
+    while "yard" not in budget._waiting and time.monotonic() < deadline:
+        time.sleep(0.001)
+    budget.give(1)
+    # door was served last: the free slot is yard's, whoever asks first.
+    assert not budget.try_take("door")
+    waiter.join(10)
+    assert got == [True] and budget.used == 2
+    budget.give(2)
+    assert budget.try_take("door", 2) and not budget.try_take("yard")
+    assert not budget.take("yard", 1, timeout=0.01)  # no slot: False after the time-out
+
+
+def test_cameras_sharing_max_in_flight_total_never_exceed_it_and_share_fairly(
+    core: CoreThread, listener: AgentProcess, frames: Path
+) -> None:
+    statuses = listener("subscribe", topic=STATUS)["sub"]
+    consumer = SlowConsumer(core, delay_ms=10, frames=frames)
+    source = {"type": "synthetic", "width": 160, "height": 120}
+    overrides = {
+        "cameras": [{"name": f"c{i}", "source": source} for i in range(4)],
+        "fps": 0,
+        "maxInFlight": 2,
+        "maxInFlightTotal": 2,
+        "ringDirectory": str(frames),
+        "statusIntervalSeconds": 0.3,
+    }
+    try:
+        with CameraProcess(core, overrides) as camera:
+            camera.wait_running()
+            reports = collect(listener, statuses, time.monotonic() + 3.0)
+            assert camera.stop() == 0
+        summary = consumer.summary()
+    finally:
+        consumer.kill()
+    running = [s for s in reports if s["state"] == "streaming"]
+    assert len(running) >= 3
+    # Never more than 2 requests out for the 4 cameras together (what the consumer saw too).
+    assert summary["peak"] <= 2
+    assert all(s["in_flight_total"]["used"] <= 2 == s["in_flight_total"]["limit"] for s in running)
+    answered = [c["answered"] for c in running[-1]["cameras"].values()]
+    assert min(answered) > 10
+    # In turn: no camera more than a few requests ahead of another.
+    assert max(answered) - min(answered) <= 0.2 * max(answered) + 2, answered

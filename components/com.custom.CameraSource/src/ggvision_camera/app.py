@@ -25,7 +25,7 @@ from ggvision_camera.camera import Camera
 from ggvision_camera.capture import DOWN
 from ggvision_camera.config import CameraConfig
 from ggvision_camera.errors import CameraError
-from ggvision_camera.flow import dispatch
+from ggvision_camera.flow import InFlightBudget, dispatch
 
 log = logging.getLogger("ggvision_camera")
 
@@ -38,6 +38,7 @@ class CameraService:
         self.cfg = CameraConfig.from_raw(bus.get_configuration())
         self.started_at = time.monotonic()
         self.cameras: dict[str, Camera] = {}  # by name, in configuration order
+        self.budget = _budget(self.cfg)  # maxInFlightTotal, shared by the cameras
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._result_sub: Subscription | None = None
@@ -63,7 +64,7 @@ class CameraService:
         built: dict[str, Camera] = {}
         try:
             for cfg in self.cfg.camera_configs():
-                built[cfg.camera_name] = Camera(self.bus, cfg)
+                built[cfg.camera_name] = Camera(self.bus, cfg, self.budget)
         except CameraError:
             for camera in built.values():
                 camera.transport.close()
@@ -128,6 +129,9 @@ class CameraService:
         else:
             status = combine(list(each.values()), [x for c in cameras for x in c.latencies()])
         status["cameras"] = each
+        budget = self.budget
+        if budget is not None:
+            status["in_flight_total"] = {"used": budget.used, "limit": budget.limit}
         status["uptime_s"] = round(time.monotonic() - self.started_at, 3)
         log.info(
             "%s: %s, %.3g fps sent, %d in flight",
@@ -181,6 +185,8 @@ class CameraService:
             }
             # First: a changed camera may reuse the device and the ring name of its old self.
             _stop_all([cam for name, cam in self.cameras.items() if name not in keep])
+            if new.max_in_flight_total != self.cfg.max_in_flight_total:
+                self.budget = _budget(new)  # every camera changed with it: none is kept
             cameras: dict[str, Camera] = {}
             for cfg in wanted:
                 name = cfg.camera_name
@@ -191,7 +197,7 @@ class CameraService:
                     if attempt is None:
                         continue
                     try:
-                        cameras[name] = Camera(self.bus, attempt)
+                        cameras[name] = Camera(self.bus, attempt, self.budget)
                         break
                     except CameraError as exc:
                         log.error(
@@ -219,6 +225,10 @@ class CameraService:
                 len(cameras) - len(keep),
                 extra={"event": "camera.reconfigured"},
             )
+
+
+def _budget(cfg: CameraConfig) -> InFlightBudget | None:
+    return InFlightBudget(cfg.max_in_flight_total) if cfg.max_in_flight_total else None
 
 
 def _stop_all(cameras: list[Camera]) -> None:

@@ -14,14 +14,15 @@ from ggvision_camera import sources, transport
 from ggvision_camera.capture import Backoff, Capture
 from ggvision_camera.config import CameraConfig
 from ggvision_camera.errors import TransportError
-from ggvision_camera.flow import FramePublisher
+from ggvision_camera.flow import FramePublisher, InFlightBudget
 
 log = logging.getLogger(__name__)
 
 
 class Camera:
-    def __init__(self, bus: Bus, cfg: CameraConfig) -> None:
-        """Build every part; raises SourceError / TransportError when one cannot be built."""
+    def __init__(self, bus: Bus, cfg: CameraConfig, budget: InFlightBudget | None = None) -> None:
+        """Build every part; raises SourceError / TransportError when one cannot be built.
+        ``budget``: the in-flight slots shared with the process's other cameras."""
         self.cfg = cfg
         limit = message_limit(bus)
         if cfg.transport == "inline" and limit is not None:
@@ -43,6 +44,7 @@ class Camera:
             max_in_flight=cfg.max_in_flight,
             timeout_s=cfg.result_timeout_seconds,
             print_results=cfg.print_results,
+            budget=budget,
         )
         self.capture = Capture(
             self.source,
@@ -60,6 +62,7 @@ class Camera:
     def stop(self, drain_s: float = 2.0) -> None:
         """Stop capturing, give the answers still due a moment, then release the ring/files."""
         self.capture.stop()
+        self.publisher.release()
         missing = self.publisher.drain(min(drain_s, self.cfg.result_timeout_seconds))
         if missing:
             self.publisher.expire(everything=True)  # counted as unanswered: the last report adds up

@@ -184,6 +184,13 @@ class CameraConfig(ComponentConfig):
     status_interval_seconds: float = status_interval_field()
 
     max_in_flight: int = Field(2, ge=1, le=64)
+    max_in_flight_total: int = Field(
+        0,
+        ge=0,
+        le=4096,
+        description="requests in flight over all the cameras together, handed out in turn; "
+        "0 = no shared limit (each camera has its maxInFlight)",
+    )
     result_timeout_seconds: float = Field(5.0, gt=0, le=600)
     reconnect_initial_seconds: float = Field(0.5, gt=0, le=600)
     reconnect_max_seconds: float = Field(30.0, gt=0, le=3600)

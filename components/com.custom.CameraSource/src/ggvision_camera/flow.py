@@ -72,6 +72,69 @@ class _Pending:
     captured_at: float
 
 
+class InFlightBudget:
+    """At most ``limit`` requests in flight over several cameras together (``maxInFlightTotal``),
+    handed out in turn: a free slot goes to the camera served least recently among those that
+    want one, so a fast camera cannot take every slot from a slow one. A camera waiting in
+    :meth:`take` (a file or pattern at fps 0) registers as waiting; a live camera asks with
+    :meth:`try_take` for each frame and drops the frame when it is not its turn."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._used = 0
+        self._turn = 0
+        self._served: dict[str, int] = {}  # camera -> the turn of its last slot
+        self._waiting: set[str] = set()
+        self._cond = threading.Condition()
+
+    @property
+    def used(self) -> int:
+        with self._cond:
+            return self._used
+
+    def _my_turn(self, who: str, n: int) -> bool:
+        if self._used + n > max(self.limit, n):
+            return False
+        mine = self._served.get(who, -1)
+        return all(self._served.get(w, -1) >= mine for w in self._waiting if w != who)
+
+    def _take(self, who: str, n: int) -> None:
+        self._used += n
+        self._turn += 1
+        self._served[who] = self._turn
+
+    def try_take(self, who: str, n: int = 1) -> bool:
+        with self._cond:
+            if not self._my_turn(who, n):
+                return False
+            self._take(who, n)
+            return True
+
+    def take(self, who: str, n: int, timeout: float) -> bool:
+        """Wait up to ``timeout`` for ``n`` slots in turn; False when they did not come."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._waiting.add(who)
+            try:
+                while not self._my_turn(who, n):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    self._cond.wait(left)
+                self._take(who, n)
+                return True
+            finally:
+                self._waiting.discard(who)
+                self._cond.notify_all()
+
+    def give(self, n: int = 1) -> None:
+        if n <= 0:
+            return
+        with self._cond:
+            self._used = max(0, self._used - n)
+            self._cond.notify_all()
+
+
 class FramePublisher:
     """Turns captured frames into requests within the in-flight limit; matches the results.
 
@@ -90,8 +153,11 @@ class FramePublisher:
         timeout_s: float,
         print_results: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        budget: InFlightBudget | None = None,
     ) -> None:
         self.bus = bus
+        self.budget = budget  # shared with the process's other cameras, if any
+        self._reserved = 0  # budget slots taken by wait_for_room for the next offer
         self.transport = transport
         self.camera = camera
         # One request per topic for every frame sent (classify and/or detect), same image.
@@ -135,16 +201,27 @@ class FramePublisher:
                         return False
                     self._cond.wait(min(left, self._paused_until - now))
                     continue
-                if self._room():
+                if self._room() and self.budget is None:
                     return True
+                if self._room():
+                    break
                 if left <= 0:
                     return False
                 due = self._calls.next_deadline()
                 self._cond.wait(min(left, max(0.001, (now if due is None else due) - now)))
+        # Room of our own: now our turn in the slots shared with the other cameras.
+        assert self.budget is not None
+        if self._reserved:
+            return True
+        n = len(self.topics)
+        if not self.budget.take(self.camera, n, max(0.0, deadline - self.clock())):
+            return False
+        self._reserved = n
+        return True
 
     def offer(self, frame: np.ndarray, index: int, captured_at: float) -> bool:
         """Publish ``frame`` unless the in-flight limit is reached; True when it was sent."""
-        if not self.has_room():
+        if not self.has_room() or not self._take_budget():
             with self._cond:
                 self.stats.dropped += 1
             return False
@@ -155,6 +232,7 @@ class FramePublisher:
         try:
             image = self.transport.image(frame)  # once: every task's request names it
         except TransportError as exc:
+            self._give_budget(len(self.topics))
             with self._cond:
                 self.stats.errors[TRANSPORT_FAILED] += 1
             log.error(
@@ -177,6 +255,24 @@ class FramePublisher:
             sent = True
         return sent
 
+    def _take_budget(self) -> bool:
+        """The shared slots for one frame's requests (reserved by wait_for_room, or now)."""
+        if self.budget is None:
+            return True
+        if self._reserved:
+            self._reserved = 0
+            return True
+        return self.budget.try_take(self.camera, len(self.topics))
+
+    def _give_budget(self, n: int) -> None:
+        if self.budget is not None:
+            self.budget.give(n)
+
+    def release(self) -> None:
+        """Hand back a reservation no frame used (the camera is stopping)."""
+        n, self._reserved = self._reserved, 0
+        self._give_budget(n)
+
     def _published(self, fut: Future[Any], rid: str) -> None:
         exc = fut.exception()
         if exc is not None:
@@ -198,6 +294,7 @@ class FramePublisher:
         with self._cond:
             if self._calls.discard(rid) is None:
                 return
+            self._give_budget(1)
             self.stats.errors[PUBLISH_FAILED] += 1
             self.stats.publish_failed += 1
             self._failures_in_row += 1
@@ -226,6 +323,7 @@ class FramePublisher:
             overdue = self._calls.overdue(math.inf if everything else now)
             for rid, _ in overdue:
                 self._calls.expire(rid)
+            self._give_budget(len(overdue))
             self.stats.lost += len(overdue)
             if overdue:
                 self._cond.notify_all()
@@ -267,6 +365,7 @@ class FramePublisher:
                 elif pending is Unmatched.DUPLICATE:
                     self.stats.duplicates += 1
                 return
+            self._give_budget(1)
             self.stats.answered += 1
             if code is None:
                 self.stats.ok += 1
