@@ -116,7 +116,10 @@ def render() -> str:
                 key = info.alias or field_name
                 out += [f"### `{key}`", "", *_table(sub, defaults.get(key)), ""]
         if name == "com.custom.CameraSource":
-            from ggvision_camera.config import _SOURCE_MODELS
+            from ggvision_camera.config import _SOURCE_MODELS, CameraEntry
+
+            doc = " ".join((CameraEntry.__doc__ or "").split())
+            out += ["### `cameras` entries", "", doc, "", *_table(CameraEntry, None), ""]
 
             out += ["### `source` types", ""]
             for kind, source_model in _SOURCE_MODELS.items():

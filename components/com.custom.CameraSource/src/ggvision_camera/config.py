@@ -127,7 +127,6 @@ class Roi(_Model):
         return self
 
 
-_NAME = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
 _RING_NAME = r"^(|[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63})$"
 
 
@@ -135,15 +134,24 @@ class CameraEntry(_Model):
     """One camera of ``cameras``: its name and source, and overrides of the root's per-camera
     keys (a key left out takes the root's value)."""
 
-    name: str = _NAME
-    source: SourceConfig = Field(default_factory=SyntheticSource)
-    fps: float | None = Field(None, ge=0.0, le=1000.0)
-    max_width: int | None = Field(None, ge=16, le=8192)
-    max_height: int | None = Field(None, ge=16, le=8192)
-    roi: Roi | None = None
-    tasks: list[Task] | None = Field(None, min_length=1, max_length=2)
-    max_in_flight: int | None = Field(None, ge=1, le=64)
-    ring_name: str | None = Field(None, pattern=_RING_NAME)
+    name: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="unique; the source of the camera's requests and results",
+    )
+    source: SourceConfig = Field(default_factory=SyntheticSource, description="as the root's")
+    fps: float | None = Field(None, ge=0.0, le=1000.0, description="null: the root's")
+    max_width: int | None = Field(None, ge=16, le=8192, description="null: the root's")
+    max_height: int | None = Field(None, ge=16, le=8192, description="null: the root's")
+    roi: Roi | None = Field(None, description="null: the root's")
+    tasks: list[Task] | None = Field(
+        None, min_length=1, max_length=2, description="null: the root's"
+    )
+    max_in_flight: int | None = Field(None, ge=1, le=64, description="null: the root's")
+    ring_name: str | None = Field(
+        None, pattern=_RING_NAME, description='null: "<root ringName>-<name>" (or a generated one)'
+    )
 
 
 # Keys of an entry that override the root's (same names at the root).
