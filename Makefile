@@ -150,7 +150,7 @@ test: lint typecheck security unit  ## everything CI runs
 # make bench BENCH=ipc,pipeline    only these (a comma list of bench/ modules); the report still
 #                                  shows what earlier runs left in build/bench for the others
 #                                  ("not run" where nothing is there)
-BENCHES := ipc classifier pipeline detector liveview imprint
+BENCHES := ipc classifier pipeline detector liveview imprint multicamera
 BENCH ?= $(subst $(eval) ,$(comma),$(BENCHES))
 comma := ,
 

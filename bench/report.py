@@ -1,7 +1,7 @@
 """One markdown report of every benchmark's ratios, met / NOT MET per target.
 
 Reads what ``bench.ipc``, ``bench.classifier``, ``bench.pipeline``, ``bench.detector``,
-``bench.liveview`` and ``bench.imprint`` wrote
+``bench.liveview``, ``bench.imprint`` and ``bench.multicamera`` wrote
 (``DIR/*.json``, default ``build/bench``) and writes ``DIR/REPORT.md``; a benchmark that did not
 run is listed as "not run", so a regression or a gap is visible at a glance. ``make bench`` runs
 it last.
@@ -29,6 +29,7 @@ from bench.classifier import (
 from bench.detector import TARGET_PIPELINE as TARGET_DETECT_PIPELINE
 from bench.imprint import TARGET_ADD_OVER_INFER_MS, TARGET_CLASSIFY_RATIO
 from bench.liveview import TARGET_NO_VIEWER, TARGET_ONE_VIEWER
+from bench.multicamera import LABELS as MULTICAMERA_LABELS
 from bench.pipeline import TARGET_BARE, TARGET_SYNC
 
 
@@ -179,6 +180,21 @@ def imprint_lines(doc: dict[str, Any]) -> Iterator[Line]:
         yield Line("imprint", f"held-out top-1, {name}", value, "-", None)
 
 
+def multicamera_lines(doc: dict[str, Any]) -> Iterator[Line]:
+    """A group of rows per camera count, each figure with its verdict (bench.multicamera's)."""
+    for count, rows in doc.get("verdicts", {}).items():
+        cameras = f"{count} camera{'s' if count != '1' else ''}"
+        for key, row in rows.items():
+            label = MULTICAMERA_LABELS.get(key, key)
+            yield Line(
+                "multicamera",
+                f"{cameras}: {label}",
+                _fmt(row.get("value")),
+                row["target"],
+                row["met"],
+            )
+
+
 SOURCES = (
     ("ipc.json", "IPC", "python -m bench.ipc", ipc_lines),
     ("classifier.json", "classifier", "python -m bench.classifier", classifier_lines),
@@ -186,6 +202,7 @@ SOURCES = (
     ("detector.json", "detector", "python -m bench.detector", detector_lines),
     ("liveview.json", "live view", "python -m bench.liveview", liveview_lines),
     ("imprint.json", "imprint", "python -m bench.imprint", imprint_lines),
+    ("multicamera.json", "multicamera", "python -m bench.multicamera", multicamera_lines),
 )
 
 
@@ -216,8 +233,8 @@ def render(lines: list[Line]) -> str:
     out += [f"| {x.area} | {x.figure} | {x.value} | {x.target} | {x.verdict} |" for x in lines]
     out += [
         "",
-        "Details: ipc.md, classifier.md, pipeline.md, detector.md, liveview.md and imprint.md "
-        "beside this file.",
+        "Details: ipc.md, classifier.md, pipeline.md, detector.md, liveview.md, imprint.md and "
+        "multicamera.md beside this file.",
     ]
     return "\n".join(out) + "\n"
 

@@ -97,6 +97,20 @@ def test_report_lists_every_ratio_with_its_verdict(tmp_path: Path) -> None:
             "accuracy": {"lfw": {"1": 0.9, "10": 1.0}},
         },
     )
+    write(
+        tmp_path,
+        "multicamera.json",
+        {
+            "verdicts": {
+                "1": {"aggregate_over_bare": {"value": 0.95, "target": ">= 0.9", "met": True}},
+                "8": {
+                    "aggregate_over_bare": {"value": 0.85, "target": ">= 0.9", "met": False},
+                    "jain": {"value": 0.99, "target": ">= 0.95", "met": True},
+                    "rss_with_rings_over_1": {"value": 1.5, "target": "-", "met": None},
+                },
+            }
+        },
+    )
 
     assert report.main(["--dir", str(tmp_path)]) == 0
     text = (tmp_path / "REPORT.md").read_text()
@@ -116,7 +130,13 @@ def test_report_lists_every_ratio_with_its_verdict(tmp_path: Path) -> None:
     assert rows["add one shot (inference + imprint)"].endswith("| met |")
     assert rows["classify, 100 learned classes / none"].endswith("| NOT MET |")
     assert "k=1: 0.90, k=10: 1.00" in rows["held-out top-1, lfw"]
-    assert "9 targets met, 5 NOT MET" in text
+    assert rows["1 camera: aggregate results/s / bare backend loop"].endswith("| met |")
+    assert rows["8 cameras: aggregate results/s / bare backend loop"].endswith("| NOT MET |")
+    assert rows["8 cameras: Jain's index of per-camera results/s"].endswith(
+        "| 0.99 | >= 0.95 | met |"
+    )
+    assert rows["8 cameras: classifier RSS with the rings / at 1 camera"].endswith("| - |")
+    assert "11 targets met, 6 NOT MET" in text
 
 
 def test_a_benchmark_that_did_not_run_is_not_met(tmp_path: Path) -> None:
@@ -124,6 +144,13 @@ def test_a_benchmark_that_did_not_run_is_not_met(tmp_path: Path) -> None:
     (tmp_path / "ipc.json").write_text("{truncated")
     lines = report.collect(tmp_path)
     missing = [x for x in lines if x.figure.startswith("not run")]
-    assert [x.area for x in missing] == ["IPC", "classifier", "detector", "live view", "imprint"]
+    assert [x.area for x in missing] == [
+        "IPC",
+        "classifier",
+        "detector",
+        "live view",
+        "imprint",
+        "multicamera",
+    ]
     assert all(x.verdict == "NOT MET" for x in missing)
-    assert "2 targets met, 5 NOT MET" in report.render(lines)
+    assert "2 targets met, 6 NOT MET" in report.render(lines)
