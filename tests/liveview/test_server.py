@@ -277,6 +277,28 @@ def test_health_readiness_and_down_states(live: Live, ring: FrameWriter) -> None
     assert http_get(live.url + "/readyz").status == 503
 
 
+def test_each_camera_of_a_multi_camera_source_has_its_own_state(
+    live: Live, ring: FrameWriter
+) -> None:
+    live.status("com.custom.ImageClassifier")
+    live.frame(ring, photo("coffee"), camera="door", predictions=CAT)
+    live.frame(ring, photo("coffee"), camera="yard", predictions=CAT)
+    sections = {"door": {"state": "streaming"}, "yard": {"state": "reconnecting"}}
+    live.status(
+        "com.custom.CameraSource",
+        camera="door, yard",
+        state="degraded",
+        model=None,
+        cameras=sections,
+    )
+    tiles = {c["camera"]: c for c in http_get(live.url + "/api/state").json()["cameras"]}
+    assert (tiles["door"]["state"], tiles["door"]["why"]) == ("up", "")
+    assert (tiles["yard"]["state"], tiles["yard"]["why"]) == ("down", "camera reconnecting")
+    panels = {c["component"]: c for c in http_get(live.url + "/api/state").json()["components"]}
+    assert panels["com.custom.CameraSource"]["state"] == "error"  # degraded: one is down
+    assert http_get(live.url + "/readyz").status == 200  # the classifier still answers
+
+
 # --- metrics --------------------------------------------------------------------------------------
 def test_metrics_carry_the_status_figures_and_the_answers(live: Live, ring: FrameWriter) -> None:
     cam = live.status(

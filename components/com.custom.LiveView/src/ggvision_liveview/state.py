@@ -36,6 +36,18 @@ OTHER = "other"  # the camera label past max_cameras (bounded label sets)
 _TEXT_MAX = 64
 
 
+def _sections(value: Any) -> dict[str, dict[str, Any]]:
+    """The per-camera sections of a status (``cameras``: name -> figures), names made safe."""
+    if not isinstance(value, dict):
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for name, section in value.items():
+        key = safe_text(name)
+        if key is not None and isinstance(section, dict):
+            out[key] = section
+    return out
+
+
 def safe_text(value: Any) -> str | None:
     """A short display string; None for anything that could be a path (or is not text)."""
     if not isinstance(value, str) or "/" in value or "\\" in value:
@@ -293,6 +305,7 @@ class LiveState:
         now = self.clock()
         with self._cond:
             components = [self.panel(v, now) for _, v in sorted(self.components.items())]
+            sources = [v for _, v in sorted(self.components.items())]
             cameras: list[dict[str, Any]] = []
             for name, view in sorted(self.cameras.items()):
                 p50, p95 = percentiles(list(view.latencies))
@@ -312,6 +325,15 @@ class LiveState:
                     }
                 )
         by_camera = {c["camera"]: c for c in components if c["camera"]}
+        # A CameraSource of several cameras: each one's own state, from its status sections.
+        for source in sources:
+            if self.component_state(source, now) == "down":
+                continue  # its panel's own state (down) covers it
+            for name, section in _sections(source.status.get("cameras")).items():
+                if name not in by_camera:
+                    reported = str(section.get("state", "")).upper()
+                    up = reported in UP_STATES
+                    by_camera[name] = {"state": "up" if up else reported.lower() or "error"}
         # The components that answer (not cameras): down when every one of them is.
         answering = [c for c in components if not c["camera"]]
         producers_down = bool(answering) and all(c["state"] != "up" for c in answering)
