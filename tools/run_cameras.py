@@ -4,10 +4,10 @@
 
 Rewrites RUN_CONFIG (the deployment document ``make run`` applies, already filled in) in place:
 CameraSource gets ``cameras``, a list of N cameras named ``cam-1`` ... ``cam-N``, taking turns
-through four sample streams made from ``make samples``: the video, the folder of photos, the
-video's centre (a region of interest) and the video at 5 fps. Every other key is kept. Each
-camera is the ``source`` of its requests, so the result printer and the live view show whose
-each result is.
+through four sample streams made from ``make samples``: the video at 15 fps, the folder of photos
+at 2 fps, the video's centre (a region of interest) at 15 fps and the video at 5 fps. Every
+other key is kept. Each camera is the ``source`` of its requests, so the result printer and the
+live view show whose each result is.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ CAMERA = "com.custom.CameraSource"
 def streams(samples: Path) -> list[dict[str, Any]]:
     video = {"type": "video", "path": str(samples / "video.mp4")}
     return [
-        {"source": video},
+        {"source": video, "fps": 15},
         {"source": {"type": "folder", "path": str(samples / "images")}, "fps": 2},
-        {"source": video, "roi": {"x": 0.25, "y": 0.25, "width": 0.5, "height": 0.5}},
+        {"source": video, "fps": 15, "roi": {"x": 0.25, "y": 0.25, "width": 0.5, "height": 0.5}},
         {"source": video, "fps": 5},
     ]
 
