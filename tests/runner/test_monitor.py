@@ -145,7 +145,7 @@ def test_prints_a_detectors_boxes() -> None:
 
 
 def test_results_from_several_cameras_name_their_source() -> None:
-    monitor, pubsub, out, _ = _monitor()
+    _, pubsub, out, _ = _monitor()
     pubsub.publish("clf", "local/result", _json({**_ok("door-1"), "source": "door"}))
     pubsub.publish("clf", "local/result", _json({**_ok("door-2"), "source": "door"}))
     pubsub.publish("clf", "local/result", _json({**_ok("yard-1", "espresso"), "source": "yard"}))
