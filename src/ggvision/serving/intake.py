@@ -47,6 +47,7 @@ from ggvision.contract import (
     error_result,
     parse_request,
     peek_envelope,
+    result_bytes,
 )
 from ggvision.serving.models.loading import ActiveModel
 from ggvision.serving.recent import Key, RecentIds, Seen
@@ -273,9 +274,10 @@ class Intake:
         """Publish the one answer of an admitted ``item`` (ending its claim in the recent
         ids first, so a retry arriving meanwhile is answered from there)."""
         self.replies.stamp(result)
+        data = result_bytes(result)  # once, for the recent answers and the reply
         if item.key is not None:
-            self.recent.finish(item.key, result)
-        self.replies.reply(result, item.reply_topic)
+            self.recent.finish(item.key, result, data)
+        self.replies.reply(result, item.reply_topic, data)
 
     # --- the consumer --------------------------------------------------------------------------
     def take(self) -> Item | None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ggvision.bus import Bus
-from ggvision.contract import InferenceResult, result_json
+from ggvision.contract import InferenceResult, result_bytes
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,10 @@ class Replies:
         if self.task is not None and result.task is None:
             result.task = self.task
 
-    def reply(self, result: InferenceResult, topic: str) -> None:
+    def reply(self, result: InferenceResult, topic: str, data: bytes | None = None) -> None:
+        """Publish ``result`` on ``topic`` (one publish, not waited for), count it and offer it
+        to ``on_result``. ``data``: ``result`` already serialized (:func:`result_bytes`, after
+        :meth:`stamp`), so that a result is serialized once."""
         self.stamp(result)
         with self._lock:
             if result.status == "ok":
@@ -108,7 +111,7 @@ class Replies:
             elif result.error is not None:
                 self.stats.errors[result.error.code.value] += 1
         try:
-            fut = self.bus.publish_json(topic, result_json(result))
+            fut = self.bus.publish_bytes(topic, result_bytes(result) if data is None else data)
         except Exception:
             log.exception(
                 "could not publish a result",
