@@ -498,6 +498,10 @@ def main(argv: list[str] | None = None) -> int:
             **run.machine(),
         },
     }
+    results["budget"] = [
+        {"process": name, "value": value, "target": target, "unit": unit, "met": value <= target}
+        for name, value, target, unit in budget(results)
+    ]
     cpu = measured["cpu_ms_per_frame"]
     notes = [
         f"{MODEL_KEY} on tflite, {args.threads} threads; {FRAME_SIZE[0]}x{FRAME_SIZE[1]} frames "
