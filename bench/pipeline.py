@@ -17,7 +17,8 @@
 Targets (questions, answered by the run): suite/bare >= 0.9, suite/sync >= 1.3.
 
 CPU budget per frame (issue 20), each process's CPU over the measured window beside its target:
-the classifier <= the inference time measured in the same run (the bare loop's median) + 1.0 ms;
+the classifier <= the inference time measured in the same run (the bare loop's CPU per
+inference) + 1.0 ms;
 the camera (here also the requester: it sends each frame's request and reads its result)
 <= 1.5 ms per 640x480 frame, capture decode included; the core (its event-loop thread's CPU)
 <= 50 us per delivered message. On a machine with few cores the IPC hops compete with inference
@@ -87,13 +88,15 @@ def bare_loop(backend: Any, frames: list[np.ndarray], seconds: float) -> dict[st
     for t in tensors:
         backend.infer(t)  # warm
     times: list[float] = []
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     while time.perf_counter() - start < seconds:
         t0 = time.perf_counter()
         backend.infer(tensors[len(times) % len(tensors)])
         times.append(time.perf_counter() - t0)
-    elapsed = time.perf_counter() - start
-    return _loop_result(len(times), elapsed, times)
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    # CPU per inference (every runtime thread of this process): the classifier's budget is
+    # counted against it, CPU against CPU, so that other work on the machine cancels out.
+    return {**_loop_result(len(times), elapsed, times), "cpu_ms": cpu / len(times) * 1000}
 
 
 def sync_loop(backend: Any, video: Path, seconds: float) -> dict[str, Any]:
@@ -395,7 +398,7 @@ def table(results: dict[str, Any]) -> list[str]:
 def budget(results: dict[str, Any]) -> list[tuple[str, float, float, str]]:
     """(process, CPU per unit, target, unit) of the suite's CPU budget per frame."""
     s = results["suite"]
-    cpu, infer_ms = s["cpu_ms_per_frame"], results["bare"]["p50_ms"]
+    cpu, infer_ms = s["cpu_ms_per_frame"], inference_ms(results)
     return [
         ("classifier", cpu["classifier"], infer_ms + TARGET_CLASSIFIER_OVER_INFER_MS, "ms/frame"),
         ("camera (also the requester)", cpu["camera"], TARGET_CAMERA_MS, "ms/frame"),
@@ -403,8 +406,15 @@ def budget(results: dict[str, Any]) -> list[tuple[str, float, float, str]]:
     ]
 
 
+def inference_ms(results: dict[str, Any]) -> float:
+    """The inference time the classifier's budget is counted from: the bare loop's CPU per
+    inference in this run (its median wall time when no CPU figure was recorded)."""
+    bare: dict[str, float] = results["bare"]
+    return bare.get("cpu_ms", bare["p50_ms"])
+
+
 def budget_table(results: dict[str, Any]) -> list[str]:
-    infer_ms = results["bare"]["p50_ms"]
+    infer_ms = inference_ms(results)
     rows = []
     for name, value, target, unit in budget(results):
         how = (
@@ -516,8 +526,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{measured['core_messages'] / measured['frames']:.2f} messages per frame; the core "
         f"and this process together {cpu['core_and_bench']:.2f} ms); "
         f"{os.cpu_count()} CPUs, 1-min load average {load_before:.2f} before the run.",
-        "CPU budget: the inference time is the bare loop's median in this run; the camera is "
-        "the requester here (it sends each frame's request and reads its result).",
+        f"CPU budget: the inference time is the bare loop's CPU per inference in this run "
+        f"({inference_ms(results):.2f} ms; median wall time {bare['p50_ms']:.2f} ms); the camera "
+        "is the requester here (it sends each frame's request and reads its result).",
     ]
     lines = table(results) + profile_lines(measured["profiles"])
     _report.show(lines, notes)
