@@ -47,7 +47,6 @@ from ggvision.contract import (
     error_result,
     parse_request,
     peek_envelope,
-    result_bytes,
 )
 from ggvision.serving.models.loading import ActiveModel
 from ggvision.serving.recent import Key, RecentIds, Seen
@@ -274,7 +273,7 @@ class Intake:
         """Publish the one answer of an admitted ``item`` (ending its claim in the recent
         ids first, so a retry arriving meanwhile is answered from there)."""
         self.replies.stamp(result)
-        data = result_bytes(result)  # once, for the recent answers and the reply
+        data = self.replies.serialize(result)  # once, for the recent answers and the reply
         if item.key is not None:
             self.recent.finish(item.key, result, data)
         self.replies.reply(result, item.reply_topic, data)

@@ -120,7 +120,10 @@ class RecentIds:
         if result.status != "ok":
             data = None
         elif data is None:
-            data = result_bytes(result)
+            try:
+                data = result_bytes(result)
+            except ValueError:  # it does not serialize (its reply says so): not remembered
+                data = None
         with self._lock:
             self._running.discard(key)
             if data is None or self.size <= 0 or len(data) > self.max_bytes:

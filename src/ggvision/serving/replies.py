@@ -99,6 +99,18 @@ class Replies:
         if self.task is not None and result.task is None:
             result.task = self.task
 
+    def serialize(self, result: InferenceResult) -> bytes | None:
+        """``result`` as its message's bytes (:func:`result_bytes`), once for every use of it;
+        None (logged) when it cannot be serialized: :meth:`reply` then counts the failure."""
+        try:
+            return result_bytes(result)
+        except Exception:  # boundary: a result that does not serialize never stops the worker
+            log.exception(
+                "could not serialize a result",
+                extra={"event": f"{self.role}.publish_error", "id": result.id},
+            )
+            return None
+
     def reply(self, result: InferenceResult, topic: str, data: bytes | None = None) -> None:
         """Publish ``result`` on ``topic`` (one publish, not waited for), count it and offer it
         to ``on_result``. ``data``: ``result`` already serialized (:func:`result_bytes`, after
