@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -240,7 +241,11 @@ def raw_run(
 # --- main -------------------------------------------------------------------------------------
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+@contextlib.contextmanager
+def core_and_clients() -> Iterator[tuple[Path, Child, Child, Child, list[Child]]]:
+    """(root, core, publisher, subscriber, children): the core and the two real clients, ready,
+    in a new directory ``root``; every child in ``children`` (add more to it) is stopped and
+    ``root`` removed on the way out."""
     root = Path(tempfile.mkdtemp(prefix="ggv-bench-", dir="/tmp"))
     children: list[Child] = []
     ack_r, ack_w = os.pipe()
@@ -268,6 +273,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ack_r = ack_w = -1
         sub.read(30)
         pub.read(30)
+        yield root, core, pub, sub, children
+    finally:
+        for fd in (ack_r, ack_w):
+            if fd >= 0:
+                os.close(fd)
+        for child in reversed(children):
+            child.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def publish_event_median_ms(messages: int = 500, warmup: int = 100) -> float:
+    """The real clients' publish->event median (ms, one message in flight) through the core:
+    this benchmark's latency phase alone, for another benchmark's floor measured in its own
+    run."""
+    with core_and_clients() as (_root, _core, pub, sub, _children):
+        pub.ask({"op": "latency", "n": warmup, "phase": WARM}, timeout=60)
+        sub.ask({"op": "dump"})
+        pub.ask({"op": "latency", "n": messages, "phase": LATENCY}, timeout=120)
+        events = sub.ask({"op": "dump"})
+    if len(events["latencies_ns"]) != messages:
+        raise RuntimeError(f"lost events: {len(events['latencies_ns'])} of {messages}")
+    return median([ns / 1e6 for ns in events["latencies_ns"]])
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    with core_and_clients() as (root, core, pub, sub, children):
         echo_path = str(root / "echo.socket")
         echo = Child("echo", ["bench._clients", "echo", echo_path])
         children.append(echo)
@@ -298,13 +329,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stop:
             stop.connect(echo_path)  # an empty connection stops the echo
         return {"core_runs": core_runs, "raw_runs": raw_runs}
-    finally:
-        for fd in (ack_r, ack_w):
-            if fd >= 0:
-                os.close(fd)
-        for child in reversed(children):
-            child.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def rows_for(results: dict[str, Any], windows: list[int]) -> list[Row]:

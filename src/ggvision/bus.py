@@ -16,6 +16,7 @@ networking thread); asynchronous publishes are fine.  Handlers never raise into 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import threading
@@ -40,6 +41,9 @@ UpdateDecider = Callable[[str, bool], tuple[int, str]]
 # deploymentId of a PostComponentUpdateEvent.
 UpdateDone = Callable[[str], None]
 
+
+# One compact encoder for every JSON message: json.dumps with arguments builds a new one per call.
+_JSON = json.JSONEncoder(separators=(",", ":"))
 
 # Greengrass nucleus lite's largest IPC message (GG_IPC_MAX_MSG_LEN; the local core's lite
 # profile keeps to the same figure: ggvision.core.limits.LiteLimits).
@@ -196,18 +200,13 @@ class IpcBus:
     # --- pub/sub ------------------------------------------------------------------------------
     def publish_json(self, topic: str, obj: dict[str, Any]) -> Future[Any]:
         """Publish without blocking; the returned future fails with the modeled error."""
-        from awsiot.greengrasscoreipc.model import BinaryMessage, PublishMessage
-
-        data = json.dumps(obj, separators=(",", ":")).encode()
-        msg = PublishMessage(binary_message=BinaryMessage(message=data))
-        fut: Future[Any] = self._client.publish_to_topic_async(topic=topic, publish_message=msg)
-        return fut
+        return self.publish_bytes(topic, _JSON.encode(obj).encode())
 
     def publish_bytes(self, topic: str, data: bytes) -> Future[Any]:
-        """Publish raw bytes (e.g. a JSON array) without blocking."""
-        from awsiot.greengrasscoreipc.model import BinaryMessage, PublishMessage
-
-        msg = PublishMessage(binary_message=BinaryMessage(message=data))
+        """Publish raw bytes (e.g. JSON already serialized) without blocking: one
+        PublishToTopic, its future not waited for (it fails with the modeled error)."""
+        binary, message = _message_classes()
+        msg = message(binary_message=binary(message=data))
         fut: Future[Any] = self._client.publish_to_topic_async(topic=topic, publish_message=msg)
         return fut
 
@@ -466,6 +465,15 @@ class IpcBus:
         # wait for running handlers, unless this is one of them (it would wait for itself)
         in_handler = threading.current_thread().name.startswith("ipc-handler")
         self._handlers.shutdown(wait=not in_handler)
+
+
+@functools.cache
+def _message_classes() -> tuple[Any, Any]:
+    """The SDK's (BinaryMessage, PublishMessage), imported on first use, then kept: a publish
+    looks them up once, not as an import statement per message."""
+    from awsiot.greengrasscoreipc.model import BinaryMessage, PublishMessage
+
+    return BinaryMessage, PublishMessage
 
 
 def _unserved(exc: BaseException) -> bool:

@@ -54,6 +54,7 @@ def test_report_lists_every_ratio_with_its_verdict(tmp_path: Path) -> None:
                     "overhead_met": True,
                 },
             },
+            "ipc_floor": {"publish_event_median_ms": 0.3, "floor_ms": 0.9},
             "verdicts": {
                 "fastest_variant": "tflite-int8",
                 "default_vs_fastest": 1.0,
@@ -79,7 +80,7 @@ def test_report_lists_every_ratio_with_its_verdict(tmp_path: Path) -> None:
                     "overhead_met": False,
                 },
             },
-            "classifier_overhead_ms": 0.4,
+            "ipc_floor": {"publish_event_median_ms": 0.45, "floor_ms": 1.2},
             "pipeline": {"variant": "ssd-int8", "ratio": 0.93},
         },
     )
@@ -123,7 +124,8 @@ def test_report_lists_every_ratio_with_its_verdict(tmp_path: Path) -> None:
     assert rows["suite / synchronous loop (frames/s)"].endswith("| NOT MET |")
     assert rows["camera -> detector (ssd-int8) / bare detect loop (frames/s)"].endswith("| met |")
     assert rows["IPC overhead, ssd-int8"].endswith("| NOT MET |")
-    assert "the classifier's 0.40 ms" in rows["IPC overhead, ssd-int8"]
+    assert "| <= 0.90 ms (2 x publish->event 0.300 ms + 0.3) |" in rows["IPC overhead, tflite-int8"]
+    assert "| <= 1.20 ms (2 x publish->event 0.450 ms + 0.3) |" in rows["IPC overhead, ssd-int8"]
     assert rows["inference, ssd-int8 (tflite int8)"].startswith("| detector | inference")
     assert rows["CPU with one viewer (% of one core)"].endswith("| met |")
     assert rows["CPU with no viewer (% of one core)"].endswith("| NOT MET |")
@@ -137,6 +139,21 @@ def test_report_lists_every_ratio_with_its_verdict(tmp_path: Path) -> None:
     )
     assert rows["8 cameras: classifier RSS with the rings / at 1 camera"].endswith("| - |")
     assert "11 targets met, 6 NOT MET" in text
+
+
+def test_the_cpu_budget_per_frame_is_one_row_per_process(tmp_path: Path) -> None:
+    budget = [
+        {"process": "classifier", "value": 6.2, "target": 6.1, "unit": "ms/frame", "met": False},
+        {"process": "camera", "value": 1.4, "target": 1.5, "unit": "ms/frame", "met": True},
+        {"process": "core", "value": 48.0, "target": 50.0, "unit": "us/message", "met": True},
+    ]
+    write(tmp_path, "pipeline.json", {"ratios": {}, "budget": budget})
+    lines = [x for x in report.collect(tmp_path) if x.area == "budget"]
+    assert [(x.figure, x.value, x.target, x.verdict) for x in lines] == [
+        ("CPU, classifier", "6.20 ms/frame", "<= 6.10 ms/frame", "NOT MET"),
+        ("CPU, camera", "1.40 ms/frame", "<= 1.50 ms/frame", "met"),
+        ("CPU, core", "48.00 us/message", "<= 50.00 us/message", "met"),
+    ]
 
 
 def test_a_benchmark_that_did_not_run_is_not_met(tmp_path: Path) -> None:

@@ -106,6 +106,9 @@ class RecordingBus:
         done.set_result(None)
         return done
 
+    def publish_bytes(self, topic: str, data: bytes) -> Future[Any]:
+        return self.publish_json(topic, json.loads(data))
+
 
 @FUZZ
 @given(st.one_of(st.binary(max_size=300), near_requests.map(lambda d: json.dumps(d).encode())))

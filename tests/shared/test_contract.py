@@ -36,6 +36,7 @@ from ggvision.contract import (
     peek_envelope,
     read_result,
     request_json,
+    result_bytes,
     result_json,
     scan_envelope,
     seed_request_json,
@@ -273,6 +274,30 @@ def test_read_result_takes_every_message_form(form: str) -> None:
     assert (result.id, result.status, result.source) == ("cam-7", "ok", "cam0")
     assert result.predictions[0] == Prediction(label="tabby", index=281, score=0.41)
     assert result_json(result) == obj  # read back as it was written
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        InferenceResult(
+            id="r1",
+            status="ok",
+            predictions=[
+                Prediction(label="caf\u00e9 \u732b", index=3, score=1e-05),
+                Prediction(label="tabby", index=281, score=0.912345),
+            ],
+            model=ModelInfo(name="m", version="1", backend="tflite", precision="int8"),
+            timing_ms=Timing(queue=0.1, inference=5.0, total=6.123456789),
+            source="cam0",
+        ),
+        error_result("r2", ErrorCode.OVERLOADED, "queue full", source="cam1"),
+    ],
+)
+def test_result_bytes_is_the_json_of_result_json(result: InferenceResult) -> None:
+    data = result_bytes(result)
+    assert json.loads(data) == result_json(result)
+    assert list(json.loads(data)) == list(result_json(result))  # the members in the same order
+    assert read_result(data) == result
 
 
 def test_read_result_of_an_error_answer() -> None:

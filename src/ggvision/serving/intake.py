@@ -273,9 +273,10 @@ class Intake:
         """Publish the one answer of an admitted ``item`` (ending its claim in the recent
         ids first, so a retry arriving meanwhile is answered from there)."""
         self.replies.stamp(result)
+        data = self.replies.serialize(result)  # once, for the recent answers and the reply
         if item.key is not None:
-            self.recent.finish(item.key, result)
-        self.replies.reply(result, item.reply_topic)
+            self.recent.finish(item.key, result, data)
+        self.replies.reply(result, item.reply_topic, data)
 
     # --- the consumer --------------------------------------------------------------------------
     def take(self) -> Item | None:

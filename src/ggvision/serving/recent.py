@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ggvision.contract import InferenceRequest, InferenceResult, result_json
+from ggvision.contract import InferenceRequest, InferenceResult, result_bytes
 
 SIZE = 1024  # answers remembered
 SECONDS = 60.0  # for this long at most
@@ -114,9 +114,16 @@ class RecentIds:
             self._running.add(key)
         return Claim(Seen.NEW, key=key)
 
-    def finish(self, key: Key, result: InferenceResult) -> None:
-        """The request of ``key`` is answered with ``result``: remember it when ``ok``."""
-        data = json.dumps(result_json(result)).encode() if result.status == "ok" else None
+    def finish(self, key: Key, result: InferenceResult, data: bytes | None = None) -> None:
+        """The request of ``key`` is answered with ``result``: remember it when ``ok``.
+        ``data``: ``result`` already serialized (:func:`~ggvision.contract.result_bytes`)."""
+        if result.status != "ok":
+            data = None
+        elif data is None:
+            try:
+                data = result_bytes(result)
+            except ValueError:  # it does not serialize (its reply says so): not remembered
+                data = None
         with self._lock:
             self._running.discard(key)
             if data is None or self.size <= 0 or len(data) > self.max_bytes:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ggvision.bus import Bus
-from ggvision.contract import InferenceResult, result_json
+from ggvision.contract import InferenceResult, result_bytes
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,22 @@ class Replies:
         if self.task is not None and result.task is None:
             result.task = self.task
 
-    def reply(self, result: InferenceResult, topic: str) -> None:
+    def serialize(self, result: InferenceResult) -> bytes | None:
+        """``result`` as its message's bytes (:func:`result_bytes`), once for every use of it;
+        None (logged) when it cannot be serialized: :meth:`reply` then counts the failure."""
+        try:
+            return result_bytes(result)
+        except Exception:  # boundary: a result that does not serialize never stops the worker
+            log.exception(
+                "could not serialize a result",
+                extra={"event": f"{self.role}.publish_error", "id": result.id},
+            )
+            return None
+
+    def reply(self, result: InferenceResult, topic: str, data: bytes | None = None) -> None:
+        """Publish ``result`` on ``topic`` (one publish, not waited for), count it and offer it
+        to ``on_result``. ``data``: ``result`` already serialized (:func:`result_bytes`, after
+        :meth:`stamp`), so that a result is serialized once."""
         self.stamp(result)
         with self._lock:
             if result.status == "ok":
@@ -108,7 +123,7 @@ class Replies:
             elif result.error is not None:
                 self.stats.errors[result.error.code.value] += 1
         try:
-            fut = self.bus.publish_json(topic, result_json(result))
+            fut = self.bus.publish_bytes(topic, result_bytes(result) if data is None else data)
         except Exception:
             log.exception(
                 "could not publish a result",
