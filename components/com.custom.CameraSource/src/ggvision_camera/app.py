@@ -20,6 +20,7 @@ from ggvision.telemetry import Health, StatusReporter
 from ggvision_camera.camera import Camera
 from ggvision_camera.config import CameraConfig
 from ggvision_camera.errors import CameraError
+from ggvision_camera.planes import PlaneBook
 
 log = logging.getLogger("ggvision_camera")
 
@@ -36,6 +37,10 @@ class CameraService:
         self._stopping = threading.Event()
         self._result_sub: Subscription | None = None
         self._subs: list[Subscription] = []
+        # What the consumers take beside full frames (their status reports say; kept across
+        # camera rebuilds, renewed when the request topics change).
+        self.planes = PlaneBook(self.cfg.request_topics())
+        self._plane_subs: list[Subscription] = []
         self._reporter = StatusReporter(
             bus,
             "com.custom.CameraSource",
@@ -49,9 +54,10 @@ class CameraService:
         # Validation first: how the Nucleus answers it tells whether it is Greengrass nucleus
         # lite, whose message size the camera's transport must fit (ggvision.bus.message_limit).
         self._subs = [self.bus.subscribe_validation(self.validate)]
-        camera = Camera(self.bus, self.cfg)
+        camera = Camera(self.bus, self.cfg, self.planes)
         self.camera = camera
         self._result_sub = self._subscribe_results(self.cfg)
+        self._subscribe_planes(self.cfg)
         camera.start()
         self._subs.append(self.bus.subscribe_configuration(self.on_configuration_changed))
         self._reporter.start()
@@ -72,7 +78,7 @@ class CameraService:
             camera = self.camera
             if camera is not None:
                 camera.stop()
-        for sub in [*self._subs, self._result_sub]:
+        for sub in [*self._subs, *self._plane_subs, self._result_sub]:
             if sub is not None:
                 try:
                     sub.close()
@@ -86,6 +92,17 @@ class CameraService:
         # On the IPC thread itself (one hop less per frame) unless each result is printed: a
         # terminal or pipe that blocks must not stall the connection.
         return self.bus.subscribe(cfg.result_topic, self._on_result, inline=not cfg.print_results)
+
+    def _subscribe_planes(self, cfg: CameraConfig) -> None:
+        """Listen to the consumers' status reports for the frame planes they take (only the
+        transport frame makes planes)."""
+        for sub in self._plane_subs:
+            sub.close()
+        self._plane_subs = []
+        if cfg.transport != "frame":
+            return
+        for topic in dict.fromkeys(cfg.consumer_status_topics):
+            self._plane_subs.append(self.bus.subscribe(topic, self.planes.on_status, inline=True))
 
     def _on_result(self, topic: str, payload: bytes | dict[str, Any]) -> None:
         camera = self.camera
@@ -153,7 +170,7 @@ class CameraService:
             camera = None
             for cfg in (new, self.cfg):
                 try:
-                    camera = Camera(self.bus, cfg)
+                    camera = Camera(self.bus, cfg, self._planes_for(cfg))
                     break
                 except CameraError as exc:
                     log.error(
@@ -168,11 +185,24 @@ class CameraService:
             if new.result_topic != self.cfg.result_topic and self._result_sub is not None:
                 self._result_sub.close()
                 self._result_sub = self._subscribe_results(new)
+            if camera.planes is not self.planes or (
+                (new.consumer_status_topics, new.transport)
+                != (self.cfg.consumer_status_topics, self.cfg.transport)
+            ):
+                self.planes = camera.planes or self.planes
+                self._subscribe_planes(new)
             self.camera, self.cfg = camera, new
             self._reporter.interval_s = new.status_interval_seconds
             self._reporter.topic = new.status_topic
             camera.start()
             log.info("configuration applied", extra={"event": "camera.reconfigured"})
+
+    def _planes_for(self, cfg: CameraConfig) -> PlaneBook:
+        """The plane book for ``cfg``: the one kept while its request topics stay the same, else
+        a new one (filled by the consumers' next reports)."""
+        if self.planes.topics == frozenset(cfg.request_topics()):
+            return self.planes
+        return PlaneBook(cfg.request_topics())
 
 
 def main(argv: list[str] | None = None) -> int:
