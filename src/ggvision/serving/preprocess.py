@@ -9,7 +9,8 @@ int8/uint8 input, the quantized values ``clip(round(x / scale + zero_point))``.
 Float inputs are normalised in float32 (bit-identical to the reference pipeline). Quantized
 inputs go through a per-channel lookup table of 256 entries computed once per manifest, so they
 are exact (the LiteRT int8 input is ``pixel - 128`` bit for bit) and cost one gather per frame;
-the ``pixel - 128`` case itself is a single XOR.
+the ``pixel - 128`` case itself is a single XOR, the ``pixel`` case (a uint8 input taking raw
+pixels) a single copy.
 """
 
 from __future__ import annotations
@@ -309,6 +310,8 @@ def _encode(pixels: np.ndarray, manifest: Manifest) -> np.ndarray:
     )
     if lut.minus_128:
         out = np.bitwise_xor(pixels, np.uint8(0x80)).view(np.int8)
+    elif lut.identity:
+        out = np.array(pixels, dtype=np.uint8)  # the input is the pixels: one copy
     elif lut.shared is not None:
         out = lut.shared[pixels]  # one gather, in the output's layout and dtype
     else:
@@ -322,7 +325,7 @@ def _encode(pixels: np.ndarray, manifest: Manifest) -> np.ndarray:
 
 
 class _Lut:
-    __slots__ = ("minus_128", "shared", "table")
+    __slots__ = ("identity", "minus_128", "shared", "table")
 
     def __init__(self, table: np.ndarray) -> None:
         self.table = table  # (3, 256)
@@ -330,6 +333,9 @@ class _Lut:
         self.shared: np.ndarray | None = table[0] if same else None
         self.minus_128 = (
             same and table.dtype == np.int8 and bool((table[0] == (np.arange(256) - 128)).all())
+        )
+        self.identity = (
+            same and table.dtype == np.uint8 and bool((table[0] == np.arange(256)).all())
         )
 
 
