@@ -1,6 +1,7 @@
 """Pipeline benchmark: frames per second through the suite, beside two baselines in the same run.
 
     python -m bench.pipeline [--seconds 8] [--warmup 2] [--threads N] [--max-in-flight 2]
+                             [--planes both|on|off]
 
 * suite: a CameraSource process (video file of real photos, ``fps`` 0: as fast as answers come
   back, frames through the shared-memory ring) -> the classifier process (``tflite-int8``,
@@ -13,6 +14,11 @@
   frames, same thread count.
 * sync (the seed's way): one loop that reads a frame from the video, preprocesses, infers and
   ranks, then reads the next.
+
+Frame planes (``--planes``): the camera writes each frame also at the model's input size, which
+the classifier copies into its input tensor (``docs/messages.md``); ``both`` (default) runs the
+suite with planes (the figures above) and again with full frames only (``consumerStatusTopics:
+[]``), so the CPU per frame of each process is compared in the same run.
 
 Targets (questions, answered by the run): suite/bare >= 0.9, suite/sync >= 1.3. CPU time per
 frame of each process is recorded too: on a machine with few cores, the IPC hops compete with
@@ -172,7 +178,14 @@ def statuses(agent: AgentProcess, sub: int, until: float) -> list[dict[str, Any]
 
 
 def suite(
-    store: Path, video: Path, *, threads: int, max_in_flight: int, warmup: float, seconds: float
+    store: Path,
+    video: Path,
+    *,
+    threads: int,
+    max_in_flight: int,
+    warmup: float,
+    seconds: float,
+    planes: bool = True,
 ) -> dict[str, Any]:
     frames_dir = Path(tempfile.mkdtemp(prefix="ggv-bench-frames-", dir="/dev/shm"))
     logs = REPO / "build" / "bench" / "logs"
@@ -190,6 +203,7 @@ def suite(
                 "modelStorePath": str(store),
                 "threads": threads,
                 "frameDirectory": str(frames_dir),
+                "statusIntervalSeconds": 1.0,  # its first report tells the camera its plane
             }
             with (logs / "classifier.log").open("wb") as out:
                 classifier = subprocess.Popen(
@@ -206,6 +220,7 @@ def suite(
                 "maxInFlight": max_in_flight,
                 "ringDirectory": str(frames_dir),
                 "statusIntervalSeconds": 1.0,
+                **({} if planes else {"consumerStatusTopics": []}),
             }
             with (logs / "camera.log").open("wb") as out:
                 camera = subprocess.Popen(
@@ -215,7 +230,7 @@ def suite(
                 )
             procs.append(camera)
             wait_state(core, CAMERA, camera, 30)
-            time.sleep(warmup)
+            time.sleep(max(warmup, 1.5 if planes else 0.0))  # a classifier report came by
             marks = [(cpu_seconds(p.pid), p.pid) for p in procs]
             core_cpu = time.process_time()
             reports = statuses(listener, sub, time.monotonic() + seconds)
@@ -245,6 +260,7 @@ def suite(
             "camera": cpu[1] / answered * 1000,
             "core_and_bench": core_cpu / answered * 1000,
         },
+        "planes": last.get("planes", []),
         "status": last,
     }
 
@@ -277,12 +293,29 @@ def table(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _planes_note(measured: dict[str, Any], full: dict[str, Any] | None) -> str:
+    """The frame planes' line: the CPU per frame with planes beside that with full frames."""
+    planes = ", ".join(f"{p['width']}x{p['height']} {p['fit']}" for p in measured["planes"])
+    if full is None:
+        return f"Frame planes: {planes or 'none (full frames only)'}."
+    on, off = measured["cpu_ms_per_frame"], full["cpu_ms_per_frame"]
+    return (
+        f"Frame planes ({planes or 'none learned'}) against full frames, same run: classifier "
+        f"{off['classifier']:.2f} -> {on['classifier']:.2f} ms CPU per frame, camera "
+        f"{off['camera']:.2f} -> {on['camera']:.2f} ms; {full['fps']:.1f} -> {measured['fps']:.1f} "
+        "frames/s."
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _report.parser("python -m bench.pipeline", __doc__)
     parser.add_argument("--seconds", type=float, default=8.0, help="measured time per pipeline")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--threads", type=int, default=0, help="0: the classifier's auto rule")
     parser.add_argument("--max-in-flight", type=int, default=2)
+    parser.add_argument(
+        "--planes", choices=("both", "on", "off"), default="both", help="frame planes in the suite"
+    )
     args = parser.parse_args(argv)
     if args.threads == 0:
         from ggvision_classifier.config import ClassifierConfig
@@ -303,16 +336,23 @@ def main(argv: list[str] | None = None) -> int:
         sync = sync_loop(backend, video, args.seconds)
         backend.close()
         del backend
-        measured = suite(
-            store,
-            video,
-            threads=args.threads,
-            max_in_flight=args.max_in_flight,
-            warmup=args.warmup,
-            seconds=args.seconds,
-        )
+        runs = {
+            planes: suite(
+                store,
+                video,
+                threads=args.threads,
+                max_in_flight=args.max_in_flight,
+                warmup=args.warmup,
+                seconds=args.seconds,
+                planes=planes,
+            )
+            for planes in {"both": (False, True), "on": (True,), "off": (False,)}[args.planes]
+        }
+    measured = runs.get(True) or runs[False]
+    full_frames = runs.get(False) if True in runs else None
     results: dict[str, Any] = {
         "suite": measured,
+        "suite_full_frames": full_frames,
         "bare": bare,
         "sync": sync,
         "ratios": {
@@ -324,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             "backend": "tflite",
             "threads": args.threads,
             "max_in_flight": args.max_in_flight,
+            "planes": args.planes,
             "frame_size": list(FRAME_SIZE),
             "video": f"{len(PHOTOS)} photos x {FRAMES_PER_PHOTO} frames, mp4v, looped",
             "seconds": args.seconds,
@@ -342,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         f"CPU per frame in the suite: classifier {cpu['classifier']:.2f} ms, camera "
         f"{cpu['camera']:.2f} ms, IPC core (+ this process) {cpu['core_and_bench']:.2f} ms; "
         f"{os.cpu_count()} CPUs, 1-min load average {load_before:.2f} before the run.",
+        _planes_note(measured, full_frames),
     ]
     lines = table(results)
     _report.show(lines, notes)
