@@ -5,6 +5,8 @@ Request (on ``local/inference``)::
     {"id"?: str, "image": {"path": str} | {"data": base64} | {"frame": FrameRef},
      "top_k"?: int, "threshold"?: float, "reply_topic"?: str, "source"?: str}
 
+A frame reference may carry ``planes``: the same frame already fitted to a model's input
+(:class:`PlaneSpec`), a backward-compatible extension (``docs/messages.md``, "Frame planes").
 The seed's ``{"image_dir": ..., "fname": ...}`` form is accepted too. A missing id is generated
 and echoed; an error reply carries the request's own id whenever one can be found, even in bytes
 that cannot be decoded (:func:`peek_envelope`, :func:`scan_envelope`). Result (on

@@ -40,15 +40,9 @@ from ggvision.serving.preprocess import PlaneEncoder, PlaneTensor
 log = logging.getLogger(__name__)
 
 MIN_DECODE_SIDE = 1024  # a reduced decode keeps its short side at least this long
-TRIM_AFTER_PIXELS = 4_000_000
+TRIM_AFTER_PIXELS = 4_000_000  # 12 MB of RGB: above it, release() trims the heap
 # How a frame request of a model that takes planes was served (ImageLoader.planes).
-PLANE_OUTCOMES = (
-    "used",
-    "none",
-    "mismatch",
-    "stale",
-    "unreadable",
-)  # 12 MB of RGB: above it, release() trims the heap
+PLANE_OUTCOMES = ("used", "none", "mismatch", "stale", "unreadable")
 
 
 @functools.cache

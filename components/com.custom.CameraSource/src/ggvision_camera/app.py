@@ -185,11 +185,12 @@ class CameraService:
             if new.result_topic != self.cfg.result_topic and self._result_sub is not None:
                 self._result_sub.close()
                 self._result_sub = self._subscribe_results(new)
-            if camera.planes is not self.planes or (
-                (new.consumer_status_topics, new.transport)
-                != (self.cfg.consumer_status_topics, self.cfg.transport)
+            listen = (new.consumer_status_topics, new.transport)
+            if camera.planes is not None and (
+                camera.planes is not self.planes
+                or listen != (self.cfg.consumer_status_topics, self.cfg.transport)
             ):
-                self.planes = camera.planes or self.planes
+                self.planes = camera.planes
                 self._subscribe_planes(new)
             self.camera, self.cfg = camera, new
             self._reporter.interval_s = new.status_interval_seconds
