@@ -1,6 +1,7 @@
 """Pipeline benchmark: frames per second through the suite, beside two baselines in the same run.
 
     python -m bench.pipeline [--seconds 8] [--warmup 2] [--threads N] [--max-in-flight 2]
+                             [--planes both|on|off]
 
 * suite: a CameraSource process (video file of real photos, ``fps`` 0: as fast as answers come
   back, frames through the shared-memory ring) -> the classifier process (``tflite-int8``,
@@ -15,6 +16,12 @@
   ranks, then reads the next.
 
 Targets (questions, answered by the run): suite/bare >= 0.9, suite/sync >= 1.3.
+
+Frame planes (``--planes``): the camera writes each frame also at the model's input size, which
+the classifier copies into its input tensor (``docs/messages.md``); ``both`` (default) runs the
+suite with planes (the figures above) and again with full frames only (``consumerStatusTopics:
+[]``), so the CPU per frame of each process is compared in the same run.
+
 
 CPU budget per frame (issue 20), each process's CPU over the measured window beside its target:
 the classifier <= the inference time measured in the same run (the bare loop's CPU per
@@ -211,6 +218,7 @@ def suite(
     seconds: float,
     profile_seconds: float = 0.0,
     profile_dir: Path | None = None,
+    planes: bool = True,
 ) -> dict[str, Any]:
     frames_dir = Path(tempfile.mkdtemp(prefix="ggv-bench-frames-", dir="/dev/shm"))
     logs = REPO / "build" / "bench" / "logs"
@@ -228,6 +236,7 @@ def suite(
                 "modelStorePath": str(store),
                 "threads": threads,
                 "frameDirectory": str(frames_dir),
+                "statusIntervalSeconds": 1.0,  # its first report tells the camera its plane
             }
             with (logs / "classifier.log").open("wb") as out:
                 classifier = subprocess.Popen(
@@ -244,6 +253,7 @@ def suite(
                 "maxInFlight": max_in_flight,
                 "ringDirectory": str(frames_dir),
                 "statusIntervalSeconds": 1.0,
+                **({} if planes else {"consumerStatusTopics": []}),
             }
             with (logs / "camera.log").open("wb") as out:
                 camera = subprocess.Popen(
@@ -253,7 +263,7 @@ def suite(
                 )
             procs.append(camera)
             wait_state(core, CAMERA, camera, 30)
-            time.sleep(warmup)
+            time.sleep(max(warmup, 1.5 if planes else 0.0))  # a classifier report came by
             ipc = core.ipc
             core_tid = core._thread.native_id  # the event loop's thread: the core's own CPU
             assert core_tid is not None
@@ -299,6 +309,7 @@ def suite(
         },
         "core_messages": delivered,
         "core_us_per_message": core_cpu / max(1, delivered) * 1e6,
+        "planes": last.get("planes", []),
         "status": last,
         "profiles": profiles,
     }
@@ -444,6 +455,20 @@ def profile_lines(profiles: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _planes_note(measured: dict[str, Any], full: dict[str, Any] | None) -> str:
+    """The frame planes' line: the CPU per frame with planes beside that with full frames."""
+    planes = ", ".join(f"{p['width']}x{p['height']} {p['fit']}" for p in measured["planes"])
+    if full is None:
+        return f"Frame planes: {planes or 'none (full frames only)'}."
+    on, off = measured["cpu_ms_per_frame"], full["cpu_ms_per_frame"]
+    return (
+        f"Frame planes ({planes or 'none learned'}) against full frames, same run: classifier "
+        f"{off['classifier']:.2f} -> {on['classifier']:.2f} ms CPU per frame, camera "
+        f"{off['camera']:.2f} -> {on['camera']:.2f} ms; {full['fps']:.1f} -> {measured['fps']:.1f} "
+        "frames/s."
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _report.parser("python -m bench.pipeline", __doc__)
     parser.add_argument("--seconds", type=float, default=8.0, help="measured time per pipeline")
@@ -458,6 +483,9 @@ def main(argv: list[str] | None = None) -> int:
         "(default: when py-spy is on PATH)",
     )
     parser.add_argument("--profile-seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--planes", choices=("both", "on", "off"), default="both", help="frame planes in the suite"
+    )
     args = parser.parse_args(argv)
     if args.threads == 0:
         from ggvision_classifier.config import ClassifierConfig
@@ -478,18 +506,25 @@ def main(argv: list[str] | None = None) -> int:
         sync = sync_loop(backend, video, args.seconds)
         backend.close()
         del backend
-        measured = suite(
-            store,
-            video,
-            threads=args.threads,
-            max_in_flight=args.max_in_flight,
-            warmup=args.warmup,
-            seconds=args.seconds,
-            profile_seconds=args.profile_seconds if args.profile else 0.0,
-            profile_dir=args.out,
-        )
+        runs = {
+            planes: suite(
+                store,
+                video,
+                threads=args.threads,
+                max_in_flight=args.max_in_flight,
+                warmup=args.warmup,
+                seconds=args.seconds,
+                planes=planes,
+                profile_seconds=args.profile_seconds if args.profile else 0.0,
+                profile_dir=args.out,
+            )
+            for planes in {"both": (False, True), "on": (True,), "off": (False,)}[args.planes]
+        }
+    measured = runs.get(True) or runs[False]
+    full_frames = runs.get(False) if True in runs else None
     results: dict[str, Any] = {
         "suite": measured,
+        "suite_full_frames": full_frames,
         "bare": bare,
         "sync": sync,
         "ratios": {
@@ -501,6 +536,7 @@ def main(argv: list[str] | None = None) -> int:
             "backend": "tflite",
             "threads": args.threads,
             "max_in_flight": args.max_in_flight,
+            "planes": args.planes,
             "frame_size": list(FRAME_SIZE),
             "video": f"{len(PHOTOS)} photos x {FRAMES_PER_PHOTO} frames, mp4v, looped",
             "seconds": args.seconds,
@@ -529,6 +565,7 @@ def main(argv: list[str] | None = None) -> int:
         f"CPU budget: the inference time is the bare loop's CPU per inference in this run "
         f"({inference_ms(results):.2f} ms; median wall time {bare['p50_ms']:.2f} ms); the camera "
         "is the requester here (it sends each frame's request and reads its result).",
+        _planes_note(measured, full_frames),
     ]
     lines = table(results) + profile_lines(measured["profiles"])
     _report.show(lines, notes)

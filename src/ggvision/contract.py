@@ -5,6 +5,8 @@ Request (on ``local/inference``)::
     {"id"?: str, "image": {"path": str} | {"data": base64} | {"frame": FrameRef},
      "top_k"?: int, "threshold"?: float, "reply_topic"?: str, "source"?: str}
 
+A frame reference may carry ``planes``: the same frame already fitted to a model's input
+(:class:`PlaneSpec`), a backward-compatible extension (``docs/messages.md``, "Frame planes").
 The seed's ``{"image_dir": ..., "fname": ...}`` form is accepted too. A missing id is generated
 and echoed; an error reply carries the request's own id whenever one can be found, even in bytes
 that cannot be decoded (:func:`peek_envelope`, :func:`scan_envelope`). Result (on
@@ -73,12 +75,50 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-class FrameRef(_Strict):
-    """A frame in a shared-memory ring written by CameraSource (:mod:`ggvision.frames`)."""
+RingName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+MAX_PLANES = 4  # planes one frame reference may carry
 
-    ring: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+class PlaneSpec(_Strict):
+    """What a frame plane holds: the full frame fitted to ``width`` x ``height`` as a model's
+    preprocessing does it (``crop``: a centre square of ``crop_fraction`` of the short side,
+    then resized; ``stretch``: the whole frame resized; ``letterbox``: the whole frame resized
+    with its aspect kept, centred on ``fill``), with ``interpolation``, in ``color`` order,
+    HxWx3 uint8. A consumer uses a plane only when its spec equals the one its model wants."""
+
+    width: Annotated[int, Field(ge=1, le=4096)]
+    height: Annotated[int, Field(ge=1, le=4096)]
+    fit: Literal["crop", "stretch", "letterbox"]
+    crop_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    interpolation: Literal["bicubic", "bilinear", "nearest"] = "bicubic"
+    color: Literal["RGB", "BGR"] = "RGB"
+    fill: Annotated[int, Field(ge=0, le=255)] = 0
+
+
+class FramePlane(_Strict):
+    """The same frame made at a model's input size (:class:`PlaneSpec`), in a ring of its own."""
+
+    ring: RingName
     slot: Annotated[int, Field(ge=0, lt=4096)]
     seq: Annotated[int, Field(ge=0)]
+    spec: PlaneSpec
+
+
+class FrameRef(_Strict):
+    """A frame in a shared-memory ring written by CameraSource (:mod:`ggvision.frames`);
+    ``planes``: the same frame already fitted to the consumers' model inputs (optional, v1
+    extension: a consumer whose model wants none of them reads the full frame)."""
+
+    ring: RingName
+    slot: Annotated[int, Field(ge=0, lt=4096)]
+    seq: Annotated[int, Field(ge=0)]
+    planes: Annotated[list[FramePlane], Field(max_length=MAX_PLANES)] | None = None
+
+    def plane(self, spec: PlaneSpec | None) -> FramePlane | None:
+        """The plane made as ``spec`` says, if the reference carries one."""
+        if spec is None or not self.planes:
+            return None
+        return next((p for p in self.planes if p.spec == spec), None)
 
 
 class PathImage(_Strict):
@@ -392,7 +432,7 @@ def request_json(
     """A request as it goes on the bus (``docs/messages.md``): the fields given, in the order of
     :class:`InferenceRequest`. Not validated here: the classifier answers a bad one with
     ``INVALID_REQUEST``, as it would anybody's."""
-    request: dict[str, Any] = {"id": rid, "image": image.model_dump()}
+    request: dict[str, Any] = {"id": rid, "image": image.model_dump(exclude_none=True)}
     for key, value in (
         ("top_k", top_k),
         ("threshold", threshold),

@@ -15,11 +15,13 @@ import os
 import re
 import struct
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
-from ggvision.contract import FrameRef
+from ggvision.contract import FramePlane, FrameRef
 from ggvision.errors import GgvisionError
 
 DEFAULT_DIR = Path("/dev/shm")  # noqa: S108 # POSIX shm, files created 0600 # nosec B108
@@ -27,6 +29,7 @@ MAGIC = b"GGVRING1"
 _HEADER = struct.Struct("<8sII48x")  # magic, slots, slot_bytes -> 64 bytes
 _SLOT = struct.Struct("<QIIIId")  # seq, width, height, channels, nbytes, timestamp -> 32 bytes
 SLOT_HEADER_BYTES = 64
+T = TypeVar("T")
 _NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -167,23 +170,40 @@ class FrameReader(_Ring):
             os.close(self._fd)
             self._fd = -1
 
-    def read(self, ref: FrameRef) -> tuple[np.ndarray, float]:
+    def read(self, ref: FrameRef | FramePlane) -> tuple[np.ndarray, float]:
         """A copy of the referenced frame and its capture time; :class:`StaleFrame` if gone."""
+        return self.read_with(ref, np.copy)
+
+    def read_with(
+        self, ref: FrameRef | FramePlane, fn: Callable[[np.ndarray], T]
+    ) -> tuple[T, float]:
+        """``fn`` applied to a read-only view of the referenced frame's pixels (HxWxC) in the
+        ring, and the capture time; ``fn``'s result (which must not keep the view) counts only
+        when the slot still holds the frame afterwards, else :class:`StaleFrame`. A frame plane
+        goes into a model's input tensor this way with one pass over its bytes."""
+        pixels, ts = self._view(ref)
+        out = fn(pixels)
+        (after,) = struct.unpack_from("<Q", self._mm, self._slot_offset(ref.slot))
+        if after != ref.seq:
+            raise StaleFrame(f"slot {ref.slot} was overwritten while it was read")
+        return out, ts
+
+    def shape(self, ref: FrameRef | FramePlane) -> tuple[int, int, int]:
+        """(height, width, channels) of the referenced frame (its slot header only is read)."""
+        pixels, _ts = self._view(ref)
+        h, w, c = pixels.shape
+        return h, w, c
+
+    def _view(self, ref: FrameRef | FramePlane) -> tuple[np.ndarray, float]:
         if ref.slot >= self.slots:
             raise FrameError(f"slot {ref.slot} out of range (ring has {self.slots})")
         if self._fd < 0 or os.fstat(self._fd).st_size < self._size:
             raise FrameError(f"frame ring {self.path.name} was truncated (its writer restarted)")
         off = self._slot_offset(ref.slot)
-        mm = self._mm
-        seq, w, h, c, nbytes, ts = _SLOT.unpack_from(mm, off)
+        seq, w, h, c, nbytes, ts = _SLOT.unpack_from(self._mm, off)
         if seq != ref.seq:
             raise StaleFrame(f"slot {ref.slot} holds seq {seq}, not {ref.seq}")
         if nbytes != w * h * c or nbytes > self.slot_bytes or c not in (1, 3, 4):
             raise FrameError(f"slot {ref.slot} has an inconsistent header")
-        pixels = np.frombuffer(
-            mm, dtype=np.uint8, count=nbytes, offset=off + SLOT_HEADER_BYTES
-        ).copy()
-        (after,) = struct.unpack_from("<Q", mm, off)
-        if after != ref.seq:
-            raise StaleFrame(f"slot {ref.slot} was overwritten while it was read")
-        return pixels.reshape(h, w, c), ts
+        view = np.frombuffer(self._mm, dtype=np.uint8, count=nbytes, offset=off + SLOT_HEADER_BYTES)
+        return view.reshape(h, w, c), ts

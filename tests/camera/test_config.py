@@ -52,7 +52,7 @@ def test_access_control_grants_exactly_the_topics_the_component_uses() -> None:
             cfg.status_topic,
             TELEMETRY_TOPIC,
         },
-        "aws.greengrass#SubscribeToTopic": {cfg.result_topic},
+        "aws.greengrass#SubscribeToTopic": {cfg.result_topic, *cfg.consumer_status_topics},
     }
     assert cfg.status_topic == "local/status/com.custom.CameraSource"
 

@@ -122,7 +122,7 @@ def test_configuration_update_follows_topic_changes(c: Component) -> None:
     model = c.model
     assert model is not None
     marks = marked_fields(model)
-    field = sorted(marks)[0]
+    field = sorted(f for f in marks if model.model_fields[f].annotation is str)[0]  # one topic
     key = model.model_fields[field].alias or field
     update = configuration_update(c, {key: "site/renamed"})
     merged = deep_merge(c.defaults, update["merge"])
@@ -236,3 +236,16 @@ def test_marker_details() -> None:
         (mqtt, "aws.greengrass#SubscribeToIoTCore", "c/+"),
     }
     assert (mqtt, "aws.greengrass#SubscribeToIoTCore", "d") in used_grants(Demo(cmd_topic="d"))
+
+
+def test_a_camera_update_of_its_consumers_status_topics_follows_into_access_control() -> None:
+    camera = BY_NAME["com.custom.CameraSource"]
+    assert camera.model is not None
+    update = configuration_update(camera, {"consumerStatusTopics": ["site/classifier/status"]})
+    merged = deep_merge(camera.defaults, update["merge"])
+    merged["accessControl"] = update["merge"]["accessControl"]
+    granted = declared_grants(merged["accessControl"])
+    subscribe = ("aws.greengrass.ipc.pubsub", "aws.greengrass#SubscribeToTopic")
+    assert (*subscribe, "site/classifier/status") in granted
+    assert (*subscribe, "local/status/com.custom.ImageClassifier") not in granted
+    assert granted == used_grants(camera.model.from_raw(merged))

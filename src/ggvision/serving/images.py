@@ -10,6 +10,7 @@ gives it back with ``malloc_trim`` after a decode over :data:`TRIM_AFTER_PIXELS`
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import ctypes.util
 import functools
@@ -34,11 +35,14 @@ from ggvision.contract import (
     inline_bytes,
 )
 from ggvision.frames import FrameError, FrameReader, StaleFrame, frame_slot_bytes
+from ggvision.serving.preprocess import PlaneEncoder, PlaneTensor
 
 log = logging.getLogger(__name__)
 
 MIN_DECODE_SIDE = 1024  # a reduced decode keeps its short side at least this long
 TRIM_AFTER_PIXELS = 4_000_000  # 12 MB of RGB: above it, release() trims the heap
+# How a frame request of a model that takes planes was served (ImageLoader.planes).
+PLANE_OUTCOMES = ("used", "none", "mismatch", "stale", "unreadable")
 
 
 @functools.cache
@@ -102,6 +106,12 @@ class ImageLoader:
         # JPEG: decode at a reduced scale when larger than this (0: never); see the module doc.
         self.max_decode_pixels = max_decode_pixels
         self._rings: dict[str, FrameReader] = {}
+        # Frame requests of a model that takes planes: served from the plane ("used") or from
+        # the full frame because the request had no plane ("none"), none of the model's spec
+        # ("mismatch"), or its plane was overwritten ("stale") or could not be read.
+        self.planes: collections.Counter[str] = collections.Counter(
+            dict.fromkeys(PLANE_OUTCOMES, 0)
+        )
         self._decoded_pixels = 0  # of the last decode not yet released
 
     def release(self) -> None:
@@ -134,8 +144,17 @@ class ImageLoader:
         return max(0, min(size, self.max_bytes))
 
     # --- sources ------------------------------------------------------------------------------
-    def load(self, image: PathImage | DataImage | FrameImage) -> Image.Image | np.ndarray:
+    def load(
+        self, image: PathImage | DataImage | FrameImage, plane: PlaneEncoder | None = None
+    ) -> Image.Image | np.ndarray | PlaneTensor:
+        """The request's image; ``plane``: what the model takes of a frame plane, used when the
+        frame reference carries a plane of that spec (the model's input tensor comes back,
+        made from the ring slot in one pass), else the full frame."""
         if isinstance(image, FrameImage):
+            if plane is not None:
+                made = self._plane(image, plane)
+                if made is not None:
+                    return made
             return self._frame(image)
         data = self._read_path(image.path) if isinstance(image, PathImage) else inline_bytes(image)
         return self.decode(data)
@@ -218,14 +237,45 @@ class ImageLoader:
         if scale > 1:
             img.draft("RGB", (w // scale, h // scale))
 
+    def _ring(self, name: str) -> FrameReader:
+        ring = self._rings.get(name)
+        if ring is None:
+            ring = FrameReader(name, directory=self.frame_directory)
+            self._rings[name] = ring
+        return ring
+
+    def _plane(self, image: FrameImage, want: PlaneEncoder) -> PlaneTensor | None:
+        """The frame's plane of ``want.spec`` as the model's input; None (counted in
+        :attr:`planes` by reason) when the request carries none such, or it cannot be read:
+        the full frame serves then."""
+        ref = image.frame
+        found = ref.plane(want.spec)
+        if found is None:
+            self.planes["mismatch" if ref.planes else "none"] += 1
+            return None
+        spec = want.spec
+        try:
+            h, w, _c = self._ring(ref.ring).shape(ref)
+            plane_ring = self._ring(found.ring)
+            if plane_ring.shape(found) != (spec.height, spec.width, 3):
+                raise FrameError(f"plane {found.ring} is not {spec.width}x{spec.height}x3")
+            tensor, _ts = plane_ring.read_with(found, want.encode)
+        except StaleFrame:
+            self.planes["stale"] += 1
+            return None
+        except FrameError:
+            gone = self._rings.pop(found.ring, None)
+            if gone is not None:
+                gone.close()
+            self.planes["unreadable"] += 1
+            return None
+        self.planes["used"] += 1
+        return PlaneTensor(tensor, (w, h))
+
     def _frame(self, image: FrameImage) -> np.ndarray:
         ref = image.frame
-        ring = self._rings.get(ref.ring)
         try:
-            if ring is None:
-                ring = FrameReader(ref.ring, directory=self.frame_directory)
-                self._rings[ref.ring] = ring
-            pixels, _ts = ring.read(ref)
+            pixels, _ts = self._ring(ref.ring).read(ref)
         except StaleFrame as exc:
             raise RequestError(ErrorCode.IMAGE_NOT_FOUND, f"stale frame: {exc}") from exc
         except FrameError as exc:

@@ -9,7 +9,8 @@ int8/uint8 input, the quantized values ``clip(round(x / scale + zero_point))``.
 Float inputs are normalised in float32 (bit-identical to the reference pipeline). Quantized
 inputs go through a per-channel lookup table of 256 entries computed once per manifest, so they
 are exact (the LiteRT int8 input is ``pixel - 128`` bit for bit) and cost one gather per frame;
-the ``pixel - 128`` case itself is a single XOR.
+the ``pixel - 128`` case itself is a single XOR, the ``pixel`` case (a uint8 input taking raw
+pixels) a single copy.
 """
 
 from __future__ import annotations
@@ -17,13 +18,36 @@ from __future__ import annotations
 import functools
 import io
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ggvision.contract import PlaneSpec
 from ggvision.serving.models.store import Manifest, ModelError, Preprocess, Quantization
 
-ImageLike = Image.Image | np.ndarray
+
+@dataclass(frozen=True, slots=True)
+class PlaneTensor:
+    """A frame plane already made into the model's input (:meth:`ImageLoader.load` with a
+    :class:`PlaneEncoder`): the tensor and the full frame's size (w, h) it was made from."""
+
+    tensor: np.ndarray
+    source_size: tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class PlaneEncoder:
+    """What a model wants of a frame plane: its ``spec``, and ``encode`` (the plane's pixels, a
+    read-only view of the ring slot -> a new input tensor; it must not keep the view)."""
+
+    spec: PlaneSpec
+    encode: Callable[[np.ndarray], np.ndarray]
+
+
+ImageLike = Image.Image | np.ndarray | PlaneTensor
 
 _RESAMPLE = {
     "bicubic": Image.Resampling.BICUBIC,
@@ -48,6 +72,8 @@ def preprocess(image: ImageLike, manifest: Manifest) -> np.ndarray:
 
 def crop_resize(image: ImageLike, spec: Preprocess) -> np.ndarray:
     """Centre crop and resize -> (resize, resize, 3) uint8 RGB pixels."""
+    if isinstance(image, PlaneTensor):
+        raise ValueError("a frame plane is already the model's input")
     if isinstance(image, np.ndarray):
         return _crop_resize_array(image, spec)
     if not isinstance(image, Image.Image):
@@ -64,6 +90,8 @@ def crop_resize(image: ImageLike, spec: Preprocess) -> np.ndarray:
 def rgb_image(image: ImageLike) -> Image.Image:
     """Any image :func:`preprocess` takes -> an 8-bit RGB PIL image, uncropped (alpha dropped,
     16-bit samples scaled). ValueError for an unusable image."""
+    if isinstance(image, PlaneTensor):
+        raise ValueError("a frame plane is already the model's input")
     if isinstance(image, np.ndarray):
         pixels = _checked_array(image)
         if pixels.ndim == 3:
@@ -80,6 +108,64 @@ def resized(img: Image.Image, size: tuple[int, int], spec: Preprocess) -> Image.
     return img if img.size == size else img.resize(size, _RESAMPLE[spec.interpolation])
 
 
+# --- frame planes: the frame fitted to a model where it is made (CameraSource) ------------------
+Fit = Literal["crop", "stretch", "letterbox"]
+
+
+def plane_spec(spec: Preprocess, *, fit: Fit | None = None, fill: int = 0) -> PlaneSpec:
+    """The frame plane a model with this preprocessing takes: its centre crop (``resize_only``:
+    the whole frame stretched), or the ``fit`` given (a detector's ``stretch``/``letterbox``
+    on ``fill``)."""
+    if fit is None:
+        fit = "stretch" if spec.resize_only else "crop"
+    return PlaneSpec(
+        width=spec.resize,
+        height=spec.resize,
+        fit=fit,
+        crop_fraction=spec.crop_fraction if fit == "crop" else 1.0,
+        interpolation=spec.interpolation,
+        color=spec.color,
+        fill=fill if fit == "letterbox" else 0,
+    )
+
+
+def make_plane(frame: np.ndarray, spec: PlaneSpec) -> np.ndarray:
+    """An RGB frame (HxWx3 uint8, or any array :func:`preprocess` takes) -> the plane ``spec``
+    describes, HxWx3 uint8 in its colour order: the very pixels the consumer's own
+    preprocessing makes of the full frame (the same code: crop, resize, letterbox)."""
+    if spec.width != spec.height:
+        raise ValueError(f"a frame plane is square, not {spec.width}x{spec.height}")
+    side = spec.width
+    pre = Preprocess(
+        color=spec.color,
+        crop_fraction=spec.crop_fraction,
+        resize=side,
+        interpolation=spec.interpolation,
+        resize_only=spec.fit != "crop",
+    )
+    if spec.fit == "letterbox":
+        pixels = letterboxed(rgb_image(frame), side, pre, spec.fill)
+    else:
+        pixels = _crop_resize_array(frame, pre)
+    return pixels[:, :, ::-1] if spec.color == "BGR" else pixels
+
+
+def letterbox_box(width: int, height: int, side: int) -> tuple[int, int, int, int]:
+    """Where an image of ``width`` x ``height`` lies letterboxed in a square of ``side``:
+    (inner width, inner height, left padding, top padding), pixels."""
+    scale = min(side / width, side / height)
+    w, h = max(1, round(width * scale)), max(1, round(height * scale))
+    return w, h, (side - w) // 2, (side - h) // 2
+
+
+def letterboxed(img: Image.Image, side: int, spec: Preprocess, fill: int) -> np.ndarray:
+    """An RGB image resized with its aspect kept and centred on a ``side`` square of ``fill``."""
+    w, h, pad_x, pad_y = letterbox_box(img.width, img.height, side)
+    canvas = Image.new("RGB", (side, side), (fill,) * 3)
+    canvas.paste(resized(img, (w, h), spec), (pad_x, pad_y))
+    return np.asarray(canvas, dtype=np.uint8)
+
+
 def encode(pixels: np.ndarray, manifest: Manifest, *, raw_uint8: bool = False) -> np.ndarray:
     """(resize, resize, 3) uint8 RGB pixels -> the model input (colour order, normalisation,
     quantization, layout and shape as the manifest says). ``raw_uint8``: a uint8 input without
@@ -87,6 +173,13 @@ def encode(pixels: np.ndarray, manifest: Manifest, *, raw_uint8: bool = False) -
     pixels, mean 0 and std 1); otherwise such a manifest is a ModelError."""
     if manifest.preprocess.color == "BGR":
         pixels = pixels[:, :, ::-1]
+    return encode_plane(pixels, manifest, raw_uint8=raw_uint8)
+
+
+def encode_plane(pixels: np.ndarray, manifest: Manifest, *, raw_uint8: bool = False) -> np.ndarray:
+    """Pixels already fitted to the model and in its colour order (a frame plane,
+    :func:`make_plane`) -> the model input, as :func:`encode` makes it; always a new array (an
+    int8 input of ``pixel - 128``: one XOR pass)."""
     inp = manifest.input
     if raw_uint8 and inp.dtype == "uint8" and inp.quantization is None:
         manifest = manifest.model_copy(
@@ -217,6 +310,8 @@ def _encode(pixels: np.ndarray, manifest: Manifest) -> np.ndarray:
     )
     if lut.minus_128:
         out = np.bitwise_xor(pixels, np.uint8(0x80)).view(np.int8)
+    elif lut.identity:
+        out = np.array(pixels, dtype=np.uint8)  # the input is the pixels: one copy
     elif lut.shared is not None:
         out = lut.shared[pixels]  # one gather, in the output's layout and dtype
     else:
@@ -230,7 +325,7 @@ def _encode(pixels: np.ndarray, manifest: Manifest) -> np.ndarray:
 
 
 class _Lut:
-    __slots__ = ("minus_128", "shared", "table")
+    __slots__ = ("identity", "minus_128", "shared", "table")
 
     def __init__(self, table: np.ndarray) -> None:
         self.table = table  # (3, 256)
@@ -238,6 +333,9 @@ class _Lut:
         self.shared: np.ndarray | None = table[0] if same else None
         self.minus_128 = (
             same and table.dtype == np.int8 and bool((table[0] == (np.arange(256) - 128)).all())
+        )
+        self.identity = (
+            same and table.dtype == np.uint8 and bool((table[0] == np.arange(256)).all())
         )
 
 

@@ -193,6 +193,7 @@ class ModelService(Generic[C]):
             last_swap=self.swapper.last_swap,
             last_command=self.commands.last_command,
             uplink=uplink.stats.snapshot() if uplink else None,
+            request_topic=self.cfg.listen_topic(),
         )
 
     # --- deployments -----------------------------------------------------------------------------

@@ -20,12 +20,23 @@ def health(
     last_swap: dict[str, Any] | None,
     last_command: dict[str, Any] | None,
     uplink: dict[str, Any] | None,
+    request_topic: str | None = None,
 ) -> Health:
     """The report now: RUNNING while a model serves, else ERRORED. ``uplink``: its counters
-    (None without one)."""
+    (None without one). ``frame_plane``: the plane the model takes of frames requested on
+    ``request_topic`` (a camera makes it at the model's input size; ``docs/messages.md``) and
+    how the frame requests were served; None while no model serves, or it takes none."""
     stats, latencies = worker.snapshot()
     p50, p95 = percentiles(latencies)
     active = worker.active
+    encoder = active.task.plane_encoder(active.model) if active else None
+    plane = None
+    if encoder is not None and request_topic is not None:
+        plane = {
+            "topic": request_topic,
+            "spec": encoder.spec.model_dump(),
+            "frames": dict(worker.loader.planes),
+        }
     return Health(
         state="RUNNING" if active else "ERRORED",
         fps=rate.rate(stats["ok"]),
@@ -48,5 +59,6 @@ def health(
             "last_swap": last_swap,
             "last_command": last_command,
             "uplink": uplink,
+            "frame_plane": plane,
         },
     )

@@ -240,7 +240,7 @@ class Worker:
             return
         image: Any = None
         try:
-            image = self.loader.load(item.request.image)
+            image = self.loader.load(item.request.image, active.task.plane_encoder(active.model))
             decoded = time.monotonic()
             item.timing.decode = (decoded - start) * 1000
             item.tensor, item.context = active.task.prepare(image, active.model)

@@ -26,6 +26,7 @@ from ggvision_camera.capture import DOWN
 from ggvision_camera.config import CameraConfig
 from ggvision_camera.errors import CameraError
 from ggvision_camera.flow import InFlightBudget, dispatch
+from ggvision_camera.planes import PlaneBook
 
 log = logging.getLogger("ggvision_camera")
 
@@ -43,6 +44,10 @@ class CameraService:
         self._stopping = threading.Event()
         self._result_sub: Subscription | None = None
         self._subs: list[Subscription] = []
+        # What the consumers take beside full frames (their status reports say; kept across
+        # camera rebuilds, renewed when the request topics change).
+        self.planes = PlaneBook(_request_topics(self.cfg))
+        self._plane_subs: list[Subscription] = []
         self._reporter = StatusReporter(
             bus,
             "com.custom.CameraSource",
@@ -64,13 +69,14 @@ class CameraService:
         built: dict[str, Camera] = {}
         try:
             for cfg in self.cfg.camera_configs():
-                built[cfg.camera_name] = Camera(self.bus, cfg, self.budget)
+                built[cfg.camera_name] = Camera(self.bus, cfg, self.budget, self.planes)
         except CameraError:
             for camera in built.values():
                 camera.transport.close()
             raise
         self.cameras = built
         self._result_sub = self._subscribe_results(self.cfg)
+        self._subscribe_planes(self.cfg)
         for camera in built.values():
             camera.start()
         self._subs.append(self.bus.subscribe_configuration(self.on_configuration_changed))
@@ -92,7 +98,7 @@ class CameraService:
         with self._lock:
             cameras = list(self.cameras.values())
             _stop_all(cameras)
-        for sub in [*self._subs, self._result_sub]:
+        for sub in [*self._subs, *self._plane_subs, self._result_sub]:
             if sub is not None:
                 try:
                     sub.close()
@@ -106,6 +112,17 @@ class CameraService:
         # On the IPC thread itself (one hop less per frame) unless each result is printed: a
         # terminal or pipe that blocks must not stall the connection.
         return self.bus.subscribe(cfg.result_topic, self._on_result, inline=not cfg.print_results)
+
+    def _subscribe_planes(self, cfg: CameraConfig) -> None:
+        """Listen to the consumers' status reports for the frame planes they take (only the
+        transport frame makes planes)."""
+        for sub in self._plane_subs:
+            sub.close()
+        self._plane_subs = []
+        if cfg.transport != "frame":
+            return
+        for topic in dict.fromkeys(cfg.consumer_status_topics):
+            self._plane_subs.append(self.bus.subscribe(topic, self.planes.on_status, inline=True))
 
     def _on_result(self, topic: str, payload: bytes | dict[str, Any]) -> None:
         cameras = self.cameras  # replaced whole on a deployment, never changed in place
@@ -183,6 +200,9 @@ class CameraService:
                 for c in wanted
                 if c.camera_name in self.cameras and old.get(c.camera_name) == c
             }
+            planes = self._planes_for(new)
+            if planes is not self.planes:
+                keep = {}  # the request topics changed: every camera takes the new book
             # First: a changed camera may reuse the device and the ring name of its old self.
             _stop_all([cam for name, cam in self.cameras.items() if name not in keep])
             if new.max_in_flight_total != self.cfg.max_in_flight_total:
@@ -197,7 +217,7 @@ class CameraService:
                     if attempt is None:
                         continue
                     try:
-                        cameras[name] = Camera(self.bus, attempt, self.budget)
+                        cameras[name] = Camera(self.bus, attempt, self.budget, planes)
                         break
                     except CameraError as exc:
                         log.error(
@@ -213,6 +233,13 @@ class CameraService:
             if new.result_topic != self.cfg.result_topic and self._result_sub is not None:
                 self._result_sub.close()
                 self._result_sub = self._subscribe_results(new)
+            listen = (new.consumer_status_topics, new.transport)
+            if planes is not self.planes or listen != (
+                self.cfg.consumer_status_topics,
+                self.cfg.transport,
+            ):
+                self.planes = planes
+                self._subscribe_planes(new)
             self.cameras, self.cfg = cameras, new
             self._reporter.interval_s = new.status_interval_seconds
             self._reporter.topic = new.status_topic
@@ -225,6 +252,19 @@ class CameraService:
                 len(cameras) - len(keep),
                 extra={"event": "camera.reconfigured"},
             )
+
+    def _planes_for(self, cfg: CameraConfig) -> PlaneBook:
+        """The plane book for ``cfg``: the one kept while its request topics stay the same, else
+        a new one (filled by the consumers' next reports)."""
+        topics = _request_topics(cfg)
+        if self.planes.topics == frozenset(topics):
+            return self.planes
+        return PlaneBook(topics)
+
+
+def _request_topics(cfg: CameraConfig) -> list[str]:
+    """Every camera's request topics (a camera may override ``tasks``)."""
+    return list(dict.fromkeys(t for c in cfg.camera_configs() for t in c.request_topics()))
 
 
 def _budget(cfg: CameraConfig) -> InFlightBudget | None:

@@ -15,15 +15,24 @@ from ggvision_camera.capture import Backoff, Capture
 from ggvision_camera.config import CameraConfig
 from ggvision_camera.errors import TransportError
 from ggvision_camera.flow import FramePublisher, InFlightBudget
+from ggvision_camera.planes import PlaneBook
 
 log = logging.getLogger(__name__)
 
 
 class Camera:
-    def __init__(self, bus: Bus, cfg: CameraConfig, budget: InFlightBudget | None = None) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        cfg: CameraConfig,
+        budget: InFlightBudget | None = None,
+        planes: PlaneBook | None = None,
+    ) -> None:
         """Build every part; raises SourceError / TransportError when one cannot be built.
-        ``budget``: the in-flight slots shared with the process's other cameras."""
+        ``budget``: the in-flight slots shared with the process's other cameras; ``planes``:
+        what the consumers take besides full frames (learned by the service)."""
         self.cfg = cfg
+        self.planes = planes
         limit = message_limit(bus)
         if cfg.transport == "inline" and limit is not None:
             raise TransportError(
@@ -35,7 +44,7 @@ class Camera:
         self.source = sources.create(
             cfg.source, max_width=cfg.max_width, max_height=cfg.max_height, roi=cfg.roi
         )
-        self.transport = transport.create(cfg)
+        self.transport = transport.create(cfg, planes.specs if planes is not None else None)
         self.publisher = FramePublisher(
             bus,
             self.transport,
@@ -92,6 +101,7 @@ class Camera:
             "retry_in_s": self.capture.retry_in_s,
             "source": self.source.describe(),
             "transport": self.transport.type,
+            "planes": [] if self.planes is None else [p.model_dump() for p in self.planes.specs()],
             "fps": {
                 "captured": round((captured - c0) / span, 2),
                 "sent": round((sent - s0) / span, 2),

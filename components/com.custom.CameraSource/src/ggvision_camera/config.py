@@ -30,6 +30,7 @@ from ggvision.config import (
     result_topic_field,
     status_interval_field,
     status_topic_field,
+    subscribes,
 )
 from ggvision.frames import DEFAULT_DIR
 
@@ -188,6 +189,17 @@ class CameraConfig(ComponentConfig):
         json_schema_extra=publishes(),
     )
     result_topic: str = result_topic_field()
+    consumer_status_topics: list[str] = Field(
+        default_factory=lambda: [
+            "local/status/com.custom.ImageClassifier",
+            "local/status/com.custom.ObjectDetector",
+        ],
+        max_length=8,
+        description="status topics of the consumers (classifier, detector): their reports say "
+        "the frame plane their model takes, which transport frame then writes beside each "
+        "frame at the model's input size; empty: full frames only",
+        json_schema_extra=subscribes(),
+    )
     status_topic: str = status_topic_field("com.custom.CameraSource")
     status_interval_seconds: float = status_interval_field()
 

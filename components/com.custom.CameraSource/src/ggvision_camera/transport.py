@@ -16,6 +16,7 @@ import logging
 import math
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -24,15 +25,19 @@ from PIL import Image
 
 from ggvision.contract import (
     MAX_INLINE_IMAGE_BYTES,
+    MAX_PLANES,
     DataImage,
     FrameImage,
+    FramePlane,
     PathImage,
+    PlaneSpec,
     RequestImage,
     frame_image,
     inline_image,
     path_image,
 )
 from ggvision.frames import FrameError, FrameWriter
+from ggvision.serving.preprocess import make_plane
 from ggvision_camera.config import CameraConfig
 from ggvision_camera.errors import TransportError
 
@@ -55,24 +60,75 @@ class Transport(ABC):
 
 
 class RingTransport(Transport):
+    """Frames in a shared-memory ring; with ``planes`` (what the consumers take, from a
+    :class:`~ggvision_camera.planes.PlaneBook`), each frame also fitted to each consumer's
+    model input, in one plane ring per spec, named by the same reference."""
+
     type = "frame"
 
-    def __init__(self, name: str, *, slots: int, slot_bytes: int, directory: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        slots: int,
+        slot_bytes: int,
+        directory: Path,
+        planes: Callable[[], Sequence[PlaneSpec]] | None = None,
+    ) -> None:
         try:
             self.writer = FrameWriter(name, slots=slots, slot_bytes=slot_bytes, directory=directory)
         except (FrameError, OSError) as exc:
             raise TransportError(f"cannot create frame ring {name} in {directory}: {exc}") from exc
         self.name = name
+        self.slots = slots
+        self.directory = Path(directory)
+        self.planes = planes
+        self._plane_rings: dict[PlaneSpec, FrameWriter] = {}
+        self._made = 0
 
     def image(self, frame: np.ndarray) -> FrameImage:
+        specs = self.planes() if self.planes is not None else ()
         try:
             ref = self.writer.write(frame)
+            if specs:
+                ref = ref.model_copy(update={"planes": [self._plane(frame, s) for s in specs]})
         except FrameError as exc:
             raise TransportError(str(exc)) from exc
         return frame_image(ref)
 
+    def _plane(self, frame: np.ndarray, spec: PlaneSpec) -> FramePlane:
+        """``frame`` made as ``spec`` says, written to the plane ring of that spec."""
+        pixels = make_plane(frame, spec)
+        writer = self._plane_rings.get(spec)
+        if writer is None:
+            writer = self._plane_ring(spec)
+        ref = writer.write(pixels)
+        return FramePlane(ring=ref.ring, slot=ref.slot, seq=ref.seq, spec=spec)
+
+    def _plane_ring(self, spec: PlaneSpec) -> FrameWriter:
+        if len(self._plane_rings) >= 2 * MAX_PLANES:  # consumers changed models many times
+            for old in self._plane_rings.values():
+                old.unlink()
+            self._plane_rings.clear()
+        self._made += 1  # a new name: a reader never maps a recreated ring of another layout
+        name = f"{self.name[:56]}.p{self._made}"
+        try:
+            writer = FrameWriter(
+                name,
+                slots=self.slots,
+                slot_bytes=spec.width * spec.height * 3,
+                directory=self.directory,
+            )
+        except OSError as exc:
+            raise FrameError(f"cannot create plane ring {name}: {exc}") from exc
+        self._plane_rings[spec] = writer
+        return writer
+
     def close(self) -> None:
         self.writer.unlink()
+        for writer in self._plane_rings.values():
+            writer.unlink()
+        self._plane_rings.clear()
 
 
 class InlineJpegTransport(Transport):
@@ -147,7 +203,9 @@ def jpeg_within(frame: np.ndarray, max_bytes: int, quality: int) -> bytes:
         qualities = [_MIN_QUALITY] if quality > _MIN_QUALITY else [quality]
 
 
-def create(cfg: CameraConfig) -> Transport:
+def create(cfg: CameraConfig, planes: Callable[[], Sequence[PlaneSpec]] | None = None) -> Transport:
+    """The configured transport; ``planes``: the frame planes the consumers take (the ring
+    transport makes them; the others send the full frame only)."""
     if cfg.transport == "frame":
         name = cfg.ring_name or f"ggv-{cfg.camera_name}-{os.getpid()}"[:64]
         return RingTransport(
@@ -155,6 +213,7 @@ def create(cfg: CameraConfig) -> Transport:
             slots=cfg.ring_slots,
             slot_bytes=cfg.max_frame_bytes,
             directory=Path(cfg.ring_directory),
+            planes=planes,
         )
     if cfg.transport == "inline":
         return InlineJpegTransport(quality=cfg.jpeg_quality)

@@ -17,6 +17,8 @@ flattened to float32 scores.
 
 from __future__ import annotations
 
+import functools
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,7 +28,14 @@ import numpy as np
 
 from ggvision.contract import Detection, Prediction
 from ggvision.serving.models.store import Model
-from ggvision.serving.preprocess import ImageLike, preprocess
+from ggvision.serving.preprocess import (
+    ImageLike,
+    PlaneEncoder,
+    PlaneTensor,
+    encode_plane,
+    plane_spec,
+    preprocess,
+)
 
 
 @dataclass(slots=True)
@@ -51,8 +60,31 @@ class Task(ABC):
 
     def prepare(self, image: ImageLike, model: Model) -> tuple[np.ndarray, Any]:
         """The model's input for ``image`` and what :meth:`answer` needs to know about this
-        request's preprocessing (default: :meth:`preprocess`, no context)."""
+        request's preprocessing (default: :meth:`preprocess`, no context; a frame plane made
+        by :meth:`plane_encoder`'s ``encode`` is the input already)."""
+        if isinstance(image, PlaneTensor):
+            return image.tensor, None
         return self.preprocess(image, model), None
+
+    def plane_encoder(self, model: Model) -> PlaneEncoder | None:
+        """The frame plane this task takes for ``model`` (the camera makes it at the model's
+        input size, ``docs/messages.md``) and how its pixels become the input tensor; None:
+        full frames only. By default the manifest's own preprocessing, for a task that keeps
+        the default :meth:`prepare` and :meth:`preprocess`; computed once per model."""
+        cached = _encoders.setdefault(model, {})
+        kind = type(self)
+        if kind not in cached:
+            cached[kind] = self._plane_encoder(model)
+        return cached[kind]
+
+    def _plane_encoder(self, model: Model) -> PlaneEncoder | None:
+        kind = type(self)
+        if kind.prepare is not Task.prepare or kind.preprocess is not Task.preprocess:
+            return None  # a task of its own preprocessing: it says what plane it takes, if any
+        manifest = model.manifest
+        return PlaneEncoder(
+            plane_spec(manifest.preprocess), functools.partial(encode_plane, manifest=manifest)
+        )
 
     def answer(
         self,
@@ -87,3 +119,9 @@ class Task(ABC):
     def postprocess(self, output: Any, model: Model, *, top_k: int, threshold: float) -> TaskOutput:
         """The model's output (flattened float32 scores, or every output when
         :attr:`all_outputs`) -> the task's answer."""
+
+
+# model -> task class -> its plane encoder (a model's manifest never changes once loaded).
+_encoders: weakref.WeakKeyDictionary[Model, dict[type[Task], PlaneEncoder | None]] = (
+    weakref.WeakKeyDictionary()
+)

@@ -22,6 +22,7 @@ best first, at most ``top_k`` (and the manifest's ``max_detections``).
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,7 +34,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ggvision.contract import Box, Detection
 from ggvision.serving.models.store import Model, ModelError
-from ggvision.serving.preprocess import ImageLike, encode, resized, rgb_image
+from ggvision.serving.preprocess import (
+    ImageLike,
+    PlaneEncoder,
+    PlaneTensor,
+    encode,
+    encode_plane,
+    letterbox_box,
+    letterboxed,
+    plane_spec,
+    resized,
+    rgb_image,
+)
 from ggvision.serving.tasks.base import Task, TaskOutput
 
 Layout = Literal["boxes_classes_scores_count", "xyxy_score_class"]
@@ -82,11 +94,8 @@ class Geometry:
 
     @classmethod
     def letterbox(cls, width: int, height: int, side: int) -> Geometry:
-        scale = min(side / width, side / height)
-        w, h = max(1, round(width * scale)), max(1, round(height * scale))
-        return cls(
-            width, height, side, w / width, h / height, (side - w) // 2, (side - h) // 2, w, h
-        )
+        w, h, pad_x, pad_y = letterbox_box(width, height, side)
+        return cls(width, height, side, w / width, h / height, pad_x, pad_y, w, h)
 
     def to_original(self, boxes: np.ndarray) -> np.ndarray:
         """(n, 4) xyxy boxes in 0..1 of the input -> 0..1 of the original image, clipped."""
@@ -143,13 +152,7 @@ def fit(image: ImageLike, model: Model) -> tuple[np.ndarray, Geometry]:
         pixels = np.asarray(resized(img, (side, side), pre), dtype=np.uint8)
     else:
         geometry = Geometry.letterbox(w, h, side)
-        fill = (spec.letterbox_fill,) * 3
-        canvas = Image.new("RGB", (side, side), fill)
-        canvas.paste(
-            resized(img, (geometry.inner_w, geometry.inner_h), pre),
-            (geometry.pad_x, geometry.pad_y),
-        )
-        pixels = np.asarray(canvas, dtype=np.uint8)
+        pixels = letterboxed(img, side, pre, spec.letterbox_fill)
     return encode(pixels, model.manifest, raw_uint8=True), geometry
 
 
@@ -271,7 +274,20 @@ class DetectionTask(Task):
     all_outputs = True
 
     def prepare(self, image: ImageLike, model: Model) -> tuple[np.ndarray, Any]:
+        if isinstance(image, PlaneTensor):  # made by _plane_encoder's encode: geometry only
+            w, h = image.source_size
+            side = model.manifest.preprocess.resize
+            stretch = spec_of(model).resize == "stretch"
+            geometry = (Geometry.stretch if stretch else Geometry.letterbox)(w, h, side)
+            return image.tensor, geometry
         return fit(image, model)
+
+    def _plane_encoder(self, model: Model) -> PlaneEncoder | None:
+        spec, manifest = spec_of(model), model.manifest
+        return PlaneEncoder(
+            plane_spec(manifest.preprocess, fit=spec.resize, fill=spec.letterbox_fill),
+            functools.partial(encode_plane, manifest=manifest, raw_uint8=True),
+        )
 
     def preprocess(self, image: ImageLike, model: Model) -> np.ndarray:
         return fit(image, model)[0]
