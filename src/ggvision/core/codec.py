@@ -240,6 +240,9 @@ class _Framing(Generic[M]):
     def get_buffer(self, sizehint: int = -1) -> memoryview:
         """Where the next bytes go: at least ``sizehint`` bytes (or a read's worth) of room."""
         start, end = self._start, self._end
+        if start == end and sizehint <= len(self._buf) <= _KEEP_BUFFER:
+            self._start = self._end = 0
+            return self._view  # all decoded (the usual case): the whole buffer
         pending = end - start
         if not pending and (start or len(self._buf) > _KEEP_BUFFER):
             start = end = self._start = self._end = 0
