@@ -62,11 +62,14 @@ class _Relay(asyncio.BufferedProtocol):
         self.transport = cast(asyncio.Transport, transport)
         self.relay["conns"].append(self)
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.relay["conns"].remove(self)  # the next run's pair comes in order again
+
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.buf
 
     def buffer_updated(self, nbytes: int) -> None:
-        sub, pub = self.relay["conns"]
+        sub, pub = self.relay["conns"][-2:]  # the latest pair (the last run's may linger)
         sub.transport.write(bytes(self.buf[:nbytes]))  # the event, to the other process
         pub.transport.write(RELAY_RESPONSE * (nbytes // RELAY_MESSAGE))  # the response
         self.relay["delivered"] += nbytes // RELAY_MESSAGE
