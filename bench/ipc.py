@@ -13,6 +13,12 @@ through the ggvision core (a third process), beside a raw Unix-socket round trip
   response and the event. The clients' own CPU per message is recorded too.
 * baseline: a 200-byte ping-pong between this process and an echo process over a Unix socket
   (round trip: two hops, like publisher -> core -> subscriber), and the echo's CPU per message.
+* event loops (``--loops``): one core (and its two clients) per loop, each run measuring every
+  loop's core in turn; the first loop's figures are the report's, the others' are rows of their
+  own beside them (default: the core's own choice, uvloop when installed, then asyncio).
+* ``--py-spy DIR``: py-spy records each core over the whole run (raw stacks, ``DIR/core-LOOP.raw``);
+  a one-mode profile comes from a run of that mode alone (``--windows 256 --messages 50``, or
+  ``--throughput 100`` for one in flight).
 
 Results: a table on stdout, ``build/bench/ipc.json`` and ``build/bench/ipc.md``.
 """
@@ -26,19 +32,20 @@ import os
 import platform
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from bench import _report
 from bench._clients import HEAD, LATENCY, PAYLOAD_SIZE, THROUGHPUT, WARM
 from bench._report import Row, median, percentile, spread
+from ggvision.core import eventloop
 
 REPO = _report.REPO
 TARGET_MEDIAN_MS = 0.4
@@ -238,97 +245,177 @@ def raw_run(
     }
 
 
+# --- the floor under the core -----------------------------------------------------------------
+
+
+def relay_run(relay: Child, path: str, warmup: int, messages: int) -> dict[str, Any]:
+    """One in flight through ``bench._core``'s relay: this process's publisher socket sends 200
+    bytes and reads the 16-byte response, its subscriber thread reads the 200 bytes and acks
+    over a pipe (the publisher waits for both, as the real publisher does)."""
+    ack_r, ack_w = os.pipe()
+    sub = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    pub = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    total = warmup + messages
+
+    def subscriber() -> None:
+        for _ in range(total):
+            _recv_exact(sub, PAYLOAD_SIZE)
+            os.write(ack_w, b"L")
+
+    try:
+        sub.connect(path)
+        relay.ask("stats")  # the relay has the subscriber's connection before the publisher's
+        pub.connect(path)
+        thread = threading.Thread(target=subscriber)
+        thread.start()
+        msg = os.urandom(PAYLOAD_SIZE)
+        before: dict[str, Any] = {}
+        for i in range(total):
+            if i == warmup:
+                before = relay.ask("stats")
+            pub.sendall(msg)
+            _recv_exact(pub, 16)
+            if os.read(ack_r, 1) != b"L":
+                raise RuntimeError("relay: bad ack")
+        after = relay.ask("stats")
+        thread.join()
+    finally:
+        sub.close()
+        pub.close()
+        os.close(ack_r)
+        os.close(ack_w)
+    return {"cpu_us_per_msg_latency_phase": _cpu_per_msg(before, after)}
+
+
 # --- main -------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def core_and_clients() -> Iterator[tuple[Path, Child, Child, Child, list[Child]]]:
-    """(root, core, publisher, subscriber, children): the core and the two real clients, ready,
-    in a new directory ``root``; every child in ``children`` (add more to it) is stopped and
-    ``root`` removed on the way out."""
-    root = Path(tempfile.mkdtemp(prefix="ggv-bench-", dir="/tmp"))
-    children: list[Child] = []
-    ack_r, ack_w = os.pipe()
-    try:
-        core = Child("core", ["bench._core", str(root)])
-        children.append(core)
-        info = core.read(30)
+class CoreSet:
+    """One core process (on one event loop) and its two real clients."""
+
+    def __init__(
+        self, root: Path, loop: str, children: list[Child], py_spy: Path | None = None
+    ) -> None:
+        root.mkdir()
+        self.core = Child(f"core ({loop})", ["bench._core", str(root), loop])
+        children.append(self.core)
+        info = self.core.read(30)
+        self.spy: subprocess.Popen[bytes] | None = None
+        if py_spy is not None:
+            py_spy.mkdir(parents=True, exist_ok=True)
+            out = py_spy / f"core-{loop}.raw"
+            cmd = ["py-spy", "record", "-f", "raw", "-r", "250", "--nonblocking", "-o", str(out)]
+            self.spy = subprocess.Popen([*cmd, "--pid", str(self.core.proc.pid)])
         sock, tokens = info["socket"], info["tokens"]
-        sub = Child(
-            "subscriber",
-            ["bench._clients", "subscriber", str(ack_w)],
-            _env(_ipc_vars(sock, tokens["com.bench.Subscriber"])),
-            (ack_w,),
-        )
-        children.append(sub)
-        pub = Child(
-            "publisher",
-            ["bench._clients", "publisher", str(ack_r)],
-            _env(_ipc_vars(sock, tokens["com.bench.Publisher"])),
-            (ack_r,),
-        )
-        children.append(pub)
-        os.close(ack_r)
-        os.close(ack_w)
-        ack_r = ack_w = -1
-        sub.read(30)
-        pub.read(30)
-        yield root, core, pub, sub, children
-    finally:
-        for fd in (ack_r, ack_w):
-            if fd >= 0:
-                os.close(fd)
-        for child in reversed(children):
-            child.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        ack_r, ack_w = os.pipe()
+        try:
+            self.sub = Child(
+                f"subscriber ({loop})",
+                ["bench._clients", "subscriber", str(ack_w)],
+                _env(_ipc_vars(sock, tokens["com.bench.Subscriber"])),
+                (ack_w,),
+            )
+            children.append(self.sub)
+            self.pub = Child(
+                f"publisher ({loop})",
+                ["bench._clients", "publisher", str(ack_r)],
+                _env(_ipc_vars(sock, tokens["com.bench.Publisher"])),
+                (ack_r,),
+            )
+            children.append(self.pub)
+        finally:
+            os.close(ack_r)
+            os.close(ack_w)
+        self.sub.read(30)
+        self.pub.read(30)
+
+    def warm_up(self, n: int, window: int) -> None:
+        self.pub.ask({"op": "latency", "n": n, "phase": WARM}, timeout=60)
+        self.sub.ask({"op": "dump"})
+        self.pub.ask({"op": "throughput", "n": n, "window": window}, timeout=60)
+        self.sub.ask({"op": "dump"})
 
 
 def publish_event_median_ms(messages: int = 500, warmup: int = 100) -> float:
-    """The real clients' publish->event median (ms, one message in flight) through the core:
-    this benchmark's latency phase alone, for another benchmark's floor measured in its own
-    run."""
-    with core_and_clients() as (_root, _core, pub, sub, _children):
-        pub.ask({"op": "latency", "n": warmup, "phase": WARM}, timeout=60)
-        sub.ask({"op": "dump"})
-        pub.ask({"op": "latency", "n": messages, "phase": LATENCY}, timeout=120)
-        events = sub.ask({"op": "dump"})
+    """The real clients' publish->event median (ms, one message in flight) through the core (on
+    its default event loop): this benchmark's latency phase alone, for another benchmark's floor
+    measured in its own run."""
+    root = Path(tempfile.mkdtemp(prefix="ggv-bench-", dir="/tmp"))
+    children: list[Child] = []
+    try:
+        cores = CoreSet(root / "core", eventloop.loop_name(), children)
+        cores.pub.ask({"op": "latency", "n": warmup, "phase": WARM}, timeout=60)
+        cores.sub.ask({"op": "dump"})
+        cores.pub.ask({"op": "latency", "n": messages, "phase": LATENCY}, timeout=120)
+        events = cores.sub.ask({"op": "dump"})
+    finally:
+        for child in reversed(children):
+            child.stop()
+        shutil.rmtree(root, ignore_errors=True)
     if len(events["latencies_ns"]) != messages:
         raise RuntimeError(f"lost events: {len(events['latencies_ns'])} of {messages}")
     return median([ns / 1e6 for ns in events["latencies_ns"]])
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    with core_and_clients() as (root, core, pub, sub, children):
+    """Each run measures every loop's core in turn, then the raw baseline (side by side)."""
+    root = Path(tempfile.mkdtemp(prefix="ggv-bench-", dir="/tmp"))
+    children: list[Child] = []
+    try:
+        sets = {loop: CoreSet(root / loop, loop, children, args.py_spy) for loop in args.loops}
         echo_path = str(root / "echo.socket")
         echo = Child("echo", ["bench._clients", "echo", echo_path])
         children.append(echo)
         echo.read(30)
-
-        pub.ask({"op": "latency", "n": args.warmup, "phase": WARM}, timeout=60)
-        sub.ask({"op": "dump"})
-        pub.ask({"op": "throughput", "n": args.warmup, "window": args.windows[0]}, timeout=60)
-        sub.ask({"op": "dump"})
-        core_runs, raw_runs = [], []
+        for s in sets.values():
+            s.warm_up(args.warmup, args.windows[0])
+        relays: dict[str, tuple[Child, str]] = {}
+        for loop in args.loops:
+            relay = Child(f"relay ({loop})", ["bench._core", str(root / loop), loop, "relay"])
+            children.append(relay)
+            relays[loop] = (relay, relay.read(30)["socket"])
+        by_loop: dict[str, list[dict[str, Any]]] = {loop: [] for loop in args.loops}
+        relay_runs: dict[str, list[dict[str, Any]]] = {loop: [] for loop in args.loops}
+        raw_runs = []
         for i in range(args.runs):
-            core_runs.append(core_run(core, pub, sub, args.messages, args.throughput, args.windows))
+            for loop, s in sets.items():
+                by_loop[loop].append(
+                    core_run(s.core, s.pub, s.sub, args.messages, args.throughput, args.windows)
+                )
+                relay, relay_path = relays[loop]
+                relay_runs[loop].append(relay_run(relay, relay_path, args.warmup, args.messages))
             raw_runs.append(
                 raw_run(
                     echo, echo_path, args.warmup, args.messages, args.throughput, args.windows[-1]
                 )
             )
-            tputs = ", ".join(
-                f"{core_runs[-1][f'w{w}']['throughput_msg_s']:,.0f} msg/s (<= {w})"
-                for w in args.windows
-            )
-            print(
-                f"run {i + 1}/{args.runs}: core median "
-                f"{core_runs[-1]['latency_median_ms']:.3f} ms, {tputs}; raw rtt "
-                f"{raw_runs[-1]['rtt_median_ms']:.3f} ms",
-                flush=True,
-            )
+            for loop, runs in by_loop.items():
+                tputs = ", ".join(
+                    f"{runs[-1][f'w{w}']['throughput_msg_s']:,.0f} msg/s (<= {w})"
+                    for w in args.windows
+                )
+                print(
+                    f"run {i + 1}/{args.runs} ({loop}): core median "
+                    f"{runs[-1]['latency_median_ms']:.3f} ms, {tputs}; raw rtt "
+                    f"{raw_runs[-1]['rtt_median_ms']:.3f} ms",
+                    flush=True,
+                )
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stop:
             stop.connect(echo_path)  # an empty connection stops the echo
-        return {"core_runs": core_runs, "raw_runs": raw_runs}
+        for s in sets.values():
+            if s.spy is not None:
+                s.spy.send_signal(signal.SIGINT)  # py-spy writes its file and exits
+                s.spy.wait(30)
+        return {
+            "core_runs": by_loop[args.loops[0]],
+            "raw_runs": raw_runs,
+            "by_loop": by_loop,
+            "relay_runs": relay_runs,
+        }
+    finally:
+        for child in reversed(children):
+            child.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def rows_for(results: dict[str, Any], windows: list[int]) -> list[Row]:
@@ -410,6 +497,8 @@ def rows_for(results: dict[str, Any], windows: list[int]) -> list[Row]:
             sp(core, "cpu_us_per_msg_latency_phase"),
         )
     )
+    rows += _floor_rows(results)
+    rows += _loop_rows(results, windows)
     for w in windows:
         for who in ("publisher", "subscriber"):
             key = f"{who}_cpu_us_per_msg"
@@ -421,6 +510,60 @@ def rows_for(results: dict[str, Any], windows: list[int]) -> list[Row]:
                     None,
                     "",
                     spread=sp(core, key, w),
+                )
+            )
+    return rows
+
+
+def _floor_rows(results: dict[str, Any]) -> list[Row]:
+    """Per loop: the relay's CPU per message with one in flight, against the core's on it."""
+    rows = []
+    for loop, runs in results.get("relay_runs", {}).items():
+        key = "cpu_us_per_msg_latency_phase"
+        values = [r[key] for r in runs]
+        core = median([r[key] for r in results["by_loop"][loop]])
+        rows.append(
+            Row(
+                f"floor (lower bound): relay CPU per msg, one in flight ({loop} loop)",
+                "us",
+                median(values),
+                core,
+                "core on it",
+                spread=spread(values),
+            )
+        )
+    return rows
+
+
+def _loop_rows(results: dict[str, Any], windows: list[int]) -> list[Row]:
+    """The core on each other event loop, against the core on the first (same runs)."""
+    by_loop: dict[str, list[dict[str, Any]]] = results.get("by_loop", {})
+    if len(by_loop) < 2:
+        return []
+    first, *others = by_loop
+    main_runs = by_loop[first]
+    keys = [("publish->event latency median", "ms", "latency_median_ms", None)]
+    keys.append(
+        ("core CPU per delivered msg, one in flight", "us", "cpu_us_per_msg_latency_phase", None)
+    )
+    keys += [
+        (f"core CPU per delivered msg, <= {w} outstanding", "us", "cpu_us_per_msg", w)
+        for w in windows
+    ]
+    rows = []
+    for loop in others:
+        runs = by_loop[loop]
+        for metric, unit, key, w in keys:
+            values = [(r[f"w{w}"] if w else r)[key] for r in runs]
+            base = median([(r[f"w{w}"] if w else r)[key] for r in main_runs])
+            rows.append(
+                Row(
+                    f"{metric} ({loop} loop)",
+                    unit,
+                    median(values),
+                    base,
+                    first,
+                    spread=spread(values),
                 )
             )
     return rows
@@ -438,7 +581,17 @@ def main(argv: list[str] | None = None) -> int:
         default=[32, 256],
         help="outstanding async publishes, one throughput phase each (default 32,256)",
     )
+    parser.add_argument(
+        "--loops",
+        type=lambda v: v.split(","),
+        default=None,
+        help="event loops to run the core on, each its own core (default: the core's own "
+        "choice, then asyncio if that is uvloop); the first one's figures are the report's",
+    )
+    parser.add_argument("--py-spy", type=Path, default=None, help="py-spy each core into DIR")
     args = parser.parse_args(argv)
+    if args.loops is None:
+        args.loops = list(dict.fromkeys([eventloop.loop_name(), eventloop.ASYNCIO]))
 
     preamble = _report.Run()
     load_before = preamble.load_before
@@ -450,6 +603,7 @@ def main(argv: list[str] | None = None) -> int:
         "latency_messages": args.messages,
         "throughput_messages": args.throughput,
         "windows": args.windows,
+        "loops": args.loops,
         "payload_bytes": PAYLOAD_SIZE,
         **preamble.machine(),
     }
@@ -458,14 +612,21 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.warmup} warm-up) and {args.throughput} messages per window of outstanding "
         f"async publishes ({', '.join(map(str, args.windows))}); {PAYLOAD_SIZE}-byte binary "
         "payloads. The raw baseline's throughput uses the largest window.",
-        "Processes: core, publisher (real client), subscriber (real client, default executor); "
-        "baseline echo process + this process. Python "
+        "Processes: core, publisher (real client), subscriber (real client, default executor), "
+        f"one such set per event loop ({', '.join(args.loops)}; the first one's figures are the "
+        "report's, each run measures every loop in turn); baseline echo process + this "
+        "process. Python "
         f"{platform.python_version()}, {os.cpu_count()} CPUs, 1-min load average "
         f"{load_before:.2f} before the run (other work on the machine shows up here).",
         "Latency: publisher call start -> subscriber on_stream_event (CLOCK_MONOTONIC). Raw RTT: "
         "200-byte ping-pong over a Unix socket (two hops, like publisher -> core -> subscriber).",
         "Core CPU: time.process_time() of the core process over the phase / events delivered "
         "(includes decoding the publish, its response and the event).",
+        "Floor: a relay process on the same event loop that does only the core's system calls "
+        "per message (read 200 bytes; write them to one sleeping peer and 16 bytes back to the "
+        "other), one in flight, its CPU per message. Its peers (this process's threads) answer "
+        "at once, the real clients take ~0.3 ms, so the CPUs sleep deeper between messages and "
+        "every wake costs the core more: a lower bound.",
     ]
     print()
     _report.show([_report.text_table(rows)], notes)

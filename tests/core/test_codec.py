@@ -326,3 +326,23 @@ def test_any_single_bit_flip_is_detected(msg: Message, data: st.DataObject) -> N
     # CRC-32 catches every single-bit error, in the prelude and in the body.
     with pytest.raises(FrameError):
         _feed_all(_flip(valid, bit // 8, bit % 8), len(valid))
+
+
+@pytest.mark.parametrize("read", [4096, codec.READ_SIZE, 3 * codec.READ_SIZE])
+def test_reads_into_the_decoders_buffer_across_large_messages(read: int) -> None:
+    big = Message([codec.string("k", "v")], bytes(range(256)) * 2000)  # 512 KB, over the buffer
+    small = Message(CONNECT_HEADERS, CONNECT_PAYLOAD)
+    stream = b"".join(codec.encode(m.headers, m.payload) for m in (small, big, small, big, small))
+    decoder = Decoder()
+    got: list[Message] = []
+    pos = 0
+    while pos < len(stream):
+        room = decoder.get_buffer(-1)
+        assert len(room) >= codec.READ_SIZE  # a read's worth, always
+        n = min(read, len(room), len(stream) - pos)
+        room[:n] = stream[pos : pos + n]
+        del room
+        got += decoder.buffer_updated(n)
+        pos += n
+    assert got == [small, big, small, big, small]
+    assert len(decoder.get_buffer(-1)) <= 4 * codec.READ_SIZE  # a big buffer goes once empty

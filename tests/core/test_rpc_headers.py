@@ -98,3 +98,80 @@ def test_read_rpc_refuses_missing_or_mistyped_rpc_headers(
     with pytest.raises(ProtocolError) as exc:
         codec.read_rpc(Message(headers))
     assert str(exc.value) == error
+
+
+# --- RpcDecoder: read_rpc on every message, the last header block kept -------------------------
+
+PUBLISH = "aws.greengrass#PublishToTopic"
+
+
+def _request(stream_id: int, operation: str = PUBLISH, extra: list[Header] | None = None) -> bytes:
+    return codec.encode(
+        [
+            codec.int32(":message-type", 0),
+            codec.int32(":message-flags", 0),
+            codec.int32(":stream-id", stream_id),
+            codec.string("operation", operation),
+            codec.string(":content-type", JSON),
+            *(extra or []),
+        ],
+        f'{{"n": {stream_id}}}'.encode(),
+    )
+
+
+def _read_all(frames: list[bytes], chunk: int) -> list[codec.RpcMessage]:
+    stream = b"".join(frames)
+    decoder = codec.RpcDecoder()
+    got: list[codec.RpcMessage] = []
+    for start in range(0, len(stream), chunk):
+        part = stream[start : start + chunk]
+        decoder.get_buffer(len(part))[: len(part)] = part
+        got += decoder.buffer_updated(len(part))
+    return got
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 100, 1 << 20])
+def test_rpc_decoder_reads_as_read_rpc_whatever_repeats(chunk: int) -> None:
+    frames = [
+        _request(1),
+        _request(2),  # the stream id differs only
+        _request(3, "aws.greengrass#PublishToTopix"),  # same length, another operation
+        _request(4, extra=[codec.int32("n", 4)]),
+        _request(5, extra=[codec.int32("n", 5)]),  # two int32s differ: not the stream id alone
+        _request(0x7FFFFF06),
+        _request(7),
+        codec.encode([*_rpc(2, 0, 0), *ECHO]),  # a ping between two requests
+        _request(8),
+    ]
+    want = [codec.read_rpc(m) for m in codec.Decoder().feed(b"".join(frames))]
+    got = _read_all(frames, chunk)
+    assert got == want
+    assert [m.stream_id for m in got] == [1, 2, 3, 4, 5, 0x7FFFFF06, 7, 0, 8]
+    assert got[2].operation == "aws.greengrass#PublishToTopix"
+    assert [h.value for h in got[4].headers if h.name == "n"] == [5]
+
+
+def test_rpc_decoder_takes_the_stream_id_read_rpc_takes() -> None:
+    def block(first: int, second: int) -> bytes:
+        return codec.encode(
+            [
+                codec.int32(":message-type", 0),
+                codec.int32(":message-flags", 0),
+                codec.int32(":STREAM-ID", first),
+                codec.int32(":stream-id", second),
+            ]
+        )
+
+    frames = [block(1, 50), block(2, 50), block(2, 51), block(3, 52)]
+    got = _read_all(frames, 1 << 20)
+    assert [m.stream_id for m in got] == [1, 2, 2, 3]
+    assert got == [codec.read_rpc(m) for m in codec.Decoder().feed(b"".join(frames))]
+
+
+def test_rpc_decoder_refuses_what_read_rpc_refuses() -> None:
+    decoder = codec.RpcDecoder()
+    assert [m.stream_id for m in decoder.feed(_request(1))] == [1]
+    bad = codec.encode([codec.int32(":message-type", 0), codec.int32(":message-flags", 0)])
+    with pytest.raises(ProtocolError) as info:
+        decoder.feed(bad)
+    assert "missing :stream-id" in str(info.value)

@@ -188,7 +188,9 @@ def core_run(args: argparse.Namespace) -> int:
         # The console belongs to the results while watching; the core's log file keeps it all.
         stream_level=logging.WARNING if watching and not args.echo else None,
     )
-    return asyncio.run(_core_run_async(args, layout))
+    from ggvision.core import eventloop
+
+    return eventloop.run(_core_run_async(args, layout))  # uvloop's loop when it is installed
 
 
 async def _core_run_async(args: argparse.Namespace, layout: Any) -> int:

@@ -23,7 +23,7 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 log = logging.getLogger(__name__)
 
@@ -142,11 +142,17 @@ class Policy:
         return any(p.fullmatch(resource) for p in self.patterns)
 
 
+_MAX_ANSWERS: Final = 1024
+
+
 class AccessControl:
     """The compiled policies of one component."""
 
     def __init__(self, component: str, access_control: Mapping[str, Any] | None) -> None:
         self.component = component
+        # The answers given so far (the policies never change: a new configuration compiles a
+        # new AccessControl); a component publishes to the same few topics again and again.
+        self._answers: dict[tuple[str, str, str | None], bool] = {}
         self._by_destination: dict[str, list[Policy]] = {}
         for destination, policies in (access_control or {}).items():
             if destination not in DESTINATION_OPERATIONS:
@@ -198,6 +204,16 @@ class AccessControl:
             self._by_destination[destination] = compiled
 
     def allows(self, destination: str, operation: str, resource: str | None) -> bool:
+        key = (destination, operation, resource)
+        answer = self._answers.get(key)
+        if answer is None:
+            answer = self._allows(destination, operation, resource)
+            if len(self._answers) >= _MAX_ANSWERS:
+                self._answers.clear()  # bounded: a client naming ever new topics
+            self._answers[key] = answer
+        return answer
+
+    def _allows(self, destination: str, operation: str, resource: str | None) -> bool:
         if operation not in DESTINATION_OPERATIONS.get(destination, frozenset()):
             return False
         if resource == "":

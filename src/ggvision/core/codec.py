@@ -18,7 +18,7 @@ import uuid
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Generic, NamedTuple, TypeVar
 
 from ggvision.errors import FrameError, ProtocolError
 
@@ -51,9 +51,10 @@ T_UUID: Final = 9
 HeaderValue = bool | int | bytes | str | uuid.UUID
 
 
-@dataclass(frozen=True, slots=True)
-class Header:
-    """One typed header. ``type`` is kept so int32 and int64 stay distinct on the wire."""
+class Header(NamedTuple):
+    """One typed header. ``type`` is kept so int32 and int64 stay distinct on the wire.
+
+    A named tuple: one is made per header of every message received (the hot path)."""
 
     name: str
     type: int
@@ -145,20 +146,20 @@ _FIXED_SIZE = {
 
 
 def decode_headers(buf: bytes | memoryview) -> list[Header]:
-    # Hot path (every received message): one copy, then plain bytes indexing and unpack_from.
+    # Hot path (every received message): one copy, then plain bytes indexing and unpack_from;
+    # strings and int32 (the RPC headers) first.
     data = bytes(buf)
     headers: list[Header] = []
+    append = headers.append
     i, n = 0, len(data)
     while i < n:
         if len(headers) >= MAX_HEADERS:
             raise FrameError("too many headers")
-        name_len = data[i]
-        i += 1
-        end = i + name_len
-        if name_len == 0 or end + 1 > n:
+        end = i + 1 + data[i]
+        if end == i + 1 or end + 1 > n:
             raise FrameError("truncated or empty header name")
         try:
-            name = data[i:end].decode("utf-8")
+            name = data[i + 1 : end].decode("utf-8")
         except UnicodeDecodeError as exc:
             raise FrameError("header name is not UTF-8") from exc
         t = data[end]
@@ -170,15 +171,19 @@ def decode_headers(buf: bytes | memoryview) -> list[Header]:
             end = i + 2 + ((data[i] << 8) | data[i + 1])
             if end > n:
                 raise FrameError(f"truncated value of header {name!r}")
-            raw = data[i + 2 : end]
-            i = end
             if t == T_STRING:
                 try:
-                    value = raw.decode("utf-8")
+                    value = data[i + 2 : end].decode("utf-8")
                 except UnicodeDecodeError as exc:
                     raise FrameError(f"header {name!r} is not UTF-8") from exc
             else:
-                value = raw
+                value = data[i + 2 : end]
+            i = end
+        elif t == T_INT32:
+            if i + 4 > n:
+                raise FrameError(f"truncated value of header {name!r}")
+            value = _I32.unpack_from(data, i)[0]
+            i += 4
         elif t in _FIXED_SIZE:
             fmt = _FIXED_SIZE[t]
             if i + fmt.size > n:
@@ -194,12 +199,115 @@ def decode_headers(buf: bytes | memoryview) -> list[Header]:
             i += 16
         else:
             raise FrameError(f"unknown header type {t} for {name!r}")
-        headers.append(Header(name, t, value))
+        append(Header(name, t, value))
     return headers
 
 
-class Decoder:
-    """Incremental decoder: feed bytes, get whole messages; :class:`FrameError` on corruption.
+# What a read asks room for; a connection's buffer over _KEEP_BUFFER goes once it is empty.
+READ_SIZE: Final = 64 * 1024
+_KEEP_BUFFER: Final = 4 * READ_SIZE
+
+
+M = TypeVar("M")
+
+
+class _Framing(Generic[M]):
+    """The framing both decoders share: their buffer, preludes, CRCs and limits (see
+    :class:`Decoder`); what one message becomes is the subclass's ``_message``."""
+
+    __slots__ = ("_buf", "_end", "_start", "_then", "_view", "_want", "max_message_len")
+
+    def __init__(
+        self, max_message_len: int = MAX_MESSAGE_LEN, first_message_len: int | None = None
+    ) -> None:
+        self._buf = bytearray(READ_SIZE)
+        self._view = memoryview(self._buf)
+        self._start = self._end = 0  # the bytes not decoded yet: _buf[_start:_end]
+        self._want = 0  # the length of the message that is coming in, once its prelude is
+        self.max_message_len = max_message_len
+        self._then = 0  # the limit after the first message, while the first one's applies
+        if first_message_len is not None and first_message_len < max_message_len:
+            self.max_message_len, self._then = first_message_len, max_message_len
+
+    def _message(self, block: memoryview, payload: memoryview) -> M:
+        raise NotImplementedError
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[M]:
+        n = len(data)
+        self.get_buffer(n)[:n] = data
+        return self.buffer_updated(n)
+
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        """Where the next bytes go: at least ``sizehint`` bytes (or a read's worth) of room."""
+        start, end = self._start, self._end
+        if start == end and sizehint <= len(self._buf) <= _KEEP_BUFFER:
+            self._start = self._end = 0
+            return self._view  # all decoded (the usual case): the whole buffer
+        pending = end - start
+        if not pending and (start or len(self._buf) > _KEEP_BUFFER):
+            start = end = self._start = self._end = 0
+            if len(self._buf) > _KEEP_BUFFER:
+                self._buf = bytearray(READ_SIZE)
+                self._view = memoryview(self._buf)
+        need = max(sizehint, READ_SIZE, self._want - pending)
+        if len(self._buf) - end < need:
+            if len(self._buf) - pending >= need:  # room enough once the rest moves to the front
+                self._view[:pending] = self._view[start:end]
+            else:
+                grown = bytearray(max(2 * len(self._buf), pending + need))
+                grown[:pending] = self._view[start:end]
+                self._buf, self._view = grown, memoryview(grown)
+            self._start, self._end = 0, pending
+            end = pending
+        return self._view[end:]
+
+    def buffer_updated(self, nbytes: int) -> list[M]:
+        """``nbytes`` more were written where :meth:`get_buffer` said: the messages now whole."""
+        self._end += nbytes
+        out: list[M] = []
+        buf, view = self._buf, self._view
+        pos, end = self._start, self._end
+        self._want = 0
+        try:
+            while end - pos >= PRELUDE_LEN:
+                total, hlen, pcrc = _PRELUDE.unpack_from(buf, pos)
+                if zlib.crc32(view[pos : pos + 8]) != pcrc:
+                    raise FrameError("prelude CRC mismatch")
+                if total < MIN_MESSAGE_LEN or total > self.max_message_len:
+                    if self._then and total >= MIN_MESSAGE_LEN:
+                        raise FrameError(
+                            f"first message length {total} is over the handshake's limit of "
+                            f"{self.max_message_len} bytes"
+                        )
+                    raise FrameError(f"message length {total} out of range")
+                if hlen > total - MIN_MESSAGE_LEN:
+                    raise FrameError(f"header length {hlen} exceeds message length {total}")
+                if end - pos < total:
+                    self._want = total
+                    break
+                last = pos + total - 4
+                if zlib.crc32(view[pos:last]) != _U32.unpack_from(buf, last)[0]:
+                    raise FrameError("message CRC mismatch")
+                hstart = pos + PRELUDE_LEN
+                out.append(self._message(view[hstart : hstart + hlen], view[hstart + hlen : last]))
+                pos += total
+                if self._then:
+                    self.max_message_len, self._then = self._then, 0
+        finally:
+            self._start = pos
+        return out
+
+    def discard(self) -> None:
+        """Drop what is buffered (a connection that reads and drops until it closes)."""
+        self._start = self._end = self._want = 0
+
+
+class Decoder(_Framing[Message]):
+    """Incremental decoder: bytes in, whole messages out; :class:`FrameError` on corruption.
+
+    Bytes come in either by :meth:`feed` or read straight into the decoder's own buffer
+    (:meth:`get_buffer`, then :meth:`buffer_updated`: what ``asyncio.BufferedProtocol`` does),
+    so a connection reads into one buffer that lives as long as it does.
 
     ``first_message_len``: a tighter limit for the first message only (the handshake's); a
     message over it is refused from its prelude alone, before any of its body is buffered, and
@@ -207,54 +315,10 @@ class Decoder:
     the caller must drop the connection.
     """
 
-    __slots__ = ("_buf", "_then", "max_message_len")
+    __slots__ = ()
 
-    def __init__(
-        self, max_message_len: int = MAX_MESSAGE_LEN, first_message_len: int | None = None
-    ) -> None:
-        self._buf = bytearray()
-        self.max_message_len = max_message_len
-        self._then = 0  # the limit after the first message, while the first one's applies
-        if first_message_len is not None and first_message_len < max_message_len:
-            self.max_message_len, self._then = first_message_len, max_message_len
-
-    def feed(self, data: bytes) -> list[Message]:
-        self._buf += data
-        out: list[Message] = []
-        buf = self._buf
-        pos = 0
-        while len(buf) - pos >= PRELUDE_LEN:
-            total, hlen, pcrc = _PRELUDE.unpack_from(buf, pos)
-            if zlib.crc32(memoryview(buf)[pos : pos + 8]) != pcrc:
-                raise FrameError("prelude CRC mismatch")
-            if total < MIN_MESSAGE_LEN or total > self.max_message_len:
-                if self._then and total >= MIN_MESSAGE_LEN:
-                    raise FrameError(
-                        f"first message length {total} is over the handshake's limit of "
-                        f"{self.max_message_len} bytes"
-                    )
-                raise FrameError(f"message length {total} out of range")
-            if hlen > total - MIN_MESSAGE_LEN:
-                raise FrameError(f"header length {hlen} exceeds message length {total}")
-            if len(buf) - pos < total:
-                break
-            mv = memoryview(buf)
-            end = pos + total
-            (mcrc,) = _U32.unpack_from(buf, end - 4)
-            if zlib.crc32(mv[pos : end - 4]) != mcrc:
-                mv.release()
-                raise FrameError("message CRC mismatch")
-            hstart = pos + PRELUDE_LEN
-            headers = decode_headers(mv[hstart : hstart + hlen])
-            payload = bytes(mv[hstart + hlen : end - 4])
-            mv.release()
-            out.append(Message(headers, payload))
-            pos = end
-            if self._then:
-                self.max_message_len, self._then = self._then, 0
-        if pos:
-            del buf[:pos]
-        return out
+    def _message(self, block: memoryview, payload: memoryview) -> Message:
+        return Message(decode_headers(block), bytes(payload))
 
 
 def encode_header_block(headers: list[Header]) -> bytes:
@@ -290,8 +354,7 @@ VERSION: Final = ":version"
 _WANTED = frozenset({MESSAGE_TYPE, MESSAGE_FLAGS, STREAM_ID, OPERATION, VERSION})
 
 
-@dataclass(frozen=True, slots=True)
-class RpcMessage:
+class RpcMessage(NamedTuple):
     """One received message as the RPC layer sees it: its three mandatory int32 headers, the
     ``operation`` header when it is a string, ``:version`` as sent, and the message itself."""
 
@@ -312,9 +375,13 @@ def read_rpc(msg: Message) -> RpcMessage:
     """
     found: dict[str, Header] = {}
     for h in msg.headers:
-        name = h.name.lower()
-        if name in _WANTED:
-            found.setdefault(name, h)
+        name = h.name
+        if name not in _WANTED:
+            name = name.lower()
+            if name not in _WANTED:
+                continue
+        if name not in found:
+            found[name] = h
     op = found.get(OPERATION)
     version = found.get(VERSION)
     return RpcMessage(
@@ -336,6 +403,74 @@ def _int32(found: dict[str, Header], name: str) -> int:
         raise ProtocolError(f"{name} header must be int32")
     assert isinstance(h.value, int)
     return h.value
+
+
+class RpcDecoder(_Framing[RpcMessage]):
+    """A :class:`Decoder` whose messages come out as :func:`read_rpc` reads them.
+
+    It keeps the last header block it decoded: a client sends the requests of one operation
+    with the same headers but for the ``:stream-id`` value, and a block that differs from the
+    last one in those four bytes only is not decoded again (decoding does not depend on an
+    int32's value, so it would come out the same but for that value).
+    """
+
+    __slots__ = ("_last_block", "_last_rpc", "_sid_at", "_sid_index")
+
+    def __init__(
+        self, max_message_len: int = MAX_MESSAGE_LEN, first_message_len: int | None = None
+    ) -> None:
+        super().__init__(max_message_len, first_message_len)
+        self._last_block = b""
+        self._last_rpc: RpcMessage | None = None
+        self._sid_at = -1  # where the stream id's value is in _last_block (-1: nowhere)
+        self._sid_index = -1  # and which header of _last_rpc.headers it is
+
+    def _message(self, block: memoryview, payload: memoryview) -> RpcMessage:
+        raw = bytes(block)
+        last, at = self._last_rpc, self._sid_at
+        if (
+            last is not None
+            and at >= 0
+            and len(raw) == len(self._last_block)
+            and raw[:at] == self._last_block[:at]
+            and raw[at + 4 :] == self._last_block[at + 4 :]
+        ):
+            stream_id = _I32.unpack_from(raw, at)[0]
+            headers = last.headers.copy()
+            headers[self._sid_index] = Header(headers[self._sid_index].name, T_INT32, stream_id)
+            return RpcMessage(
+                last.type,
+                last.flags,
+                stream_id,
+                last.operation,
+                last.version,
+                headers,
+                bytes(payload),
+            )
+        headers = decode_headers(raw)
+        msg = read_rpc(Message(headers, bytes(payload)))
+        self._last_rpc, self._last_block = msg, raw
+        self._sid_at = self._sid_index = -1
+        at = 0
+        for i, h in enumerate(headers):  # the header read_rpc took for the stream id
+            at += 2 + len(h.name.encode("utf-8"))
+            if h.name.lower() == STREAM_ID:
+                self._sid_at, self._sid_index = at, i
+                break
+            at += _value_len(h)
+        return msg
+
+
+_VALUE_LEN = {T_TRUE: 0, T_FALSE: 0, T_BYTE: 1, T_INT16: 2, T_INT32: 4, T_INT64: 8}
+_VALUE_LEN |= {T_TIMESTAMP: 8, T_UUID: 16}
+
+
+def _value_len(h: Header) -> int:
+    """How many bytes the value of a decoded header took on the wire."""
+    if h.type in (T_STRING, T_BYTES):
+        v = h.value
+        return 2 + len(v.encode("utf-8") if isinstance(v, str) else v)  # type: ignore[arg-type]
+    return _VALUE_LEN[h.type]
 
 
 def _int32_prefix(name: str) -> bytes:

@@ -224,7 +224,7 @@ class IpcServer:
         except Exception as exc:
             self._internal(stream, exc)
             return
-        if inspect.isawaitable(result):
+        if type(result) is not dict and inspect.isawaitable(result):
             task = asyncio.ensure_future(self._finish_async(op, stream, result))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)

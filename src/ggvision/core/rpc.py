@@ -3,8 +3,9 @@
 Handshake (CONNECT -> CONNECT_ACK), ping, stream-id bookkeeping and the send helpers for
 responses, events and modeled errors. A connection knows only the narrow :class:`Dispatcher` it
 was made with (token -> component, run an operation, connection bookkeeping), never the core
-that composes it. Headers are read and written only through :mod:`ggvision.core.codec`: one call
-per message in (:func:`~ggvision.core.codec.read_rpc`), one per message out. See
+that composes it. Headers are read and written only through :mod:`ggvision.core.codec`: its
+:class:`~ggvision.core.codec.RpcDecoder` reads each message in as
+:func:`~ggvision.core.codec.read_rpc` does, and one call encodes each message out. See
 ``shared/IPC_PROTOCOL.md`` sections 3-4.
 """
 
@@ -15,7 +16,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
 
 from ggvision.core import codec
 from ggvision.core.codec import RpcMessage
@@ -66,7 +67,7 @@ class Dispatcher(Protocol):
 
 
 class _Batch(threading.local):
-    """Connections written to while the current thread's loop handles one ``data_received``.
+    """Connections written to while the current thread's loop handles one read (``buffer_updated``).
 
     Their queued frames go out together when it returns: a burst of requests costs one
     ``send()`` per client instead of one per message, and a lone request pays nothing extra.
@@ -125,7 +126,7 @@ class Stream:
             APPLICATION_MESSAGE,
             flags,
             self.id,
-            json.dumps(body).encode(),
+            json.dumps(body).encode() if body else b"{}",  # most responses are empty
             content_type=JSON,
             model=model,
         )
@@ -177,8 +178,11 @@ class Stream:
         self._closed()
 
 
-class Connection(asyncio.Protocol):
+class Connection(asyncio.BufferedProtocol):
     """One client connection; single-threaded on the core's event loop.
+
+    The transport reads straight into the connection's decoder (``get_buffer`` /
+    ``buffer_updated``): no buffer is made per read.
 
     Bounded (see :mod:`ggvision.core.limits`): its first message may be a CONNECT's size at
     most, it is dropped if it has not authenticated within the handshake timeout, and what is
@@ -193,10 +197,10 @@ class Connection(asyncio.Protocol):
         # Lite: what follows a message's 12-byte prelude may be max_message_bytes at most.
         self.lite_max = None if limits.lite is None else limits.lite.max_message_bytes
         if self.lite_max is None:
-            self.decoder = codec.Decoder(first_message_len=limits.max_connect_bytes)
+            self.decoder = codec.RpcDecoder(first_message_len=limits.max_connect_bytes)
         else:
             most = self.lite_max + codec.PRELUDE_LEN
-            self.decoder = codec.Decoder(most, min(most, limits.max_connect_bytes))
+            self.decoder = codec.RpcDecoder(most, min(most, limits.max_connect_bytes))
         self.component: str | None = None
         self.highest_stream = 0
         self.streams: dict[int, Stream] = {}
@@ -206,13 +210,12 @@ class Connection(asyncio.Protocol):
         self._out: list[bytes] = []  # frames held back until the current batch ends
         self._timer: asyncio.TimerHandle | None = None  # handshake timeout, then close grace
 
-    # --- asyncio.Protocol ---------------------------------------------------------------
+    # --- asyncio.BufferedProtocol -------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = t = cast(asyncio.Transport, transport)  # uvloop's is no subclass
         # pause_writing() once anything is queued, resume_writing() once it has all gone out:
         # the budget hears of every queue that empties without a write.
-        transport.set_write_buffer_limits(high=0)
+        t.set_write_buffer_limits(high=0)
         self._timer = asyncio.get_running_loop().call_later(
             self.limits.handshake_timeout_s, self._handshake_expired
         )
@@ -222,24 +225,28 @@ class Connection(asyncio.Protocol):
         if self.queued:
             self.budget.update(self, 0)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.decoder.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
         if _batch.dirty is not None:  # nested (cannot happen on one loop); no batching
-            self._receive(data)
+            self._receive(nbytes)
             return
         _batch.dirty = []
         try:
-            self._receive(data)
+            self._receive(nbytes)
         finally:
             dirty, _batch.dirty = _batch.dirty, None
             for conn in dirty:
                 conn._flush()
 
-    def _receive(self, data: bytes) -> None:
+    def _receive(self, nbytes: int) -> None:
         if self._refused:
-            return  # read and dropped until the close: nothing of it is kept
+            self.decoder.discard()  # read and dropped until the close: nothing of it is kept
+            return
         try:
             try:
-                messages = self.decoder.feed(data)
+                messages = self.decoder.buffer_updated(nbytes)
             except FrameError as exc:
                 if self.lite_max is None:
                     raise
@@ -254,7 +261,7 @@ class Connection(asyncio.Protocol):
             for msg in messages:
                 if self.closed:
                     return
-                self._handle(codec.read_rpc(msg))
+                self._handle(msg)
         except (FrameError, ProtocolError) as exc:
             log.warning(
                 "closing IPC connection: %s",

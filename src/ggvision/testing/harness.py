@@ -20,6 +20,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ggvision.core import eventloop
 from ggvision.core.admin import AdminServer
 from ggvision.core.deployments import DeployResult, UpdatePolicy
 from ggvision.core.environment import DEFAULT_REGION, DEFAULT_THING_NAME, nucleus_env
@@ -49,7 +50,7 @@ class CoreThread:
         short = "/tmp"  # noqa: S108 # short socket paths; mkdtemp: 0700 # nosec B108
         self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="ggv-", dir=short))
         self._core_kwargs = core_kwargs
-        self._loop = asyncio.new_event_loop()
+        self._loop = eventloop.new_event_loop()  # the core's own loop (uvloop if installed)
         self._thread = threading.Thread(target=self._loop.run_forever, name="ipc-core", daemon=True)
         self.core: IpcCore | None = None
         self._admin: AdminServer | None = None
