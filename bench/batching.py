@@ -90,7 +90,7 @@ def measure(store: Path, variant: str, threads: int, seconds: float) -> dict[str
         "max_abs_diff": 0.0,
     }
     batches = {n: [inputs[i % len(inputs)] for i in range(n)] for n in BATCHES}
-    for n, batch in batches.items():
+    for batch in batches.values():
         for _ in range(3):  # warm-up (the first run at a new batch size re-plans the graph)
             outs = backend.infer_batch(batch)
         diff = max(float(np.abs(o - alone[i % len(inputs)]).max()) for i, o in enumerate(outs))
