@@ -1,6 +1,7 @@
 """The Health report of a model component (``ggvision.telemetry``): rate, latency percentiles,
-queue depth, drops and errors from the worker, plus the model's, the swaps' and the uplink's
-state."""
+queue depth, drops and errors from the worker, the same per request source (``sources``: at most
+``maxSources`` of them and ``(other)``, see :mod:`ggvision.serving.intake`), plus the model's,
+the swaps' and the uplink's state."""
 
 from __future__ import annotations
 
@@ -48,5 +49,7 @@ def health(
             "last_swap": last_swap,
             "last_command": last_command,
             "uplink": uplink,
+            "batch_limit": worker.batch_limit(),
+            "sources": worker.sources(),
         },
     )

@@ -75,6 +75,12 @@ class Backend(ABC):
 
     _batchable = False  # set by a backend's _load where its probe succeeds
 
+    @property
+    def auto_batch(self) -> int:
+        """The batch size a configuration's ``maxBatch: 0`` (auto) takes on this backend: what
+        gained on the measured CPUs (README: Micro-batching); 1 where batching did not gain."""
+        return 1
+
     def infer_batch(self, tensors: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Run several preprocessed inputs (each of the manifest's shape, batch 1) as one
         inference where :attr:`batchable`, else one after the other; returns each input's
