@@ -79,7 +79,7 @@ class ServingConfig(ComponentConfig):
     max_batch_delay_ms: float = Field(
         0.0,
         ge=0.0,
-        le=1000.0,
+        le=10_000.0,
         description="how long a batch may wait after its oldest request arrived for more to "
         "come (Triton's max_queue_delay_microseconds); 0: only the requests already waiting",
     )

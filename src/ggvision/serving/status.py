@@ -49,7 +49,11 @@ def health(
             "last_swap": last_swap,
             "last_command": last_command,
             "uplink": uplink,
-            "batch_limit": worker.batch_limit(),
+            "batching": {
+                "limit": worker.batch_limit(),
+                "batches": worker.batches,
+                "batched_requests": worker.batched,
+            },
             "sources": worker.sources(),
         },
     )

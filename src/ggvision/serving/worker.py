@@ -88,6 +88,8 @@ class Worker:
         self.task_options: dict[str, Any] = dict(task_options or {})
         self.max_batch = max_batch
         self.max_batch_delay_s = max_batch_delay_s
+        self.batches = 0  # inferences that ran more than one request
+        self.batched = 0  # requests those ran
         self.replies = Replies(bus, role=role, task=result_task)
         self.intake = Intake(
             self.replies,
@@ -373,6 +375,8 @@ class Worker:
                 )
                 continue
             took = (time.monotonic() - t0) * 1000
+            self.batches += 1
+            self.batched += len(items)
             for item, output in zip(items, results, strict=True):
                 item.timing.inference = took
                 outputs[id(item)] = output
