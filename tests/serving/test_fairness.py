@@ -182,3 +182,19 @@ def test_the_global_bounds_still_hold_across_lanes(max_delay_s: float) -> None:
         assert codes == ["OVERLOADED"] * 3 and q.depth() == 1
     else:
         assert codes == ["OVERLOADED"] and q.depth() == 3
+
+
+def test_per_source_figures_go_to_telemetry_too() -> None:
+    from ggvision.telemetry import Health, telemetry_metrics
+
+    q = intake(RecordingBus())
+    q.on_message("t", request("a", "front door"))
+    item = q.take_batch(1)[0]
+    result = InferenceResult(id="a", status="ok", source="front door")
+    result.timing_ms.total = 12.0
+    q.answer(item, result)
+    health = Health(extra={"sources": q.sources()})
+    metrics = {m["N"]: m["V"] for m in telemetry_metrics("com.x.C", health, 1.0, 0)}
+    assert metrics["com.x.C.Source.front_door.LatencyP95"] == 12.0
+    assert metrics["com.x.C.Source.front_door.Dropped"] == 0
+    assert "com.x.C.Source.front_door.Fps" in metrics
