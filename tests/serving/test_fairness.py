@@ -198,3 +198,26 @@ def test_per_source_figures_go_to_telemetry_too() -> None:
     assert metrics["com.x.C.Source.front_door.LatencyP95"] == 12.0
     assert metrics["com.x.C.Source.front_door.Dropped"] == 0
     assert "com.x.C.Source.front_door.Fps" in metrics
+
+
+def test_an_idle_source_makes_room_for_a_new_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ggvision.serving.intake as intake_module
+
+    q = intake(RecordingBus(), max_sources=1)
+    q.on_message("t", request("a-0", "cam-a"))
+    item = q.take_batch(1)[0]
+    # cam-a's request is still running: the new source cannot take its place.
+    monkeypatch.setattr(intake_module, "SOURCE_IDLE_S", 0.0)
+    q.on_message("t", request("b-0", "cam-b"))
+    assert set(q.sources()) == {"cam-a", OTHER}
+    q.answer(item, InferenceResult(id="a-0", status="ok", source="cam-a"))
+    # Answered and idle (the idle time set to 0 here; a minute by default): cam-c takes its place.
+    q.on_message("t", request("c-0", "cam-c"))
+    assert set(q.sources()) == {"cam-c", OTHER}
+
+
+def test_a_batch_delay_returns_what_came_once_it_passes() -> None:
+    q = intake(RecordingBus())
+    q.on_message("t", request("a-0", "a"))
+    q.on_message("t", request("b-0", "b"))
+    assert ids(q.take_batch(8, delay_s=0.05)) == ["a-0", "b-0"]
