@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -106,6 +107,18 @@ def telemetry_metrics(
     for part, sub in sorted(health.parts.items()):
         figures += [
             (f"{part}.{name}", unit, agg, value) for name, unit, agg, value in _part_figures(sub)
+        ]
+    # A model component's per-source figures (bounded by its maxSources): Source.<name>.<figure>.
+    for source, fig in sorted((health.extra.get("sources") or {}).items()):
+        name = "Source." + re.sub(r"[^A-Za-z0-9_.-]", "_", str(source))[:64]
+        figures += [
+            (f"{name}.Fps", "Count/Second", "Average", fig["fps"]),
+            (f"{name}.Dropped", "Count", "Sum", fig["dropped"]),
+        ]
+        figures += [
+            (f"{name}.Latency{which.upper()}", "Milliseconds", "Average", value)
+            for which, value in fig["latency_ms"].items()
+            if value is not None
         ]
     return [
         {"NS": NAMESPACE, "N": f"{component}.{name}", "U": unit, "A": agg, "V": value, "TS": ts_ms}

@@ -68,6 +68,29 @@ class ServingConfig(ComponentConfig):
         description="a request that waited longer in the queue is answered OVERLOADED "
         '("deadline exceeded") instead of being served stale; 0: no deadline',
     )
+    max_batch: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="micro-batching: requests waiting together run as one inference, at most "
+        "this many (Triton's max_batch_size); 1: off; 0: the backend's measured best (README: "
+        "Micro-batching); a model whose input is fixed to batch 1 always runs unbatched",
+    )
+    max_batch_delay_ms: float = Field(
+        0.0,
+        ge=0.0,
+        le=10_000.0,
+        description="how long a batch may wait after its oldest request arrived for more to "
+        "come (Triton's max_queue_delay_microseconds); 0: only the requests already waiting",
+    )
+    max_sources: int = Field(
+        64,
+        ge=1,
+        le=4096,
+        description="request sources (cameras) with their own queue, served in turn, and their "
+        "own status figures; the sources past it share one queue, '(other)', until a source "
+        "idle for a minute makes room",
+    )
     recent_ids: int = Field(
         1024,
         ge=0,

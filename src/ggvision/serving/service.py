@@ -86,6 +86,9 @@ class ModelService(Generic[C]):
             max_queue_delay_s=cfg.max_queue_delay_ms / 1000,
             task_options=cfg.task_options(),
             result_task=self.RESULT_TASK,
+            max_batch=cfg.max_batch,
+            max_batch_delay_s=cfg.max_batch_delay_ms / 1000,
+            max_sources=cfg.max_sources,
         )
         self.swapper: ModelSwapper[C] = ModelSwapper(
             bus, self.worker, self.load_model, role=role, model_error=model_error
@@ -236,6 +239,9 @@ class ModelService(Generic[C]):
                 max_queue_bytes=new.queue_max_bytes,
                 max_queue_delay_s=new.max_queue_delay_ms / 1000,
                 task_options=new.task_options(),
+                max_batch=new.max_batch,
+                max_batch_delay_s=new.max_batch_delay_ms / 1000,
+                max_sources=new.max_sources,
             )
             old, self.cfg = self.cfg, new
             self.reporter.interval_s = new.status_interval_seconds

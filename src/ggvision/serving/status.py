@@ -1,6 +1,7 @@
 """The Health report of a model component (``ggvision.telemetry``): rate, latency percentiles,
-queue depth, drops and errors from the worker, plus the model's, the swaps' and the uplink's
-state."""
+queue depth, drops and errors from the worker, the same per request source (``sources``: at most
+``maxSources`` of them and ``(other)``, see :mod:`ggvision.serving.intake`), plus the model's,
+the swaps' and the uplink's state."""
 
 from __future__ import annotations
 
@@ -60,5 +61,11 @@ def health(
             "last_command": last_command,
             "uplink": uplink,
             "frame_plane": plane,
+            "batching": {
+                "limit": worker.batch_limit(),
+                "batches": worker.batches,
+                "batched_requests": worker.batched,
+            },
+            "sources": worker.sources(),
         },
     )

@@ -5,7 +5,7 @@ restart, a new version, a configuration change) never cuts a request off.
 to each PreComponentUpdateEvent it answers ``recheckAfterMs`` (a few seconds) while any request
 is outstanding (received and not yet answered), and ``0`` once idle, which lets the update go
 ahead at once (the core then need not wait out its timeout). Given ``progress`` (the worker's
-received and settled counts), it waits only for the requests received before the deployment's
+admission numbers), it waits only for the requests received before the deployment's
 first event: under a camera's constant stream the update goes ahead once those are answered
 (the queue drained once), not when the stream stops. It gives up deferring one deployment
 after ``max_defer_s`` and lets it through, logged. Wire it in a model component's composition
@@ -31,9 +31,16 @@ MAX_DEFER_S = 60.0
 
 
 def progress(worker: Worker) -> tuple[int, int]:
-    """(received, settled): the requests ``worker`` has received, and those answered, from one
-    consistent snapshot of its counters: every received message ends as exactly one ``ok``,
-    error, or duplicate (:mod:`ggvision.serving.replies`)."""
+    """(admitted, settled): the requests ``worker`` has admitted, and how many of the first
+    admitted are all answered (:meth:`~ggvision.serving.intake.Intake.watermark`). A request
+    refused at once is answered on arrival and never holds an update."""
+    return worker.intake.watermark()
+
+
+def outstanding(worker: Worker) -> int:
+    """Requests ``worker`` has received and not answered yet (queued, being prepared or run),
+    from one consistent snapshot of its counters: every received message ends as exactly one
+    ``ok``, error, or duplicate (:mod:`ggvision.serving.replies`)."""
     counts, _ = worker.snapshot()
     settled = (
         counts["ok"]
@@ -41,22 +48,16 @@ def progress(worker: Worker) -> tuple[int, int]:
         + counts["duplicates_in_flight"]
         + counts["duplicates_answered"]
     )
-    return int(counts["received"]), int(settled)
-
-
-def outstanding(worker: Worker) -> int:
-    """Requests ``worker`` has received and not answered yet (queued, being prepared or run)."""
-    received, settled = progress(worker)
-    return max(0, received - settled)
+    return max(0, int(counts["received"]) - int(settled))
 
 
 class DeferWhileBusy:
     """Answers PreComponentUpdateEvents: defer while ``in_flight()`` is not 0.
 
-    ``progress``: (received, settled) counts; when given, only the requests received before a
-    deployment's first event hold it (settled must reach what was received then: answers come
-    in arrival order but for early refusals, so this may let the update go a request early,
-    never hold it for ever). ``recheck_after_ms``: how long each deferral asks for;
+    ``progress``: (admitted, settled) admission numbers (:func:`progress`); when given, only the
+    requests admitted before a deployment's first event hold it (every one of the first
+    ``admitted`` then must be answered, whatever order the sources' turns answer them in).
+    ``recheck_after_ms``: how long each deferral asks for;
     ``max_defer_s``: after that long since the first event of a deployment, its update goes
     ahead even if busy; ``role``: the prefix of the log event keys.
     """

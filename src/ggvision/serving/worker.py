@@ -10,6 +10,14 @@ for until its reply, and the old model is closed only after its last request
 (:mod:`ggvision.serving.recent`: ``recent_ids`` answers remembered for ``recent_ids_seconds``).
 Admission is bounded by the bytes of the waiting images (``max_queue_bytes``), a deadline per
 request (``max_queue_delay_s``) and a count (``queue_size``); 0 switches the first two off.
+
+Fair and batched: the intake keeps a queue per request ``source`` served in turn
+(:mod:`ggvision.serving.intake`), and where the model's backend runs batches
+(:attr:`~ggvision.serving.models.backends.base.Backend.batchable`) and its task reads one
+output, the requests waiting together (at most ``max_batch``; up to ``max_batch_delay_s`` for
+more to come) are prepared one by one and run as one inference; each gets its own answer, a bad
+one its own error. ``max_batch`` 1 switches batching off; 0 takes the backend's
+:attr:`~ggvision.serving.models.backends.base.Backend.auto_batch`.
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from ggvision.bus import Bus
 from ggvision.contract import (
     ErrorCode,
@@ -29,7 +39,7 @@ from ggvision.contract import (
     error_result,
 )
 from ggvision.serving.images import ImageLoader
-from ggvision.serving.intake import Intake, Item, ReplyTopicCheck
+from ggvision.serving.intake import MAX_SOURCES, Intake, Item, ReplyTopicCheck
 from ggvision.serving.models.loading import ActiveModel
 from ggvision.serving.recent import SECONDS, SIZE, RecentIds
 from ggvision.serving.replies import Replies, ResultHook, Stats
@@ -37,6 +47,7 @@ from ggvision.serving.replies import Replies, ResultHook, Stats
 log = logging.getLogger(__name__)
 
 _STOP = object()
+_NO_OUTPUT = object()  # an item not run in a batch: it runs alone
 
 
 class Worker:
@@ -64,6 +75,9 @@ class Worker:
         max_queue_delay_s: float = 0.0,
         task_options: Mapping[str, Any] | None = None,
         result_task: str | None = None,
+        max_batch: int = 1,
+        max_batch_delay_s: float = 0.0,
+        max_sources: int = MAX_SOURCES,
     ) -> None:
         self.bus = bus
         self.result_topic = result_topic
@@ -72,6 +86,10 @@ class Worker:
         self.threshold = threshold
         self.role = role
         self.task_options: dict[str, Any] = dict(task_options or {})
+        self.max_batch = max_batch
+        self.max_batch_delay_s = max_batch_delay_s
+        self.batches = 0  # inferences that ran more than one request
+        self.batched = 0  # requests those ran
         self.replies = Replies(bus, role=role, task=result_task)
         self.intake = Intake(
             self.replies,
@@ -83,10 +101,11 @@ class Worker:
             max_bytes=max_queue_bytes,
             max_delay_s=max_queue_delay_s,
             request_bytes=lambda request: loader.pending_bytes(request.image),
+            max_sources=max_sources,
         )
         self._active = active
         self._unavailable = unavailable_reason
-        self._handoff: collections.deque[Item | object] = collections.deque()
+        self._handoff: collections.deque[list[Item] | object] = collections.deque()
         self._handoff_cond = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._model_cond = threading.Condition()
@@ -169,15 +188,28 @@ class Worker:
         max_queue_bytes: int | None = None,
         max_queue_delay_s: float | None = None,
         task_options: Mapping[str, Any] | None = None,
+        max_batch: int | None = None,
+        max_batch_delay_s: float | None = None,
+        max_sources: int | None = None,
     ) -> None:
         self.top_k, self.threshold = top_k, threshold
         if task_options is not None:
             self.task_options = dict(task_options)
-        if queue_size is not None or max_queue_bytes is not None or max_queue_delay_s is not None:
+        if max_batch is not None:
+            self.max_batch = max_batch
+        if max_batch_delay_s is not None:
+            self.max_batch_delay_s = max_batch_delay_s
+        if (
+            queue_size is not None
+            or max_queue_bytes is not None
+            or max_queue_delay_s is not None
+            or max_sources is not None
+        ):
             self.intake.configure(
                 queue_size=self.intake.queue_size if queue_size is None else queue_size,
                 max_bytes=max_queue_bytes,
                 max_delay_s=max_queue_delay_s,
+                max_sources=max_sources,
             )
         recent = self.intake.recent
         if recent_ids is not None or recent_ids_seconds is not None:
@@ -193,6 +225,16 @@ class Worker:
 
     def queue_depth(self) -> int:
         return self.intake.depth()
+
+    def batch_limit(self) -> int:
+        """How many waiting requests the next inference may take: ``max_batch`` (0: the
+        backend's own choice) where the active model's backend runs batches and its task reads
+        one output (detection reads every output: unbatched), else 1."""
+        active = self._active
+        if active is None or active.task.all_outputs or not active.backend.batchable:
+            return 1
+        limit = self.max_batch or active.backend.auto_batch
+        return max(1, limit)
 
     # --- threads -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -215,17 +257,28 @@ class Worker:
         self.loader.close()
 
     def _prepare_loop(self) -> None:
-        while (item := self.intake.take()) is not None:
-            try:
-                self._prepare(item)
-            except Exception as exc:  # boundary
-                log.exception("prepare failed", extra={"event": f"{self.role}.prepare_error"})
-                item.error = RequestError(ErrorCode.INTERNAL, f"prepare failed: {exc}")
+        while True:
+            limit = self.batch_limit()
+            if limit > 1:
+                # A batch is taken when the inference thread is ready for it, so it holds what
+                # waited meanwhile (preparing it still overlaps the running inference).
+                with self._handoff_cond:
+                    while self._handoff:
+                        self._handoff_cond.wait()
+            batch = self.intake.take_batch(limit, self.max_batch_delay_s if limit > 1 else 0.0)
+            if not batch:
+                break
+            for item in batch:
+                try:
+                    self._prepare(item)
+                except Exception as exc:  # boundary
+                    log.exception("prepare failed", extra={"event": f"{self.role}.prepare_error"})
+                    item.error = RequestError(ErrorCode.INTERNAL, f"prepare failed: {exc}")
             with self._handoff_cond:
-                # At most one prepared item waits: preparation runs one request ahead.
+                # At most one prepared batch waits: preparation runs one batch ahead.
                 while len(self._handoff) >= 1:
                     self._handoff_cond.wait()
-                self._handoff.append(item)
+                self._handoff.append(batch)
                 self._handoff_cond.notify_all()
         with self._handoff_cond:
             self._handoff.append(_STOP)
@@ -261,31 +314,75 @@ class Worker:
             with self._handoff_cond:
                 while not self._handoff:
                     self._handoff_cond.wait()
-                item = self._handoff.popleft()
+                batch = self._handoff.popleft()
                 self._handoff_cond.notify_all()
-            if item is _STOP:
+            if batch is _STOP:
                 return
-            assert isinstance(item, Item)
-            try:
-                result = self._infer(item)
-            except Exception as exc:  # boundary: one bad request never stops the service
-                log.exception(
-                    "inference failed",
-                    extra={"event": f"{self.role}.infer_error", "id": item.request.id},
-                )
-                result = error_result(
-                    item.request.id,
-                    ErrorCode.INTERNAL,
-                    f"inference failed: {type(exc).__name__}: {exc}",
-                    source=item.request.source,
-                )
-            finally:
-                if item.active is not None:
-                    self._release(item.active)
-            result.timing_ms.total = (time.monotonic() - item.received) * 1000
-            self.intake.answer(item, result)
+            assert isinstance(batch, list)
+            outputs = self._run_batch(batch) if len(batch) > 1 else {}
+            for item in batch:
+                self._finish(item, outputs.get(id(item), _NO_OUTPUT))
 
-    def _infer(self, item: Item) -> InferenceResult:
+    def _finish(self, item: Item, output: Any) -> None:
+        """Answer ``item``: its error, or the task's answer to ``output`` (run alone when it
+        is ``_NO_OUTPUT``)."""
+        try:
+            result = self._infer(item, output)
+        except Exception as exc:  # boundary: one bad request never stops the service
+            log.exception(
+                "inference failed",
+                extra={"event": f"{self.role}.infer_error", "id": item.request.id},
+            )
+            result = error_result(
+                item.request.id,
+                ErrorCode.INTERNAL,
+                f"inference failed: {type(exc).__name__}: {exc}",
+                source=item.request.source,
+            )
+        finally:
+            if item.active is not None:
+                self._release(item.active)
+        result.timing_ms.total = (time.monotonic() - item.received) * 1000
+        self.intake.answer(item, result)
+
+    def _run_batch(self, batch: list[Item]) -> dict[int, Any]:
+        """One inference per group of prepared items on the same batching backend: id(item) ->
+        its output. A batch that fails is logged and its items run alone (each gets its own
+        answer or error)."""
+        groups: dict[int, list[Item]] = {}
+        for item in batch:
+            active = item.active
+            if item.error is not None or active is None or item.tensor is None:
+                continue
+            if active.task.all_outputs or not active.backend.batchable:
+                continue
+            groups.setdefault(id(active.backend), []).append(item)
+        outputs: dict[int, Any] = {}
+        for items in groups.values():
+            if len(items) < 2:
+                continue
+            backend = items[0].active.backend  # type: ignore[union-attr]
+            tensors: list[np.ndarray] = [i.tensor for i in items]  # type: ignore[misc]
+            t0 = time.monotonic()
+            try:
+                results = backend.infer_batch(tensors)
+            except Exception:  # boundary: the requests run one by one instead
+                log.warning(
+                    "a batch of %d failed; running its requests one by one",
+                    len(items),
+                    exc_info=True,
+                    extra={"event": f"{self.role}.batch_error"},
+                )
+                continue
+            took = (time.monotonic() - t0) * 1000
+            self.batches += 1
+            self.batched += len(items)
+            for item, output in zip(items, results, strict=True):
+                item.timing.inference = took
+                outputs[id(item)] = output
+        return outputs
+
+    def _infer(self, item: Item, output: Any = _NO_OUTPUT) -> InferenceResult:
         req = item.request
         if item.error is not None:
             info = self._active.info if self._active else None
@@ -300,13 +397,14 @@ class Worker:
         active = item.active
         assert active is not None and item.tensor is not None
         task = active.task
-        t0 = time.monotonic()
-        output: Any = (
-            active.backend.infer_all(item.tensor)
-            if task.all_outputs
-            else active.backend.infer(item.tensor)
-        )
-        item.timing.inference = (time.monotonic() - t0) * 1000
+        if output is _NO_OUTPUT:
+            t0 = time.monotonic()
+            output = (
+                active.backend.infer_all(item.tensor)
+                if task.all_outputs
+                else active.backend.infer(item.tensor)
+            )
+            item.timing.inference = (time.monotonic() - t0) * 1000
         answer = task.answer(
             output,
             active.model,
@@ -325,6 +423,11 @@ class Worker:
             timing_ms=item.timing,
             source=req.source,
         )
+
+    def sources(self) -> dict[str, dict[str, Any]]:
+        """Each source's figures (results/s, latency p50/p95, dropped; bounded like the
+        lanes: :meth:`~ggvision.serving.intake.Intake.sources`)."""
+        return self.intake.sources()
 
     def snapshot(self) -> tuple[dict[str, Any], list[float]]:
         """The counters and the recent latencies (ms), consistent with each other."""

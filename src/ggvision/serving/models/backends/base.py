@@ -4,6 +4,7 @@ implement the small ``_load`` / ``_infer`` hooks."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -64,6 +65,44 @@ class Backend(ABC):
         (detection); classification keeps :meth:`infer`."""
         self._check_input(batch)
         return [np.asarray(o, dtype=np.float32) for o in self._infer_all(batch)]
+
+    @property
+    def batchable(self) -> bool:
+        """True when one inference may take several requests' inputs stacked on the batch
+        dimension (:meth:`infer_batch`); set by the backend at load time from what the model
+        and runtime really accept (a model whose input is fixed to batch 1 is not)."""
+        return self._loaded and self._batchable
+
+    _batchable = False  # set by a backend's _load where its probe succeeds
+
+    @property
+    def auto_batch(self) -> int:
+        """The batch size a configuration's ``maxBatch: 0`` (auto) takes on this backend: what
+        gained on the measured CPUs (README: Micro-batching); 1 where batching did not gain."""
+        return 1
+
+    def infer_batch(self, tensors: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Run several preprocessed inputs (each of the manifest's shape, batch 1) as one
+        inference where :attr:`batchable`, else one after the other; returns each input's
+        float32 scores, in order, as :meth:`infer` gives them. Single-output models only
+        (classification, embedding): a task that reads every output runs :meth:`infer_all`."""
+        for tensor in tensors:
+            self._check_input(tensor)
+        if len(tensors) == 1 or not self.batchable:
+            return [self.infer(tensor) for tensor in tensors]
+        stacked = np.concatenate(tensors, axis=0)
+        out = np.asarray(self._infer_batch(stacked), dtype=np.float32)
+        if out.shape[0] != len(tensors):
+            raise ModelError(
+                f"a batch of {len(tensors)} inputs gave {out.shape[0]} outputs (batch dim)"
+            )
+        rows = out.reshape(len(tensors), -1)
+        return [rows[i] for i in range(len(tensors))]
+
+    def _infer_batch(self, stacked: np.ndarray) -> np.ndarray:
+        """The one output for ``stacked`` inputs (batch dim first), batch dim first (hook of a
+        backend that sets ``_batchable``)."""
+        raise NotImplementedError
 
     def _check_input(self, batch: np.ndarray) -> None:
         if not self._loaded:

@@ -96,6 +96,9 @@ class OnnxBackend(Backend):
         self._session = session
         self._input_name = inp.name
         self._output_name = out.name
+        # Batching only where the model's batch dim is dynamic (a name or None); a model
+        # exported with batch 1 fixed runs unbatched.
+        self._batchable = self.scores_only and bool(shape) and not isinstance(shape[0], int)
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         (scores,) = self._session.run([self._output_name], {self._input_name: batch})
@@ -103,6 +106,9 @@ class OnnxBackend(Backend):
             scale, zero_point = self._dequant
             return (np.asarray(scores, np.float32) - np.float32(zero_point)) * np.float32(scale)
         return np.asarray(scores)
+
+    def _infer_batch(self, stacked: np.ndarray) -> np.ndarray:
+        return self._infer(stacked)
 
     def _infer_all(self, batch: np.ndarray) -> list[np.ndarray]:
         outputs: list[np.ndarray] = self._session.run(self._output_names, {self._input_name: batch})

@@ -67,6 +67,20 @@ class TorchBackend(Backend):
                 f"{manifest.num_classes} classes"
             )
         self._module = module
+        self._batchable = self.scores_only and self._probe_batch(module, probe)
+
+    def _probe_batch(self, module: Any, probe: np.ndarray) -> bool:
+        """Whether the model really runs a batch of 2 (TorchScript declares no shapes: a traced
+        model may have batch 1 baked in), one score row per input."""
+        try:
+            scores = self._run(module, np.concatenate([probe, probe], axis=0))
+        except RuntimeError:
+            return False
+        return scores.shape[:1] == (2,) and scores.size == 2 * self.model.manifest.output_size
+
+    def _infer_batch(self, stacked: np.ndarray) -> np.ndarray:
+        self._configure()
+        return self._run(self._module, stacked)
 
     def _configure(self) -> None:
         if torch.get_num_threads() != self.threads:
