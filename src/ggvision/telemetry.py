@@ -100,6 +100,12 @@ def telemetry_metrics(
     if health.latency_p95_ms is not None:
         figures.append(("LatencyP95", "Milliseconds", "Average", health.latency_p95_ms))
     figures += [(f"Errors.{code}", "Count", "Sum", n) for code, n in sorted(health.errors.items())]
+    learning = health.extra.get("learning")
+    if isinstance(learning, dict):  # a classifier's learned classes (docs/imprinting.md)
+        figures += [
+            ("LearnedClasses", "Count", "Maximum", int(learning.get("classes", 0))),
+            ("LearnedShots", "Count", "Maximum", int(learning.get("shots", 0))),
+        ]
     return [
         {"NS": NAMESPACE, "N": f"{component}.{name}", "U": unit, "A": agg, "V": value, "TS": ts_ms}
         for name, unit, agg, value in figures
