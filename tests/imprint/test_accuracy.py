@@ -4,6 +4,7 @@ views, the two modes, every runtime's embedding against the float one."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -162,3 +163,17 @@ def test_the_dlr_embedding_is_built_as_a_store_variant() -> None:
     assert (entry["built_by"], entry["task"]) == ("models-dlr", "embedding")
     assert "dlr-fp32-embedding" in index["builds"]
     assert len((model.directory / ".inputs.sha256").read_text().strip()) == 64
+
+
+def test_a_variant_the_stores_build_knew_but_lacks_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The skip rule: a missing variant is skipped (or failed under GGV_REQUIRE_MODELS=1) only
+    when the store's index.json does not list it in ``builds``."""
+    monkeypatch.setenv("GGV_MODEL_STORE", str(tmp_path))
+    monkeypatch.delenv("GGV_REQUIRE_MODELS", raising=False)
+    (tmp_path / "index.json").write_text(json.dumps({"builds": ["dlr-fp32-embedding"]}))
+    with pytest.raises(pytest.fail.Exception, match="was built with dlr-fp32-embedding"):
+        embedding_model("dlr-fp32-embedding")
+    with pytest.raises(pytest.skip.Exception):
+        embedding_model("torchscript-int8-x86-embedding")
