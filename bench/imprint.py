@@ -2,6 +2,7 @@
 accuracy vs shots per class (docs/imprinting.md).
 
     python -m bench.imprint [--variant tflite-int8-embedding] [--runs 200] [--out build/bench]
+                            [--compare V,V,...]
 
 On one embedding variant (its own backend, 2 threads), in this process, interleaved:
 
@@ -11,7 +12,9 @@ On one embedding variant (its own backend, 2 threads), in this process, interlea
 * classify = inference + the task's answer, with 100 learned classes (extend) vs none; target
   <= 1.05x;
 * top-1 on held-out views vs k = 1, 5, 10 shots per class: 6 scikit-image objects (replace and
-  extend) and lfw_subset faces vs other (4 seeded draws).
+  extend) and lfw_subset faces vs other (4 seeded draws);
+* the same accuracy rows for the ``--compare`` variants (default: the torchscript int8 and DLR
+  embeddings, those of them in the store), with their median inference time.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ DEFAULT_VARIANT = "tflite-int8-embedding"
 TARGET_ADD_OVER_INFER_MS = 2.0
 TARGET_CLASSIFY_RATIO = 1.05
 KS = (1, 5, 10)
+COMPARE = "torchscript-int8-x86-embedding,torchscript-int8-qnnpack-embedding,dlr-fp32-embedding"
 
 
 def _ms(samples: list[float]) -> float:
@@ -101,10 +105,30 @@ def accuracy(raw: Any, task: EmbeddingTask, model: Model) -> dict[str, dict[str,
     return out
 
 
+def compare(directory: Path) -> dict[str, Any]:
+    """Another variant's accuracy rows and its median inference time (2 threads, 20 runs)."""
+    model = Model.load(directory)
+    backend = backends.create(DEFAULT_BACKEND[model.manifest.format], model, threads=2)
+    backend.load()
+    try:
+        task = EmbeddingTask().bind(model)
+        tensor = task.preprocess(V.photo("chelsea"), model)
+        times = []
+        for _ in range(23):
+            t0 = time.perf_counter()
+            backend.infer(tensor)
+            times.append(time.perf_counter() - t0)
+        acc = accuracy(lambda img: backend.infer(task.preprocess(img, model)), task, model)
+        return {"infer_ms": _ms(times[3:]), "accuracy": acc}
+    finally:
+        backend.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _report.parser("python -m bench.imprint", __doc__)
     parser.add_argument("--variant", default=DEFAULT_VARIANT)
     parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--compare", default=COMPARE, help="more variants' accuracy rows")
     args = parser.parse_args(argv)
     store_dir = _report.model_store()
     if not (store_dir / args.variant / "manifest.json").is_file():
@@ -158,6 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     del task
     acc = accuracy(raw, plain, model)
     backend.close()
+    compared = {
+        v: compare(store_dir / v)
+        for v in args.compare.split(",")
+        if v and v != args.variant and (store_dir / v / "manifest.json").is_file()
+    }
 
     infer_ms, add_ms, save_ms = _ms(infer_s), _ms(add_s), _ms(save_s)
     none_ms, full_ms = _ms(none_s), _ms(full_s)
@@ -177,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             "met": ratio <= TARGET_CLASSIFY_RATIO,
         },
         "accuracy": acc,
+        "compared": compared,
         "setup": {"variant": args.variant, "threads": 2, "runs": args.runs, **run.machine()},
     }
     lines = _report.verdict_table(
@@ -204,6 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for name, row in acc.items():
         lines.append(f"| {name} | " + " | ".join(f"{row[str(k)]:.3f}" for k in KS) + " |")
+    for variant, figures in compared.items():
+        for name, row in figures["accuracy"].items():
+            lines.append(
+                f"| {variant} ({figures['infer_ms']:.1f} ms): {name} | "
+                + " | ".join(f"{row[str(k)]:.3f}" for k in KS)
+                + " |"
+            )
     notes = [
         f"{args.variant} on {DEFAULT_BACKEND[model.manifest.format]}, 2 threads; medians of "
         f"{args.runs} interleaved runs; the shot's image is preprocessed beforehand.",

@@ -93,6 +93,10 @@ EMBEDDING_DIM = E.HEAD_CH
 HEAD_FILE = "imagenet_head.npy"
 for _base in ("tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8", "torchscript-fp32"):
     VARIANTS[f"{_base}-embedding"] = {**VARIANTS[_base], "task": "embedding", "base": _base}
+# The torch.ao FX int8 embeddings (quant_torch.py on the network without its head); "base" is
+# their classifier's variant, built by build_torchscript_int8 with the embedding net.
+for _base in ("torchscript-int8-x86", "torchscript-int8-qnnpack"):
+    VARIANTS[f"{_base}-embedding"] = {**VARIANTS[_base], "task": "embedding", "base": _base}
 
 TOOLS = {
     "tflite": ["litert-torch", "ai-edge-litert", "torchao"],
@@ -361,13 +365,15 @@ class Builder:
         size = 1000 if net is self.model else EMBEDDING_DIM
         return self._float_io([1, 3, E.IMAGE_SIZE, E.IMAGE_SIZE], size)
 
-    def build_torchscript_int8(self, path: str, engine: str) -> dict[str, object]:
+    def build_torchscript_int8(self, path: str, engine: str, net=None) -> dict[str, object]:
         import quant_torch
         import torch
 
-        quantized = quant_torch.quantize(self.model, self._calib_nchw(), engine)
+        net = net or self.model
+        quantized = quant_torch.quantize(net, self._calib_nchw(), engine)
         torch.jit.save(quantized, path)
-        return self._float_io([1, 3, E.IMAGE_SIZE, E.IMAGE_SIZE])
+        size = 1000 if net is self.model else EMBEDDING_DIM
+        return self._float_io([1, 3, E.IMAGE_SIZE, E.IMAGE_SIZE], size)
 
     @staticmethod
     def _float_io(shape: list[int], outputs: int = 1000) -> dict[str, object]:
@@ -489,8 +495,8 @@ class Builder:
                 io = self.build_onnx_int8(path, fp32, outputs)
         elif kind == "torchscript-fp32":
             io = self.build_torchscript_fp32(path, net)
-        elif name.startswith("torchscript-int8-"):
-            io = self.build_torchscript_int8(path, str(spec["engine"]))
+        elif kind.startswith("torchscript-int8-"):
+            io = self.build_torchscript_int8(path, str(spec["engine"]), net)
         else:
             raise ValueError(name)
         # replace the old variant dir only once the new model file exists
@@ -527,6 +533,9 @@ class Builder:
             "version": MODEL_VERSION,
             "component": "com.custom.ImageClassification.ModelStore",
             "variants": entries,
+            # every variant this build knows (a test skips a missing variant only when the
+            # store's build did not know it; make models-dlr adds its own)
+            "builds": list(VARIANTS),
         }
         with open(os.path.join(self.out_dir, "index.json"), "w", encoding="utf-8") as f:
             json.dump(index, f, indent=2)

@@ -8,7 +8,10 @@
 # 1. creates/refreshes the venv build/venvs/dlr (only when missing or when
 #    modelbuild/dlr/requirements.txt changed);
 # 2. compiles STORE/onnx-fp32 into STORE/dlr-fp32 (+ index.json) and AWS_STORE/DLR-...
-#    (compile_dlr.py). Needs gcc. No network is used other than pip installing from the registry.
+#    (compile_dlr.py), and STORE/onnx-fp32-embedding into STORE/dlr-fp32-embedding (weight
+#    imprinting: docs/imprinting.md); each compile is skipped when its inputs' sha256 is the one
+#    recorded in the variant (.inputs.sha256). Needs gcc. No network is used other than pip
+#    installing from the registry.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -24,12 +27,16 @@ mkdir -p "$LOGDIR"
 T_START=$(date +%s)
 
 command -v gcc >/dev/null || { echo "models-dlr: gcc is needed to link the kernels" >&2; exit 2; }
-[ -f "$STORE/onnx-fp32/manifest.json" ] || {
-    echo "models-dlr: $STORE/onnx-fp32 is missing: run \`make models\` first" >&2; exit 2; }
+for src in onnx-fp32 onnx-fp32-embedding; do
+    [ -f "$STORE/$src/manifest.json" ] || {
+        echo "models-dlr: $STORE/$src is missing: run \`make models\` first" >&2; exit 2; }
+done
 
 ensure_venv "$VENV" "$LOGDIR/dlr-pip.log" "$REQ"
 
 "$VENV/bin/python" "$ROOT/modelbuild/dlr/compile_dlr.py" \
     --onnx-variant "$STORE/onnx-fp32" --store "$STORE" --aws-store "$AWS_STORE"
+"$VENV/bin/python" "$ROOT/modelbuild/dlr/compile_dlr.py" \
+    --onnx-variant "$STORE/onnx-fp32-embedding" --store "$STORE" --variant dlr-fp32-embedding
 touch "$STORE/dlr-fp32/.built"
-echo "models-dlr: done in $(( $(date +%s) - T_START )) s -> $STORE/dlr-fp32, $AWS_STORE"
+echo "models-dlr: done in $(( $(date +%s) - T_START )) s -> $STORE/dlr-fp32{,-embedding}, $AWS_STORE"

@@ -19,6 +19,12 @@ calling convention). TVM 0.25 no longer writes that layout, so this script build
 Outputs: ``STORE/VARIANT`` (manifest.json, labels.txt, compiled.*; added to ``index.json``) and,
 with ``--aws-store``, an AWS model-store copy ``DLR-<name>-<arch>-cpu-ImageClassification``
 (compiled.*, ``synset.txt`` as a Python dict literal, no manifest).
+
+An embedding variant (``task: embedding``, e.g. ``onnx-fp32-embedding`` -> ``dlr-fp32-embedding``)
+gets the same pixel input but no softmax: it outputs the embedding, and its ImageNet head is
+copied beside it (docs/imprinting.md). The compile is skipped when its inputs are unchanged: the
+sha256 of the source model, this script, ``shim.c``, the pins and the target, recorded in
+``STORE/VARIANT/.inputs.sha256`` (the variant is still added to ``index.json``).
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ from tvm.relax.frontend.onnx import from_onnx
 HERE = Path(__file__).resolve().parent
 INPUT_NAME = "data"  # as in AWS's DLR models
 OUTPUT_NAME = "probabilities"
+EMBEDDING_OUTPUT = "embedding"
+INPUTS_FILE = ".inputs.sha256"
 DLR_DIR = "dlr"
 CALL_TIR = tvm.ir.Op.get("relax.call_tir")
 
@@ -54,10 +62,16 @@ def log(msg: str) -> None:
 
 
 def bake_in(
-    model: onnx.ModelProto, size: int, mean: list[float], std: list[float], num_classes: int
+    model: onnx.ModelProto,
+    size: int,
+    mean: list[float],
+    std: list[float],
+    num_classes: int,
+    embedding: bool = False,
 ) -> onnx.ModelProto:
     """A new input, NHWC float32 raw pixels, normalised and made NCHW inside the graph; a softmax
-    on the output (AWS's model-store models take pixels and output probabilities)."""
+    on the output (AWS's model-store models take pixels and output probabilities), or for an
+    embedding model (``num_classes`` = its size) the embedding as it is."""
     graph = model.graph
     inits = {i.name for i in graph.initializer}
     inputs = [i for i in graph.input if i.name not in inits]
@@ -84,11 +98,20 @@ def bake_in(
     if len(graph.output) != 1:
         raise SystemExit(f"expected one output, found {[o.name for o in graph.output]}")
     logits = graph.output[0]
-    graph.output.remove(logits)
-    graph.node.append(helper.make_node("Softmax", [logits.name], [OUTPUT_NAME], axis=-1))
-    graph.output.append(
-        helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [1, num_classes])
-    )
+    if embedding and logits.name == EMBEDDING_OUTPUT:
+        pass  # the embedding as it is, under its own name
+    elif embedding:
+        graph.output.remove(logits)
+        graph.node.append(helper.make_node("Identity", [logits.name], [EMBEDDING_OUTPUT]))
+        graph.output.append(
+            helper.make_tensor_value_info(EMBEDDING_OUTPUT, TensorProto.FLOAT, [1, num_classes])
+        )
+    else:
+        graph.output.remove(logits)
+        graph.node.append(helper.make_node("Softmax", [logits.name], [OUTPUT_NAME], axis=-1))
+        graph.output.append(
+            helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [1, num_classes])
+        )
     onnx.checker.check_model(model)
     return model
 
@@ -231,6 +254,18 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def inputs_hash(source: Path, target: str) -> str:
+    """What the compiled variant depends on: the source variant's model, manifest and head,
+    this script, the shim, the tool-chain pins and the target."""
+    h = hashlib.sha256()
+    files = sorted(p for p in source.iterdir() if p.is_file() and not p.name.startswith("."))
+    files += [Path(__file__).resolve(), HERE / "shim.c", HERE / "requirements.txt"]
+    for f in files:
+        h.update(f.name.encode() + b"\0" + sha256(f).encode() + b"\0")
+    h.update(f"{target}\0{tvm.__version__}".encode())
+    return h.hexdigest()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--onnx-variant", type=Path, required=True, help="the ONNX fp32 variant dir")
@@ -246,19 +281,29 @@ def main() -> int:
     size = int(pre["resize"])
     if inp["shape"] != [1, 3, size, size] or inp["dtype"] != "float32":
         raise SystemExit(f"expected a float32 NCHW input of {size}x{size}, found {inp}")
+    embedding = src.get("task") == "embedding"
+    outputs = int(src["embedding"]["dim"]) if embedding else int(src.get("num_classes", 1000))
+    out = args.store / args.variant
+    want = inputs_hash(args.onnx_variant, args.target)
+    if cached(out, want, args.aws_store, src["name"]):
+        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+        update_index(args.store, args.variant, manifest)
+        log(f"{out} is up to date (inputs unchanged: {want[:12]}…)")
+        return 0
     model = bake_in(
         onnx.load(str(args.onnx_variant / src["file"])),
         size,
         pre["mean"],
         pre["std"],
-        int(src.get("num_classes", 1000)),
+        outputs,
+        embedding,
     )
-    log(f"ONNX {src['name']} {src['version']} -> Relax (preprocessing and softmax baked in)")
+    baked = "preprocessing baked in" + ("" if embedding else " and softmax")
+    log(f"ONNX {src['name']} {src['version']} {args.onnx_variant.name} -> Relax ({baked})")
     mod = to_relax(model, size)
     graph, params, kernels = graph_json(mod)
     log(f"{len(graph['nodes'])} graph nodes, {len(kernels)} kernels, {len(params)} params")
 
-    out = args.store / args.variant
     tmp_out = args.store / f".{args.variant}.tmp"
     shutil.rmtree(tmp_out, ignore_errors=True)
     # DLR wants exactly one *.json in its directory: the DLR files get their own, beside the
@@ -279,7 +324,9 @@ def main() -> int:
             "Version": src["version"],
             "Compiler": f"apache-tvm {tvm.__version__}",
             "Inputs": [{"name": INPUT_NAME, "dtype": "float32", "shape": shape, "layout": "NHWC"}],
-            "Outputs": [{"name": OUTPUT_NAME, "dtype": "float32"}],
+            "Outputs": [
+                {"name": EMBEDDING_OUTPUT if embedding else OUTPUT_NAME, "dtype": "float32"}
+            ],
         }
     }
     (dlr_dir / "compiled.meta").write_text(json.dumps(meta, indent=2), encoding="utf-8")
@@ -293,9 +340,9 @@ def main() -> int:
         "file": f"{DLR_DIR}/compiled.so",
         "input": {"shape": shape, "layout": "NHWC", "dtype": "float32"},
         "output": {
-            "kind": "probabilities",
+            "kind": "embedding" if embedding else "probabilities",
             "dtype": "float32",
-            "shape": [1, src.get("num_classes", 1000)],
+            "shape": [1, outputs],
         },
         # The normalisation is in the model: it takes raw pixels (centre crop and resize only).
         "preprocess": {**pre, "mean": [0, 0, 0], "std": [1, 1, 1]},
@@ -303,17 +350,21 @@ def main() -> int:
         "size_bytes": sum(f.stat().st_size for f in dlr_dir.iterdir()),
         "built_with": {"apache-tvm": tvm.__version__, "target": args.target},
     }
+    if embedding:
+        # The head and its sha256 as the source has them; the embedding's agreement with the
+        # source is checked on real photos by tests/imprint (the DLR runtime is not in this venv).
+        emb = src["embedding"]
+        shutil.copy2(args.onnx_variant / emb["head"], tmp_out / emb["head"])
+        manifest["embedding"] = {k: v for k, v in emb.items() if k != "check"}
+        manifest["embedding"]["source"] = args.onnx_variant.name
     (tmp_out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    (tmp_out / INPUTS_FILE).write_text(want + "\n", encoding="utf-8")
     shutil.rmtree(out, ignore_errors=True)
     tmp_out.rename(out)
-    index_path = args.store / "index.json"
-    if index_path.is_file():
-        index = json.loads(index_path.read_text(encoding="utf-8"))
-        add_to_index(index, args.variant, manifest)
-        index_path.write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    update_index(args.store, args.variant, manifest)
     log(f"wrote {out}")
 
-    if args.aws_store:
+    if args.aws_store and not embedding:
         arch = platform.machine()
         name = f"DLR-{src['name']}-{arch}-cpu-ImageClassification"
         aws = args.aws_store / name
@@ -328,6 +379,30 @@ def main() -> int:
     return 0
 
 
+def cached(out: Path, want: str, aws_store: Path | None, name: str) -> bool:
+    """True when ``out`` was compiled from the same inputs (and its AWS copy, when one is
+    asked for a classifier, is there)."""
+    try:
+        have = (out / INPUTS_FILE).read_text(encoding="utf-8").strip()
+        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if have != want or not (out / manifest["file"]).is_file():
+        return False
+    if aws_store is None or manifest.get("task") == "embedding":
+        return True
+    aws = aws_store / f"DLR-{name}-{platform.machine()}-cpu-ImageClassification"
+    return (aws / "compiled.so").is_file()
+
+
+def update_index(store: Path, variant: str, manifest: dict[str, Any]) -> None:
+    index_path = store / "index.json"
+    if index_path.is_file():
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+        add_to_index(index, variant, manifest)
+        index_path.write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+
+
 def add_to_index(index: dict[str, Any], variant: str, manifest: dict[str, Any]) -> None:
     """Adds (or replaces) the variant's entry in build.py's index.json, marked as ours."""
     entry = {
@@ -340,9 +415,11 @@ def add_to_index(index: dict[str, Any], variant: str, manifest: dict[str, Any]) 
         "sha256": manifest["sha256"],
         "size_bytes": manifest["size_bytes"],
         "torch_engine": None,
+        "task": manifest.get("task", "classification"),
         "built_by": "models-dlr",
     }
     index["variants"] = [e for e in index["variants"] if e.get("variant") != variant] + [entry]
+    index["builds"] = [*(v for v in index.get("builds", []) if v != variant), variant]
 
 
 if __name__ == "__main__":

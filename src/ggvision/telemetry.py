@@ -120,6 +120,12 @@ def telemetry_metrics(
             for which, value in fig["latency_ms"].items()
             if value is not None
         ]
+    learning = health.extra.get("learning")
+    if isinstance(learning, dict):  # a classifier's learned classes (docs/imprinting.md)
+        figures += [
+            ("LearnedClasses", "Count", "Maximum", int(learning.get("classes", 0))),
+            ("LearnedShots", "Count", "Maximum", int(learning.get("shots", 0))),
+        ]
     return [
         {"NS": NAMESPACE, "N": f"{component}.{name}", "U": unit, "A": agg, "V": value, "TS": ts_ms}
         for name, unit, agg, value in figures

@@ -3,12 +3,22 @@ views, the two modes, every runtime's embedding against the float one."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from ggvision.serving.imprint import ClassStore
+from ggvision.serving.models.store import file_sha256
 from ggvision.testing import views as V
-from tests.imprint.conftest import EMBEDDING_VARIANTS, Embedder, embedder
+from tests.imprint.conftest import (
+    EMBEDDING_VARIANTS,
+    FP32_TWIN,
+    Embedder,
+    embedder,
+    embedding_model,
+)
 
 
 def top1(e: Embedder, store: ClassStore, test: dict[str, list[np.ndarray]], mode: str) -> float:
@@ -111,3 +121,59 @@ def test_every_runtime_imprints(variant: str, objects: tuple[dict, ...]) -> None
         assert cat.predictions[0].label in {"tiger cat", "Egyptian cat", "tabby"}
     finally:
         e.backend.close()
+
+
+@pytest.mark.parametrize("variant", sorted(FP32_TWIN))
+def test_embedding_agrees_with_its_float_twin(variant: str) -> None:
+    """The torchscript int8 and DLR embeddings against their fp32 twins on real photos (the
+    build checks the 7 sample photos and crops; here the 15 other photos, textures included, and
+    views): DLR is the same float model compiled (cosine 1); int8 measured 0.939 / 0.766 (x86,
+    grass the lowest) and 0.957 / 0.739 (qnnpack), onnx-int8's 0.925 / 0.707, tflite-int8's 0.984 /
+    0.929."""
+    images = [V.photo(n) for n in V.OTHERS] + [v[0] for v in V.object_views(2, 3).values()]
+    e, twin = embedder(variant), embedder(FP32_TWIN[variant])
+    try:
+        cos = np.array(
+            [float(e.task.embed(e.raw(img)) @ twin.task.embed(twin.raw(img))) for img in images]
+        )
+    finally:
+        e.backend.close()
+        twin.backend.close()
+    if e.model.manifest.precision == "fp32":
+        assert cos.min() >= 0.9999, cos
+    else:
+        assert cos.mean() >= 0.9 and cos.min() >= 0.7, cos
+
+
+def test_the_dlr_embedding_is_built_as_a_store_variant() -> None:
+    """make models-dlr's embedding: pixels in (normalisation in the graph), the embedding out, the
+    ImageNet head beside it, listed in index.json, compiled from recorded inputs."""
+    model = embedding_model("dlr-fp32-embedding")
+    m = model.manifest
+    assert (m.format, m.precision, m.task) == ("dlr", "fp32", "embedding")
+    assert m.output.kind == "embedding"
+    assert m.input.shape == [1, 224, 224, 3] and m.preprocess.mean == [0, 0, 0]
+    assert m.embedding is not None and m.embedding.dim == 1280
+    extra = m.embedding.model_extra or {}
+    head = model.directory / m.embedding.head
+    assert file_sha256(head) == extra["head_sha256"]
+    assert extra["source"] == "onnx-fp32-embedding"
+    index = json.loads((model.directory.parent / "index.json").read_text(encoding="utf-8"))
+    (entry,) = [e for e in index["variants"] if e["variant"] == "dlr-fp32-embedding"]
+    assert (entry["built_by"], entry["task"]) == ("models-dlr", "embedding")
+    assert "dlr-fp32-embedding" in index["builds"]
+    assert len((model.directory / ".inputs.sha256").read_text().strip()) == 64
+
+
+def test_a_variant_the_stores_build_knew_but_lacks_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The skip rule: a missing variant is skipped (or failed under GGV_REQUIRE_MODELS=1) only
+    when the store's index.json does not list it in ``builds``."""
+    monkeypatch.setenv("GGV_MODEL_STORE", str(tmp_path))
+    monkeypatch.delenv("GGV_REQUIRE_MODELS", raising=False)
+    (tmp_path / "index.json").write_text(json.dumps({"builds": ["dlr-fp32-embedding"]}))
+    with pytest.raises(pytest.fail.Exception, match="was built with dlr-fp32-embedding"):
+        embedding_model("dlr-fp32-embedding")
+    with pytest.raises(pytest.skip.Exception):
+        embedding_model("torchscript-int8-x86-embedding")

@@ -143,3 +143,34 @@ def test_learn_errors(tmp_path: Path) -> None:
     assert not (tmp_path / "o" / "v").exists()
     proc = learn(bad, "--base", "tflite-int8")
     assert proc.returncode == 2
+
+
+def test_learn_list_counts_a_work_dirs_classes(tmp_path: Path) -> None:
+    """``ggvision learn list``: nothing learned yet, then a saved store counted (no model
+    needed, no --output)."""
+    import numpy as np
+
+    from ggvision.serving.imprint import ClassStore
+
+    empty = ggvision("learn", "list", "--work-dir", str(tmp_path), "--json", store=tmp_path)
+    assert empty.returncode == 0, empty.stderr
+    assert json.loads(empty.stdout) == {"classes": 0, "shots": 0, "variant": None, "per_class": {}}
+    store = ClassStore(4)
+    store.meta = {"model": "onnx-int8-embedding"}
+    for label, n in (("mug", 2), ("cup", 3)):
+        for i in range(n):
+            store.add(label, np.arange(4.0) + i)
+    store.save(tmp_path / learn_cli.LEARNED_FILE)
+    out = ggvision("learn", "list", "--work-dir", str(tmp_path), "--json", store=tmp_path)
+    assert json.loads(out.stdout) == {
+        "classes": 2,
+        "shots": 5,
+        "variant": "onnx-int8-embedding",
+        "per_class": {"mug": 2, "cup": 3},
+    }
+    text = ggvision("learn", "list", "--work-dir", str(tmp_path), store=tmp_path)
+    assert text.stdout.splitlines()[0] == "2 classes, 5 shots (onnx-int8-embedding)"
+    missing = ggvision("learn", "list", store=tmp_path)
+    assert missing.returncode == 2 and "--work-dir is required" in missing.stderr
+    no_output = ggvision("learn", "--data", str(tmp_path), store=tmp_path)
+    assert no_output.returncode == 2 and "--output is required" in no_output.stderr

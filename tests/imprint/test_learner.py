@@ -80,3 +80,30 @@ def test_a_saved_store_is_loaded_with_the_configured_limits(tmp_path: Path) -> N
     with pytest.raises(LearnError) as info:
         made.store.add("cup", np.ones(4))
     assert info.value.code == "LIMIT_REACHED"
+
+
+def test_the_summary_counts_what_is_learned_under_the_configured_limits(tmp_path: Path) -> None:
+    store = ClassStore(4)
+    store.meta = {"model": "tflite-int8-embedding"}
+    store.add("mug", np.ones(4))
+    store.add("mug", np.arange(4.0))
+    store.add("cup", np.ones(4))
+    store.save(tmp_path / STORE_FILE)
+    made, _ = learner(tmp_path, max_shots=3, max_classes=5, mode="replace")
+    made.on_message("local/learn", {"id": "q", "op": "list"})  # queued: the thread is not run
+    assert made.summary() == {
+        "enabled": True,
+        "classes": 2,
+        "shots": 3,
+        "mode": "replace",  # a classification model: the configured mode
+        "variant": "tflite-int8-embedding",
+        "limits": {"max_shots": 3, "max_classes": 5, "max_label_length": 64, "queue_size": 32},
+        "queued": 1,
+    }
+
+
+def test_the_summary_with_nothing_learned(tmp_path: Path) -> None:
+    made, _ = learner(tmp_path)
+    summary = made.summary()
+    assert (summary["classes"], summary["shots"], summary["variant"]) == (0, 0, None)
+    assert summary["mode"] == "extend" and summary["queued"] == 0

@@ -71,6 +71,14 @@ def test_telemetry_is_the_nucleus_form_with_every_figure() -> None:
     }
 
 
+def test_telemetry_counts_a_classifiers_learned_classes() -> None:
+    health = Health(extra={"learning": {"classes": 3, "shots": 14, "mode": "extend"}})
+    by_name = {m["N"]: (m["V"], m["U"], m["A"]) for m in telemetry_metrics("c", health, 1.0, 0)}
+    assert by_name["c.LearnedClasses"] == (3, "Count", "Maximum")
+    assert by_name["c.LearnedShots"] == (14, "Count", "Maximum")
+    assert "c.LearnedClasses" not in {m["N"] for m in telemetry_metrics("c", Health(), 1.0, 0)}
+
+
 @pytest.fixture
 def listener(core: CoreThread) -> Iterator[AgentProcess]:
     agent = AgentProcess(

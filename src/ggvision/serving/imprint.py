@@ -189,6 +189,16 @@ class ClassStore:
         with self._lock:
             return {label: len(shots) for label, shots in self._shots.items()}
 
+    def summary(self) -> dict[str, Any]:
+        """What is learned, counted: ``classes`` (how many), ``shots`` (in total), ``variant``
+        (the embedding variant they were learned on, from :attr:`meta`; None when unknown)."""
+        counts = self.counts()
+        return {
+            "classes": len(counts),
+            "shots": sum(counts.values()),
+            "variant": self.meta.get("model"),
+        }
+
     def classes(self) -> Classes:
         """The snapshot a task answers with."""
         with self._lock:

@@ -140,6 +140,37 @@ class Learner:
             active.model, active.backend, active.info, task.with_classes(live, self.cfg.mode)
         )
 
+    def summary(self) -> dict[str, Any]:
+        """The learned classes counted, for the status report (``learning``) and the list op:
+        ``enabled``, ``classes`` (how many), ``shots`` (in total), ``mode`` (the serving task's,
+        else the configured one), ``variant`` (the embedding variant they were learned on, else
+        the serving one when it is an embedding model), ``limits``, ``queued``."""
+        store = self.store
+        counted = store.summary() if store is not None else {"classes": 0, "shots": 0}
+        active = self.worker.active
+        task = active.task if active is not None else None
+        embedding = isinstance(task, EmbeddingTask)
+        variant = counted.get("variant")
+        if variant is None and active is not None and embedding:
+            variant = active.model.manifest.variant
+        with self._cond:
+            queued = sum(1 for item in self._queue if item is not _STOP)
+        cfg = self.cfg
+        return {
+            "enabled": cfg.enabled,
+            "classes": counted["classes"],
+            "shots": counted["shots"],
+            "mode": task.mode if isinstance(task, EmbeddingTask) else cfg.mode,
+            "variant": variant,
+            "limits": {
+                "max_shots": cfg.max_shots,
+                "max_classes": cfg.max_classes,
+                "max_label_length": cfg.max_label_length,
+                "queue_size": cfg.queue_size,
+            },
+            "queued": queued,
+        }
+
     def publish_classes(self) -> None:
         """Swap the worker's task for one with the current classes and mode (the backend is
         shared, so nothing is retired: the worker counts a backend's users, not a task's).
@@ -238,7 +269,9 @@ class Learner:
             )
         store = self._store_for(active, task)
         if op == "list":
-            return {**ok, "classes": store.counts(), "mode": task.mode}
+            counted = self.summary()  # the status report's figures, beside the per-class counts
+            extra = {k: counted[k] for k in ("shots", "variant", "limits")}
+            return {**ok, "classes": store.counts(), "mode": task.mode, **extra}
         if op == "reset":
             removed = store.reset()
             self._commit(store)

@@ -20,6 +20,7 @@ from ggvision.serving import ActiveModel, Backend, backend_options, backends, pr
 from ggvision.serving.intake import ReplyTopicCheck
 from ggvision.serving.learning import Learner
 from ggvision.serving.service import ModelService
+from ggvision.telemetry import Health
 from ggvision_classifier.config import ClassifierConfig
 
 log = logging.getLogger("ggvision_classifier")
@@ -71,6 +72,15 @@ class ClassifierService(ModelService[ClassifierConfig]):
         if active is not None:
             self.worker.swap_model(self.learner.apply(active))
         self._learn_sub: Any = None
+
+    def health(self) -> Health:
+        """The model service's report plus ``learning``: the learned classes counted
+        (:meth:`Learner.summary`, the figures the list op answers with)."""
+        report = super().health()
+        learner: Learner | None = getattr(self, "learner", None)
+        if learner is not None:
+            report.extra["learning"] = learner.summary()
+        return report
 
     def load_model(self, cfg: ClassifierConfig) -> ActiveModel:
         """A deployment's model, with the classes learned on this device when it can take them

@@ -5,6 +5,7 @@
                    [--seed S] [--json]
     ggvision learn export --work-dir DIR --output STORE/VARIANT [--mode extend|replace]
                    [--model-store DIR] [--base VARIANT]
+    ggvision learn list --work-dir DIR [--json]
 
 ``--data``: one folder per class (its name is the label), images inside, as Coral's
 ``classification_transfer_learning.py --data``. Each class's images are split (seeded) into
@@ -12,6 +13,10 @@ shots and a held-out ``--test-ratio`` (default 0.25); the shots' embeddings (the
 embedding variant, default tflite-fp32-embedding) become the classes (nothing is retrained);
 the held-out images are classified by the new variant as the classifier will answer, and the
 top-1 is printed, overall and per class (``--json``: ``{"top1", "per_class", "train", "test"}``).
+
+``list`` counts the classes a classifier learned live (its work directory's file): ``classes``,
+``shots`` in total and ``variant``, the figures of its status report's ``learning`` and of the
+learning topic's ``list`` answer, with the shots per class (``per_class``).
 
 ``export`` writes the classes a classifier learned live (its work directory's
 ``learned/classes.npz``) as such a variant, so a class taught on one device deploys to a fleet.
@@ -278,13 +283,27 @@ def export(
     return {"variant": str(output), "classes": classes.counts(), "base": name}
 
 
+def listing(work_dir: Path) -> dict[str, Any]:
+    """The classes learned live in a classifier's ``work_dir``, counted as its status report
+    counts them (``classes``, ``shots``, ``variant``), with ``per_class``; none learned (no
+    file yet) is zero classes."""
+    path = Path(work_dir) / LEARNED_FILE
+    if not path.is_file():
+        return {"classes": 0, "shots": 0, "variant": None, "per_class": {}}
+    store = ClassStore.load(path)
+    return {**store.summary(), "per_class": store.counts()}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "action", nargs="?", choices=["export"], help="export: a device's live-learned classes"
+        "action",
+        nargs="?",
+        choices=["export", "list"],
+        help="export: a device's live-learned classes as a variant; list: count them",
     )
     p.add_argument("--data", type=Path, metavar="DIR", help="one folder of images per class")
     p.add_argument("--work-dir", type=Path, metavar="DIR", help="export: the classifier's work dir")
-    p.add_argument("--output", type=Path, required=True, metavar="STORE/VARIANT")
+    p.add_argument("--output", type=Path, metavar="STORE/VARIANT")
     p.add_argument("--test-ratio", type=_ratio, default=0.25, metavar="R", help="default 0.25")
     p.add_argument("--mode", choices=["extend", "replace"], default="extend")
     p.add_argument("--model-store", type=Path, default=None, metavar="DIR")
@@ -296,7 +315,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    if args.action != "list" and args.output is None:
+        print("ggvision learn: error: --output is required", file=sys.stderr)
+        return 2
     try:
+        if args.action == "list":
+            if args.work_dir is None:
+                print("ggvision learn list: error: --work-dir is required", file=sys.stderr)
+                return 2
+            found = listing(args.work_dir)
+            if args.json:
+                print(json.dumps(found))
+            else:
+                print(f"{found['classes']} classes, {found['shots']} shots ({found['variant']})")
+                for label, n in found["per_class"].items():
+                    print(f"  {n:4d}  {label}")
+            return 0
         if args.action == "export":
             if args.work_dir is None:
                 print("ggvision learn export: error: --work-dir is required", file=sys.stderr)
