@@ -20,9 +20,10 @@ def health(
     last_swap: dict[str, Any] | None,
     last_command: dict[str, Any] | None,
     uplink: dict[str, Any] | None,
+    auto: dict[str, Any] | None = None,
 ) -> Health:
     """The report now: RUNNING while a model serves, else ERRORED. ``uplink``: its counters
-    (None without one)."""
+    (None without one); ``auto``: what modelKey auto chose and why (only with it)."""
     stats, latencies = worker.snapshot()
     p50, p95 = percentiles(latencies)
     active = worker.active
@@ -48,5 +49,6 @@ def health(
             "last_swap": last_swap,
             "last_command": last_command,
             "uplink": uplink,
+            **({"model_auto": auto} if auto is not None else {}),
         },
     )
