@@ -179,8 +179,8 @@ class ModelService(Generic[C]):
         self.commands.subscribe(self.cfg)
         self.on_start()
         self.bus.update_state("RUNNING" if self.worker.active else "ERRORED")
-        self.reporter.start()
         self._start_auto(self.cfg)
+        self.reporter.start()
         active = self.worker.active
         log.info(
             "%s ready: %s",
