@@ -275,3 +275,16 @@ def test_the_classifier_serves_at_once_swaps_to_the_winner_and_reuses_it(
         report = c.status(lambda r: r.get("model") is not None)
         assert _auto(report)["state"] == "cached" and _auto(report)["variant"] == chosen
         assert report["model"]["backend"] == backend and report["last_swap"] is None
+
+
+def test_classify_cli_variant_auto_measures_and_says_why(
+    auto_store: Path, photo_files: dict[str, Path]
+) -> None:
+    from ggvision_classifier.classify_cli import run
+
+    [result] = run([photo_files["coffee"]], store=auto_store, variant="auto", threads=1)
+    model = result["model"]
+    assert model["variant"] in REAL and model["auto"]["variant"] == model["variant"]
+    assert model["auto"]["state"] == "measured"
+    assert {t["variant"] for t in model["auto"]["trials"]} == {*REAL, "skewed", "corrupt"}
+    assert result["predictions"][0]["label"] == "espresso"

@@ -273,6 +273,24 @@ def decide(trials: list[Trial], min_agreement: float) -> tuple[str | None, str]:
     return best.variant, reason
 
 
+@dataclass(frozen=True, slots=True)
+class OneOff:
+    """The settings of a choice made outside a component (:func:`choose_now`)."""
+
+    model_store_path: str
+    backend: str = ""
+    inference_threads: int = 2
+    auto_seconds: float = 1.0
+    auto_min_agreement: float = 0.99
+    model_key: str = AUTO_KEY
+
+
+def choose_now(settings: OneOff, prepare: Prepare, *, role: str = "serving") -> Choice:
+    """Measure the store's variants now (no cache) and return the choice; ModelError when no
+    variant agrees with the reference."""
+    return AutoSelector(None, role=role).measure(settings, prepare)
+
+
 # --- the selector --------------------------------------------------------------------------------
 class AutoSelector:
     """``modelKey: auto`` for one model component: the cached or provisional variant at once
@@ -281,13 +299,14 @@ class AutoSelector:
 
     def __init__(
         self,
-        work_dir: Path,
+        work_dir: Path | None,
         *,
         role: str,
         default_key: str = "",
         tasks: Iterable[str] = ("classification",),
     ) -> None:
-        self.path = Path(work_dir) / CACHE_FILE
+        # None: no cache (a one-off choice, e.g. ``ggvision classify --variant auto``)
+        self.path = Path(work_dir) / CACHE_FILE if work_dir is not None else None
         self.role = role
         self.default_key = default_key
         self.tasks = tuple(tasks)
@@ -422,6 +441,8 @@ class AutoSelector:
         )
 
     def _cached(self, cfg: AutoSettings, fp: str) -> Choice | None:
+        if self.path is None:
+            return None
         try:
             raw = json.loads(self.path.read_text(encoding="utf-8"))
             if raw.get("schema") != CACHE_SCHEMA or raw.get("machine") != platform.machine():
@@ -440,6 +461,8 @@ class AutoSelector:
         return choice
 
     def _save(self, choice: Choice) -> None:
+        if self.path is None:
+            return
         data = {"schema": CACHE_SCHEMA, "machine": platform.machine(), "choice": choice.report()}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
