@@ -27,6 +27,7 @@ from ggvision.serving.models.auto import (
     Trial,
     decide,
     fingerprint,
+    reference_photos,
 )
 from ggvision.serving.models.loading import ActiveModel, prepare_model
 from ggvision.testing.agent import AgentProcess
@@ -288,3 +289,29 @@ def test_classify_cli_variant_auto_measures_and_says_why(
     assert model["auto"]["state"] == "measured"
     assert {t["variant"] for t in model["auto"]["trials"]} == {*REAL, "skewed", "corrupt"}
     assert result["predictions"][0]["label"] == "espresso"
+
+
+def test_a_deployed_store_reads_its_reference_photos_from_files(
+    store: Path, tmp_path: Path
+) -> None:
+    """reference/reference.json with the photos as files (no scikit-image needed) chooses as
+    the store's root reference.json with scikit-image's samples does."""
+    from PIL import Image
+
+    root = make_store(store, tmp_path / "store")
+    samples = reference_photos(root)
+    ref = json.loads((root / "reference.json").read_text())
+    (root / "reference.json").unlink()
+    (root / "reference").mkdir()
+    for name, pixels, _ in samples:
+        Image.fromarray(pixels).save(root / "reference" / f"{name}.png")
+        ref["photos"][name]["file"] = f"{name}.png"
+    (root / "reference" / "reference.json").write_text(json.dumps(ref))
+    from_files = reference_photos(root)
+    assert [(n, t) for n, _, t in from_files] == [(n, t) for n, _, t in samples]
+    # grey photos come back as RGB; the model sees the same pixels either way
+    cfg = config(root)
+    sel = selector(tmp_path / "work")
+    sel.resolve(cfg)
+    trials = {t.variant: t for t in sel.measure(cfg, prepare_for(cfg)).trials}
+    assert trials["tflite-int8"].agreed == "7/7" and trials["skewed"].agreed != "7/7"

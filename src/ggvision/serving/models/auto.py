@@ -48,6 +48,9 @@ CACHE_SCHEMA = 1
 # The variants tried first on a cold start without a cached choice, when the component's own
 # default is not in the store.
 PROVISIONAL = ("tflite-int8", "onnx-int8", "tflite-fp32", "onnx-fp32")
+# The float reference, in the store's root (``make models``) or in a reference/ directory of
+# its own (a deployed store, where each artifact unpacks into a directory).
+REFERENCE_FILES = ("reference.json", "reference/reference.json")
 # At least this many timed runs per variant, whatever the budget.
 MIN_RUNS = 5
 
@@ -121,7 +124,7 @@ def fingerprint(root: Path) -> str:
     and every variant's manifest (names and bytes; a manifest carries its model's sha256)."""
     h = hashlib.sha256()
     root = Path(root)
-    for name in ("index.json", "reference.json"):
+    for name in ("index.json", *REFERENCE_FILES):
         path = root / name
         h.update(name.encode())
         h.update(path.read_bytes() if path.is_file() else b"-")
@@ -133,10 +136,16 @@ def fingerprint(root: Path) -> str:
 
 def reference_photos(root: Path) -> list[tuple[str, np.ndarray, int]]:
     """The store's reference photos as (name, RGB/grey uint8 pixels, the float reference's
-    top-1 index). A photo is a file in the store (``file``, relative to it) or, as the store's
+    top-1 index), from the store's :data:`REFERENCE_FILES` (the first there). A photo is a file
+    (``file``, relative to its reference.json) or, as the store's
     build names them, a scikit-image sample (``skimage.data.NAME()``, ``[0]`` for the first of
     a pair). ModelError when the store has none or they cannot be read."""
-    path = Path(root) / "reference.json"
+    path = next((Path(root) / r for r in REFERENCE_FILES if (Path(root) / r).is_file()), None)
+    if path is None:
+        raise ModelError(
+            f"modelKey auto needs the store's reference photos: no {' or '.join(REFERENCE_FILES)} "
+            f"in {root}"
+        )
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
         photos: dict[str, Any] = raw["photos"]
@@ -147,7 +156,7 @@ def reference_photos(root: Path) -> list[tuple[str, np.ndarray, int]]:
     out = []
     for name, photo in photos.items():
         top1 = int(photo["top5"][0]["index"])
-        out.append((name, _photo_pixels(Path(root), name, photo), top1))
+        out.append((name, _photo_pixels(path.parent, name, photo), top1))
     if not out:
         raise ModelError(f"modelKey auto: {path} has no photos")
     return out
