@@ -16,7 +16,7 @@ modelbuild/README.md ("onnx2tf full-int8").
 
 The float reference is the store's onnx-fp32 on onnxruntime (79/79 top-1 with the float PyTorch
 model, modelbuild/verify.py); the images are the 7 reference photos and verify.py's 72 held-out
-crops (seed 1). The timing is interleaved rounds of the two models in one process.
+crops (seed 1). The timing alternates one call of each model, in rounds, in one process.
 """
 
 from __future__ import annotations
@@ -113,16 +113,19 @@ def compare(store: Path, candidate: str, rounds: int, runs: int) -> dict[str, ob
         loaded = {label: Tflite(path, threads) for label, path in models.items()}
         x = {label: m.encode(images[0]) for label, m in loaded.items()}
         medians: dict[str, list[float]] = {label: [] for label in loaded}
+        for m_label, m in loaded.items():
+            for _ in range(15):
+                m.run(x[m_label])
         for _ in range(rounds):
-            for label, m in loaded.items():
-                for _ in range(15):
-                    m.run(x[label])
-                times = []
-                for _ in range(runs):
+            # one call of each model in turn: both see the same load on a shared machine
+            times: dict[str, list[float]] = {label: [] for label in loaded}
+            for _ in range(runs):
+                for label, m in loaded.items():
                     t0 = time.perf_counter()
                     m.run(x[label])
-                    times.append(time.perf_counter() - t0)
-                medians[label].append(statistics.median(times) * 1000)
+                    times[label].append(time.perf_counter() - t0)
+            for label, t in times.items():
+                medians[label].append(statistics.median(t) * 1000)
         for label, ms in medians.items():
             entry = result[label]
             assert isinstance(entry, dict)
