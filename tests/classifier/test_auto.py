@@ -315,3 +315,25 @@ def test_a_deployed_store_reads_its_reference_photos_from_files(
     sel.resolve(cfg)
     trials = {t.variant: t for t in sel.measure(cfg, prepare_for(cfg)).trials}
     assert trials["tflite-int8"].agreed == "7/7" and trials["skewed"].agreed != "7/7"
+
+
+def test_a_measurement_asked_for_while_one_runs_follows_it(
+    auto_store: Path, tmp_path: Path
+) -> None:
+    """A deployment that changes threads during the measurement gets its own afterwards (the
+    earlier one, if it had not begun, is dropped: its configuration is gone)."""
+    sel = selector(tmp_path)
+    one, two = config(auto_store), config(auto_store, threads=2)
+    served: list[Choice] = []
+    sel.resolve(one)
+    sel.start(one, prepare_for(one), served.append)
+    sel.resolve(two)  # the reload's load_model: a new provisional choice
+    sel.start(two, prepare_for(two), served.append)
+    deadline = time.monotonic() + 100
+    while not (served and served[-1].threads == 2) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    sel.stop()
+    assert served and served[-1].threads == 2
+    assert [c.threads for c in served] in ([2], [1, 2])
+    report = sel.report()
+    assert report is not None and report["threads"] == 2 and report["state"] == "measured"

@@ -322,6 +322,8 @@ class AutoSelector:
         self._lock = threading.Lock()
         self._choice: Choice | None = None
         self._thread: threading.Thread | None = None
+        # the measurement the thread runs next: (settings, prepare, serve)
+        self._job: tuple[AutoSettings, Prepare, Callable[[Choice], None]] | None = None
         self._stop = threading.Event()
 
     # --- what serves now -------------------------------------------------------------------------
@@ -362,24 +364,36 @@ class AutoSelector:
     # --- the measurement -------------------------------------------------------------------------
     def start(self, cfg: AutoSettings, prepare: Prepare, serve: Callable[[Choice], None]) -> None:
         """Measure in a background thread, then cache the choice and call ``serve`` with it
-        (the component swaps to its variant); nothing when none is pending or one runs."""
+        (the component swaps to its variant); nothing when none is pending. A measurement
+        asked for while one runs (a deployment changed ``threads``) runs after it."""
         with self._lock:
-            if self._thread is not None and self._thread.is_alive():
-                return
             if self._choice is None or self._choice.state != "provisional":
                 return
             self._choice.state = "measuring"
+            self._job = (cfg, prepare, serve)
+            if self._thread is not None:
+                return  # the running thread takes the job next
             self._stop.clear()
             self._thread = threading.Thread(
-                target=self._run, args=(cfg, prepare, serve), name=f"{self.role}-auto", daemon=True
+                target=self._loop, name=f"{self.role}-auto", daemon=True
             )
             self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
-        thread = self._thread
-        if thread is not None:
+        with self._lock:
+            thread, self._job = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                job, self._job = self._job, None
+                if job is None or self._stop.is_set():
+                    self._thread = None
+                    return
+            self._run(*job)
 
     def measure(self, cfg: AutoSettings, prepare: Prepare) -> Choice:
         """Measure every candidate now (in this thread), cache and return the choice."""
@@ -404,7 +418,9 @@ class AutoSelector:
         choice.measured_at = round(time.time(), 3)
         self._save(choice)
         with self._lock:
-            self._choice = choice
+            # unless a newer configuration asked for another measurement meanwhile
+            if self._choice is None or self._matches(self._choice, cfg, fp):
+                self._choice = choice
         return choice
 
     def _run(self, cfg: AutoSettings, prepare: Prepare, serve: Callable[[Choice], None]) -> None:
@@ -412,7 +428,7 @@ class AutoSelector:
             choice = self.measure(cfg, prepare)
         except Exception as exc:  # boundary: the provisional variant keeps serving
             with self._lock:
-                if self._choice is not None:
+                if self._choice is not None and self._choice.state == "measuring":
                     self._choice.state = "failed"
                     self._choice.reason = (
                         f"measurement failed, keeping {self._choice.variant}: {exc}"
