@@ -337,3 +337,22 @@ def test_a_measurement_asked_for_while_one_runs_follows_it(
     assert [c.threads for c in served] in ([2], [1, 2])
     report = sel.report()
     assert report is not None and report["threads"] == 2 and report["state"] == "measured"
+
+
+def test_without_a_reference_the_default_keeps_serving_and_the_report_says_why(
+    store: Path, tmp_path: Path
+) -> None:
+    root = make_store(store, tmp_path / "store")
+    (root / "reference.json").unlink()
+    sel = selector(tmp_path / "work")
+    cfg = config(root)
+    assert sel.resolve(cfg) == "tflite-int8"
+    sel.start(cfg, prepare_for(cfg), lambda choice: None)
+    deadline = time.monotonic() + 60
+    while (sel.report() or {}).get("state") == "measuring" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sel.stop()
+    report = sel.report()
+    assert report is not None and report["state"] == "failed"
+    assert report["variant"] == "tflite-int8" and "reference photos" in report["reason"]
+    assert not (tmp_path / "work" / CACHE_FILE).exists()
