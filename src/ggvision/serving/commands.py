@@ -14,6 +14,7 @@ from typing import Any, Generic, Protocol, Self, TypeVar
 
 from ggvision.bus import Bus, Subscription
 from ggvision.errors import GgvisionError
+from ggvision.serving.models.auto import AUTO_KEY
 from ggvision.serving.models.loading import ModelSettings
 from ggvision.serving.models.store import ModelError, model_keys, store_root
 from ggvision.serving.swap import ModelSwapper
@@ -107,7 +108,7 @@ class ModelCommands(Generic[C]):
             with swapper.lock:
                 cfg = self.current()
                 keys = model_keys(store_root(cfg.model_store_path))
-                if key not in keys:
+                if key not in keys and key != AUTO_KEY:
                     raise ValueError(
                         f"model {key!r} is not in the model store (present: {', '.join(keys)})"
                     )

@@ -33,6 +33,18 @@ class ServingConfig(ComponentConfig):
     # Each component gives its own default (its store's default variant).
     model_key: str = Field("", min_length=1, description="variant dir in the store")
     model_store_path: str = Field("", description="overrides $GGV_MODEL_STORE when set")
+    # modelKey auto (ggvision.serving.models.auto): the fastest variant agreeing with the float
+    # reference, measured on this machine and cached in the work directory.
+    auto_seconds: float = Field(
+        3.0, gt=0.0, le=120.0, description="modelKey auto: seconds each variant is timed"
+    )
+    auto_min_agreement: float = Field(
+        0.99,
+        ge=0.0,
+        le=1.0,
+        description="modelKey auto: the least top-1 agreement with the float reference on the "
+        "store's reference photos",
+    )
     backend: Literal["", "tflite", "onnx", "torch", "dlr", "fake"] = ""
     model_store_layout: Literal["ggvision", "aws-dlr"] = Field(
         "ggvision",

@@ -25,6 +25,7 @@ from ggvision.serving.commands import ModelCommands
 from ggvision.serving.config import ServingConfig
 from ggvision.serving.images import ImageLoader
 from ggvision.serving.intake import ReplyTopicCheck
+from ggvision.serving.models.auto import AUTO_KEY, AutoSelector, Choice
 from ggvision.serving.models.loading import ActiveModel, prepare_model
 from ggvision.serving.models.store import ModelError
 from ggvision.serving.status import health
@@ -50,6 +51,8 @@ class ModelService(Generic[C]):
     # The manifest tasks this component serves (None: any registered task).
     TASKS: ClassVar[tuple[str, ...] | None] = None
     CONFIG: type[C]
+    # The manifest tasks modelKey auto chooses among (it judges top-1 agreement).
+    AUTO_TASKS: ClassVar[tuple[str, ...]] = ("classification",)
 
     def __init__(self, bus: Bus, work_dir: Path | None = None) -> None:
         self.bus = bus
@@ -60,6 +63,14 @@ class ModelService(Generic[C]):
         self.uplink: Uplink | None = None
         self._rate = RateMeter()
         role = self.ROLE
+        # modelKey auto: the variant that serves, measured in the background after start().
+        default_key = self.CONFIG.model_fields["model_key"].default
+        self.auto = AutoSelector(
+            self.work_dir,
+            role=role,
+            default_key=default_key if isinstance(default_key, str) else "",
+            tasks=self.AUTO_TASKS,
+        )
         active: ActiveModel | None = None
         model_error: str | None = None
         try:
@@ -118,6 +129,7 @@ class ModelService(Generic[C]):
     def load_model(self, cfg: C) -> ActiveModel:
         """The configured model, loaded, warmed and checked (ModelError when it cannot serve,
         or when its task is not one this component serves)."""
+        cfg = self.resolve_model_key(cfg)
         active = prepare_model(cfg, events=self.ROLE, distribution=self.DISTRIBUTION)
         task = active.model.manifest.task
         if self.TASKS is not None and task not in self.TASKS:
@@ -127,6 +139,13 @@ class ModelService(Generic[C]):
                 f"{', '.join(self.TASKS)} models"
             )
         return active
+
+    def resolve_model_key(self, cfg: C) -> C:
+        """``cfg`` with ``modelKey: auto`` replaced by the variant that serves now (the cached
+        choice, else a provisional one: :class:`~ggvision.serving.models.auto.AutoSelector`)."""
+        if cfg.model_key != AUTO_KEY or cfg.model_store_layout != "ggvision":
+            return cfg
+        return cfg.model_copy(update={"model_key": self.auto.resolve(cfg)})
 
     def make_loader(self, cfg: C, active: ActiveModel | None) -> ImageLoader:
         """How requests' images are read: the configured limits and frame directory."""
@@ -163,6 +182,7 @@ class ModelService(Generic[C]):
         self.commands.subscribe(self.cfg)
         self.on_start()
         self.bus.update_state("RUNNING" if self.worker.active else "ERRORED")
+        self._start_auto(self.cfg)
         self.reporter.start()
         active = self.worker.active
         log.info(
@@ -173,6 +193,7 @@ class ModelService(Generic[C]):
         )
 
     def stop(self) -> None:
+        self.auto.stop()
         for sub in getattr(self, "_subs", []):
             try:
                 sub.close()
@@ -197,6 +218,7 @@ class ModelService(Generic[C]):
             last_command=self.commands.last_command,
             uplink=uplink.stats.snapshot() if uplink else None,
             request_topic=self.cfg.listen_topic(),
+            auto=self.auto.report() if self.cfg.model_key == AUTO_KEY else None,
         )
 
     # --- deployments -----------------------------------------------------------------------------
@@ -257,6 +279,29 @@ class ModelService(Generic[C]):
             ):
                 self.commands.subscribe(new)
             self.on_reload(old, new, model_changed=needs_model)
+            self._start_auto(new)
+
+    # --- modelKey auto ----------------------------------------------------------------------------
+    def _start_auto(self, cfg: C) -> None:
+        """Measure the variants in the background when ``modelKey: auto`` has no choice for
+        this store yet; the winner is swapped in between two requests."""
+        if cfg.model_key != AUTO_KEY or not self.auto.pending():
+            return
+
+        def prepare(variant: str) -> ActiveModel:
+            trial_cfg = cfg.model_copy(update={"model_key": variant})
+            return prepare_model(trial_cfg, events=self.ROLE, distribution=self.DISTRIBUTION)
+
+        self.auto.start(cfg, prepare, lambda choice: self._serve_auto(cfg, choice))
+
+    def _serve_auto(self, measured: C, choice: Choice) -> None:
+        with self.swapper.lock:
+            if self.cfg.model_identity() != measured.model_identity():
+                return  # a deployment changed the model meanwhile
+            active = self.worker.active
+            if active is not None and active.model.directory.name == choice.variant:
+                return
+            self.swapper.swap(measured.model_copy(update={"model_key": choice.variant}))
 
     # --- IoT Core: uplink ------------------------------------------------------------------------
     def _start_uplink(self, cfg: C) -> None:

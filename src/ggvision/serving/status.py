@@ -22,11 +22,13 @@ def health(
     last_command: dict[str, Any] | None,
     uplink: dict[str, Any] | None,
     request_topic: str | None = None,
+    auto: dict[str, Any] | None = None,
 ) -> Health:
     """The report now: RUNNING while a model serves, else ERRORED. ``uplink``: its counters
     (None without one). ``frame_plane``: the plane the model takes of frames requested on
     ``request_topic`` (a camera makes it at the model's input size; ``docs/messages.md``) and
-    how the frame requests were served; None while no model serves, or it takes none."""
+    how the frame requests were served; None while no model serves, or it takes none.
+    ``auto``: what modelKey auto chose and why (only with it)."""
     stats, latencies = worker.snapshot()
     p50, p95 = percentiles(latencies)
     active = worker.active
@@ -67,5 +69,6 @@ def health(
                 "batched_requests": worker.batched,
             },
             "sources": worker.sources(),
+            **({"model_auto": auto} if auto is not None else {}),
         },
     )

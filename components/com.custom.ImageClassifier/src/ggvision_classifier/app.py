@@ -85,7 +85,7 @@ class ClassifierService(ModelService[ClassifierConfig]):
     def load_model(self, cfg: ClassifierConfig) -> ActiveModel:
         """A deployment's model, with the classes learned on this device when it can take them
         (the first model is loaded before the learner exists: it gets them in __init__)."""
-        active = load_model(cfg)
+        active = load_model(self.resolve_model_key(cfg))
         learner: Learner | None = getattr(self, "learner", None)
         return learner.apply(active) if learner is not None else active
 

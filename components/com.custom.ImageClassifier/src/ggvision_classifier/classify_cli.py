@@ -3,6 +3,10 @@
     ggvision classify IMAGE... [--model-store DIR] [--variant V] [--backend B] [--threads N]
                                [--top-k K] [--fast-decode] [--json] [--out PATH]
 
+``--variant auto`` first times every classification variant of the store for a second and takes
+the fastest that agrees with the float reference (as ``modelKey: auto`` does, without its cache);
+the results' ``model.auto`` says why.
+
 Prints the top-k classes (label, index, probability) of each image, the model's load time and
 the per-image decode, preprocess and inference times. ``--out annotated.jpg`` also writes the
 image with its answer drawn on it (:func:`ggvision.annotate.annotate`, the live view's drawing:
@@ -24,6 +28,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -40,6 +45,7 @@ from ggvision.serving import (
     preprocess,
     resolve_model_dir,
 )
+from ggvision.serving.models.auto import AUTO_KEY, Choice, OneOff, choose_now
 from ggvision.serving.tasks import Task, get_task
 from ggvision_classifier.app import DISTRIBUTION, ROLE
 
@@ -73,7 +79,12 @@ def run(
     folder for several) each classified image is also written annotated, and its dict has
     ``"annotated": str``. Raises ModelError (BackendUnavailable for a missing runtime) when the
     model cannot be loaded."""
-    model = Model.load(resolve_model_dir(Path(store) if store else default_store(), variant))
+    root = Path(store) if store else default_store()
+    auto: dict[str, Any] | None = None
+    if variant == AUTO_KEY:
+        choice = _choose(root, backend or "", threads)
+        variant, auto = choice.variant, choice.report()
+    model = Model.load(resolve_model_dir(root, variant))
     manifest = model.manifest
     task = get_task(manifest.task).bind(model)  # an embedding/imprinted variant answers too
     name = backend or DEFAULT_BACKEND[manifest.format]
@@ -93,6 +104,8 @@ def run(
             "threads": engine.threads,
             "load_ms": round(load_ms, 3),
         }
+        if auto is not None:
+            info["auto"] = auto
         results = [
             _classify(Path(p), model, engine, task, info, top_k, fast_decode) for p in images
         ]
@@ -103,6 +116,18 @@ def run(
             if "error" not in r:
                 r["annotated"] = str(_write_annotated(r, out, many=len(images) > 1))
     return results
+
+
+def _choose(root: Path, backend: str, threads: int) -> Choice:
+    def prepare(key: str) -> Any:
+        model = Model.load(resolve_model_dir(root, key))
+        name = backend or DEFAULT_BACKEND[model.manifest.format]
+        engine = backends.create(name, model, threads=threads, events=ROLE)
+        engine.load()
+        return SimpleNamespace(model=model, backend=engine)
+
+    settings = OneOff(str(root), backend=backend, inference_threads=threads)
+    return choose_now(settings, prepare, role=ROLE)
 
 
 def _write_annotated(result: dict[str, Any], out: Path, *, many: bool) -> Path:
@@ -167,7 +192,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help=f"model store (default ${MODEL_STORE_ENV}, else {DEFAULT_STORE})",
     )
     p.add_argument(
-        "--variant", default=DEFAULT_VARIANT, help=f"variant directory (default {DEFAULT_VARIANT})"
+        "--variant",
+        default=DEFAULT_VARIANT,
+        help=f"variant directory, or auto: the fastest agreeing one (default {DEFAULT_VARIANT})",
     )
     p.add_argument(
         "--backend",
@@ -219,6 +246,8 @@ def _print_text(results: list[dict[str, Any]]) -> None:
     if not results:
         return
     m = results[0]["model"]
+    if "auto" in m:
+        print(f"auto: {m['auto']['reason']}")
     print(
         f"model: {m['name']} {m['version']} {m['variant']} on {m['backend']} "
         f"({m['threads']} threads), loaded in {m['load_ms']:.1f} ms"

@@ -23,7 +23,12 @@ class ClassifierConfig(ServingConfig):
     DEFAULT_COMMAND_TOPIC: ClassVar[str] = DEFAULT_COMMAND_TOPIC
 
     inference_topic: str = Field("local/inference", min_length=1, json_schema_extra=subscribes())
-    model_key: str = Field("tflite-int8", min_length=1, description="variant dir in the store")
+    model_key: str = Field(
+        "tflite-int8",
+        min_length=1,
+        description="variant dir in the store; auto: the fastest variant agreeing with the "
+        "float reference, measured on this machine (cached in the work directory)",
+    )
     model_resource_key: dict[str, str] = Field(
         default_factory=lambda: {
             arch: f"DLR-resnet50-{arch}-cpu-ImageClassification"
