@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -172,6 +173,37 @@ def publish(
 
 def wrote(paths: tuple[Path, Path], suffix: str = "") -> None:
     print(f"\nwrote {paths[0]} and {paths[1]}{suffix}")
+
+
+def finish(
+    outdir: Path,
+    name: str,
+    title: str,
+    doc: dict[str, Any],
+    lines: Sequence[str],
+    notes: Sequence[str],
+) -> int:
+    """A benchmark's ending: :func:`show`, :func:`publish`, :func:`wrote`; returns exit code 0."""
+    show(lines, notes)
+    wrote(publish(outdir, name, title, doc, lines, notes))
+    return 0
+
+
+def classifier_threads(threads: int) -> int:
+    """``threads``, or for 0 the classifier's default inference thread count."""
+    if threads:
+        return threads
+    from ggvision_classifier.config import ClassifierConfig
+
+    return ClassifierConfig(threads=0).inference_threads
+
+
+def missing_model(store: Path, key: str) -> bool:
+    """True (after saying so on stderr) when ``store`` has no model ``key``."""
+    if (store / key / "manifest.json").is_file():
+        return False
+    print(f"no {key} model in {store}: build it with `make models`", file=sys.stderr)
+    return True
 
 
 def write(

@@ -397,10 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     lines = tables(doc)
     doc["notes"] = notes
-    _report.show(lines, notes)
     title = "Detector: every variant, bare vs through IPC; camera -> detector pipeline"
-    _report.wrote(_report.publish(args.out, "detector", title, doc, lines, notes))
-    return 0
+    return _report.finish(args.out, "detector", title, doc, lines, notes)
 
 
 if __name__ == "__main__":

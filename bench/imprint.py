@@ -250,10 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         f"extend-imagenet-kept: of {len(V.OTHERS)} photos of other things (each whole and 2 "
         "views), the share whose top-5 is the plain ImageNet answer with the 6 objects learned.",
     ]
-    _report.show(lines, notes)
     title = "Imprinting: add a shot, classify with learned classes, accuracy vs k"
-    _report.wrote(_report.publish(args.out, "imprint", title, results, lines, notes))
-    return 0
+    return _report.finish(args.out, "imprint", title, results, lines, notes)
 
 
 if __name__ == "__main__":

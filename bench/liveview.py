@@ -214,8 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fps", type=float, default=5.0, help="camera rate (default: recipe's)")
     args = parser.parse_args(argv)
     store = _report.model_store()
-    if not (store / MODEL_KEY / "manifest.json").is_file():
-        print(f"no {MODEL_KEY} model in {store}: build it with `make models`", file=sys.stderr)
+    if _report.missing_model(store, MODEL_KEY):
         return 2
     run = _report.Run()
     with tempfile.TemporaryDirectory(prefix="ggv-bench-") as tmp:
@@ -241,9 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         f"(JPEG quality {recipe_defaults(LIVEVIEW)['jpegQuality']}), sent as an SSE event "
         f"of {results['one_viewer']['mean_event_kb']:.0f} KB on average.",
     ]
-    _report.show(lines, notes)
-    _report.wrote(_report.publish(args.out, "liveview", "Live view CPU", results, lines, notes))
-    return 0
+    return _report.finish(args.out, "liveview", "Live view CPU", results, lines, notes)
 
 
 if __name__ == "__main__":

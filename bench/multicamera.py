@@ -181,22 +181,24 @@ def _measure(
     procs: list[subprocess.Popen[bytes]] = []
     try:
         n = len(cam_cfg["cameras"])
-        with (logs / f"multicamera-classifier-{n}.log").open("wb") as out:
-            classifier = subprocess.Popen(
-                [sys.executable, "-m", "ggvision_classifier"],
-                env=core.component_env(CLASSIFIER, configuration=cls_cfg),
-                stdout=out,
-            )
-        procs.append(classifier)
-        wait_state(core, CLASSIFIER, classifier, 60)
-        with (logs / f"multicamera-camera-{n}.log").open("wb") as out:
-            camera = subprocess.Popen(
-                [sys.executable, "-m", "ggvision_camera"],
-                env=core.component_env(CAMERA, configuration=cam_cfg),
-                stdout=out,
-            )
-        procs.append(camera)
-        wait_state(core, CAMERA, camera, 30)
+
+        def start(
+            component: str, module: str, cfg: dict[str, Any], timeout: float
+        ) -> subprocess.Popen[bytes]:
+            with (logs / f"multicamera-{module.removeprefix('ggvision_')}-{n}.log").open(
+                "wb"
+            ) as out:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", module],
+                    env=core.component_env(component, configuration=cfg),
+                    stdout=out,
+                )
+            procs.append(proc)
+            wait_state(core, component, proc, timeout)
+            return proc
+
+        classifier = start(CLASSIFIER, "ggvision_classifier", cls_cfg, 60)
+        start(CAMERA, "ggvision_camera", cam_cfg, 30)
         statuses(listener, sub, time.monotonic() + warmup)  # drained, not measured
         cpu0 = [cpu_seconds(p.pid) for p in procs]
         reports = statuses(listener, sub, time.monotonic() + seconds)
@@ -337,13 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     counts = sorted({int(c) for c in args.cameras.split(",")})
-    if args.threads == 0:
-        from ggvision_classifier.config import ClassifierConfig
-
-        args.threads = ClassifierConfig(threads=0).inference_threads
+    args.threads = _report.classifier_threads(args.threads)
     store = _report.model_store()
-    if not (store / MODEL_KEY / "manifest.json").is_file():
-        print(f"no {MODEL_KEY} model in {store}: build it with `make models`", file=sys.stderr)
+    if _report.missing_model(store, MODEL_KEY):
         return 2
     run = _report.Run()
     ring_dir = Path(tempfile.mkdtemp(prefix="ggv-bench-multicam-", dir="/dev/shm"))
@@ -411,10 +409,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{os.cpu_count()} CPUs, 1-min load average {run.load_before:.2f} before the run; on a "
         "machine with few cores the camera process and the IPC core compete with inference.",
     ]
-    _report.show(lines, notes)
     title = "Multi-camera: N cameras in one CameraSource, one classifier"
-    _report.wrote(_report.publish(args.out, "multicamera", title, results, lines, notes))
-    return 0
+    return _report.finish(args.out, "multicamera", title, results, lines, notes)
 
 
 if __name__ == "__main__":

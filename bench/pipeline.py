@@ -487,14 +487,10 @@ def main(argv: list[str] | None = None) -> int:
         "--planes", choices=("both", "on", "off"), default="both", help="frame planes in the suite"
     )
     args = parser.parse_args(argv)
-    if args.threads == 0:
-        from ggvision_classifier.config import ClassifierConfig
-
-        args.threads = ClassifierConfig(threads=0).inference_threads
+    args.threads = _report.classifier_threads(args.threads)
 
     store = _report.model_store()
-    if not (store / MODEL_KEY / "manifest.json").is_file():
-        print(f"no {MODEL_KEY} model in {store}: build it with `make models`", file=sys.stderr)
+    if _report.missing_model(store, MODEL_KEY):
         return 2
     run = _report.Run()
     load_before = run.load_before
@@ -568,10 +564,8 @@ def main(argv: list[str] | None = None) -> int:
         _planes_note(measured, full_frames),
     ]
     lines = table(results) + profile_lines(measured["profiles"])
-    _report.show(lines, notes)
     title = "Pipeline: suite vs bare backend vs synchronous loop"
-    _report.wrote(_report.publish(args.out, "pipeline", title, results, lines, notes))
-    return 0
+    return _report.finish(args.out, "pipeline", title, results, lines, notes)
 
 
 if __name__ == "__main__":
