@@ -24,6 +24,15 @@ def core() -> Iterator[CoreThread]:
         yield c
 
 
+@pytest.fixture
+def frames(tmp_path: Path) -> Path:
+    """A ring directory for frame files the tests share between processes (not /dev/shm:
+    tests stay inside their own folder)."""
+    d = tmp_path / "frames"
+    d.mkdir()
+    return d
+
+
 AgentFactory = Callable[..., AgentProcess]
 
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import yaml
 from PIL import Image
 
 from ggvision.testing.agent import AgentProcess
-from ggvision.testing.harness import CoreThread
+from ggvision.testing.harness import CoreThread, pubsub_policy
 from tests.classifier.conftest import store  # noqa: F401 - the model store, for end to end
 
 REPO = Path(__file__).resolve().parents[2]
@@ -84,6 +85,19 @@ def write_video(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> Path
 
 def photo_video_frames() -> list[np.ndarray]:
     return [video_frame(n) for n in VIDEO_PHOTOS for _ in range(FRAMES_PER_PHOTO)]
+
+
+@pytest.fixture
+def listener(core: CoreThread) -> Iterator[AgentProcess]:
+    """A real-client agent that may subscribe to every local topic and the telemetry topic."""
+    agent = AgentProcess(
+        core.component_env(
+            "com.test.Listener",
+            pubsub_policy(subscribe=["local/*", "$local/greengrass/telemetry"]),
+        )
+    )
+    yield agent
+    agent.close()
 
 
 @pytest.fixture(scope="session")

@@ -8,11 +8,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from ggvision.testing.agent import AgentProcess
 from ggvision.testing.harness import CoreThread, pubsub_policy
@@ -27,24 +24,6 @@ from tests.camera.conftest import (
 
 STATUS = "local/status/com.custom.CameraSource"
 CATS = {"tabby", "tiger cat", "Egyptian cat"}
-
-
-@pytest.fixture
-def frames(tmp_path: Path) -> Path:
-    """The ring directory shared by the camera and its consumer (not /dev/shm: tests stay
-    inside their own folder)."""
-    d = tmp_path / "frames"
-    d.mkdir()
-    return d
-
-
-@pytest.fixture
-def listener(core: CoreThread) -> Iterator[AgentProcess]:
-    agent = AgentProcess(
-        core.component_env("com.test.Listener", pubsub_policy(subscribe=["local/*"]))
-    )
-    yield agent
-    agent.close()
 
 
 class SlowConsumer:

@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 from ggvision_camera.planes import PlaneBook
 from ggvision_camera.transport import RingTransport
 
 from ggvision.contract import PlaneSpec
 from ggvision.testing.agent import AgentProcess
-from ggvision.testing.harness import CoreThread, pubsub_policy
+from ggvision.testing.harness import CoreThread
 from tests.camera.conftest import FRAMES_PER_PHOTO, VIDEO_PHOTOS, CameraProcess, collect
 
 CLASSIFY = PlaneSpec(width=224, height=224, fit="crop", crop_fraction=0.875)
@@ -93,22 +91,6 @@ def test_the_ring_transport_writes_a_plane_per_spec_beside_the_full_frame(tmp_pa
 
 
 # --- end to end: the real camera and the real classifier ---------------------------------------
-@pytest.fixture
-def frames(tmp_path: Path) -> Path:
-    d = tmp_path / "frames"
-    d.mkdir()
-    return d
-
-
-@pytest.fixture
-def listener(core: CoreThread) -> Iterator[AgentProcess]:
-    agent = AgentProcess(
-        core.component_env("com.test.Listener", pubsub_policy(subscribe=["local/*"]))
-    )
-    yield agent
-    agent.close()
-
-
 def test_end_to_end_the_classifier_serves_the_cameras_frames_from_its_plane(
     core: CoreThread, listener: AgentProcess, frames: Path, media: Path, store: Path
 ) -> None:

@@ -117,14 +117,6 @@ class LiveViewProcess:
 
 
 @pytest.fixture
-def frames(tmp_path: Path) -> Path:
-    """The ring directory the camera, the classifier and the live view share."""
-    d = tmp_path / "frames"
-    d.mkdir()
-    return d
-
-
-@pytest.fixture
 def chelsea_folder(tmp_path: Path) -> Path:
     """A folder holding one photo (scikit-image's chelsea, a tabby): every frame is a cat."""
     pytest.importorskip("skimage", reason="scikit-image provides the sample photos")
