@@ -5,6 +5,7 @@ asks on ``local/inference``; real photos; the classes persisted in its work dire
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import shutil
 import subprocess
@@ -124,13 +125,22 @@ class Device:
         return result
 
 
-@pytest.fixture(scope="module")
-def dirs() -> Iterator[tuple[Path, Path]]:
+@contextlib.contextmanager
+def work_and_images() -> Iterator[tuple[Path, Path]]:
+    """A work directory and an image directory under /tmp (short socket paths), removed after."""
     work = Path(tempfile.mkdtemp(prefix="ggv-work-", dir="/tmp"))
     images = Path(tempfile.mkdtemp(prefix="ggv-img-", dir="/tmp"))
-    yield work, images
-    shutil.rmtree(work, ignore_errors=True)
-    shutil.rmtree(images, ignore_errors=True)
+    try:
+        yield work, images
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(images, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def dirs() -> Iterator[tuple[Path, Path]]:
+    with work_and_images() as d:
+        yield d
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,6 @@ the status report's ``learning`` counts against the ``list`` op and ``ggvision l
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +19,7 @@ from ggvision.testing.agent import AgentProcess
 from ggvision.testing.harness import pubsub_policy
 from tests.classifier.test_service import NAME, _result, recipe_defaults
 from tests.imprint.conftest import NEW_VARIANTS, embedding_model
-from tests.imprint.test_live import CATS, TAUGHT, Device, png
+from tests.imprint.test_live import CATS, TAUGHT, Device, png, work_and_images
 
 STATUS = f"local/status/{NAME}"
 TELEMETRY = "$local/greengrass/telemetry"
@@ -30,11 +28,8 @@ SHOTS = 5
 
 @pytest.fixture
 def dirs() -> Iterator[tuple[Path, Path]]:
-    work = Path(tempfile.mkdtemp(prefix="ggv-work-", dir="/tmp"))
-    images = Path(tempfile.mkdtemp(prefix="ggv-img-", dir="/tmp"))
-    yield work, images
-    shutil.rmtree(work, ignore_errors=True)
-    shutil.rmtree(images, ignore_errors=True)
+    with work_and_images() as d:
+        yield d
 
 
 @pytest.fixture(scope="module")
