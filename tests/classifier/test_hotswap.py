@@ -27,6 +27,18 @@ STATUS = f"local/status/{NAME}"
 TELEMETRY = "$local/greengrass/telemetry"
 
 
+def add_corrupt(store: Path, into: Path) -> Path:
+    """``into/corrupt``: tflite-int8's manifest without its checksum over garbage model bytes,
+    so only loading it finds out."""
+    corrupt = into / "corrupt"
+    shutil.copytree(store / "tflite-int8", corrupt)
+    manifest = json.loads((corrupt / "manifest.json").read_text())
+    manifest.pop("sha256", None)
+    (corrupt / "manifest.json").write_text(json.dumps(manifest))
+    (corrupt / manifest["file"]).write_bytes(b"TFL3 this is not a flatbuffer" * 1000)
+    return corrupt
+
+
 def make_store(store: Path, into: Path) -> Path:
     """A model store with tflite-int8 and onnx-int8 copied from the real one, plus ``corrupt``
     (garbage model bytes, no checksum, so only loading it finds out) and ``wrong-shape`` (a
@@ -35,12 +47,7 @@ def make_store(store: Path, into: Path) -> Path:
         if not (store / variant / "manifest.json").is_file():
             pytest.skip(f"variant {variant} is not in the model store")
         shutil.copytree(store / variant, into / variant)
-    corrupt = into / "corrupt"
-    shutil.copytree(store / "tflite-int8", corrupt)
-    manifest = json.loads((corrupt / "manifest.json").read_text())
-    manifest.pop("sha256", None)
-    (corrupt / "manifest.json").write_text(json.dumps(manifest))
-    (corrupt / manifest["file"]).write_bytes(b"TFL3 this is not a flatbuffer" * 1000)
+    add_corrupt(store, into)
     wrong = into / "wrong-shape"
     shutil.copytree(store / "tflite-int8", wrong)
     manifest = json.loads((wrong / "manifest.json").read_text())
