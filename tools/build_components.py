@@ -11,7 +11,8 @@ A Python component's zip holds the wheels of the shared library and of the compo
 component's dependencies, with the versions of the build environment, which ``make setup``
 installs from exact pins). The model store's zips hold one model variant each, built by
 ``make models`` into ``build/model-store`` (the detection store's: ``make models-detect`` into
-``build/detect-store``).
+``build/detect-store``); the classification store's ``reference.zip`` holds its reference.json
+with the reference photos as PNG files (see :func:`reference_files`).
 
 Reproducible: wheels are built from a clean copy of the sources with pinned build tools
 (``tools/build-constraints.txt``) and ``SOURCE_DATE_EPOCH``; zips have sorted entries, fixed
@@ -198,12 +199,50 @@ def build_python_component(
     return target
 
 
+# The classification store's ``reference`` artifact (unarchived into ``reference/`` next to the
+# variants, where ``modelKey: auto`` looks): the store's reference.json with each photo a PNG.
+REFERENCE_ZIP = "reference.zip"
+_PHOTO_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def reference_files(store: Path, into: Path) -> dict[str, Path]:
+    """``store``'s reference.json rewritten so each photo is a ``file`` (``NAME.png`` beside
+    it, written from the scikit-image sample the store's build names, pixel for pixel what
+    :func:`ggvision.serving.models.auto.reference_photos` loads), plus those PNGs, in ``into``.
+    Deterministic: same reference.json and scikit-image, same bytes."""
+    from PIL import Image
+
+    from ggvision.serving.models.auto import reference_photos
+
+    source = store / "reference.json"
+    if not source.is_file():
+        raise SystemExit(f"{source} is missing: run `make models` first")
+    raw = json.loads(source.read_text(encoding="utf-8"))
+    files = {}
+    for name, pixels, _ in reference_photos(store):
+        if not _PHOTO_NAME.fullmatch(name):
+            raise SystemExit(f"{source}: photo name {name!r} is not a file name")
+        png = into / f"{name}.png"
+        Image.fromarray(pixels).save(png, format="PNG")
+        raw["photos"][name]["file"] = png.name
+        files[png.name] = png
+    (into / "reference.json").write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
+    files["reference.json"] = into / "reference.json"
+    return files
+
+
 def build_model_store(
     version: str, zips: list[str], store: Path, out: Path, name: str = MODEL_STORE
 ) -> list[Path]:
     built = []
     make = "models" if name == MODEL_STORE else "models-detect"
     for zip_name in zips:
+        if name == MODEL_STORE and zip_name == REFERENCE_ZIP:
+            with tempfile.TemporaryDirectory() as tmp:
+                target = out / name / version / zip_name
+                write_zip(target, reference_files(store, Path(tmp)))
+            built.append(target)
+            continue
         variant = store / zip_name.removesuffix(".zip")
         if not (variant / "manifest.json").is_file():
             raise SystemExit(f"model variant {variant} is missing: run `make {make}` first")

@@ -118,6 +118,8 @@ def test_one_retained_component_version_per_component(
         prefix = f"artifacts/{name}/{c.version}/{fp}/"
         uris = {a["URI"] for m in recipe["Manifests"] for a in m.get("Artifacts", [])}
         assert uris and all(u.startswith(f"s3://BUCKET/{prefix}") for u in uris), uris
+        if name == "com.custom.ImageClassification.ModelStore":  # modelKey auto's reference
+            assert f"s3://BUCKET/{prefix}reference.zip" in uris, uris
         # The version depends on the upload that puts exactly that prefix in place.
         upload = [
             u_lid

@@ -356,3 +356,34 @@ def test_without_a_reference_the_default_keeps_serving_and_the_report_says_why(
     assert report is not None and report["state"] == "failed"
     assert report["variant"] == "tflite-int8" and "reference photos" in report["reason"]
     assert not (tmp_path / "work" / CACHE_FILE).exists()
+
+
+def test_auto_on_the_built_store_component_measures_from_its_reference_artifact(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store component as a device unpacks it (each ZIP artifact into
+    ``{artifacts:decompressedPath}/<zip name>/``, reference.zip included, no root
+    reference.json) and no scikit-image: auto reads the reference PNGs, measures and chooses."""
+    from tools import build_components as bc
+
+    make_store(store, tmp_path / "copy")  # skips without the runtimes or the variants
+    zips = [bc.REFERENCE_ZIP, *(f"{v}.zip" for v in REAL)]
+    built = bc.build_model_store("1.0.1", zips, store, tmp_path / "artifacts")
+    root = tmp_path / "decompressed"
+    for artifact in built:
+        shutil.unpack_archive(artifact, root / artifact.stem, "zip")
+    assert not (root / "reference.json").exists()
+    assert (root / "reference" / "reference.json").is_file()
+    monkeypatch.setitem(sys.modules, "skimage", None)  # `import skimage` raises ImportError
+    monkeypatch.setitem(sys.modules, "skimage.data", None)
+    cfg = config(root)
+    sel = selector(tmp_path / "work")
+    assert sel.resolve(cfg) == "tflite-int8"
+    choice = sel.measure(cfg, prepare_for(cfg))
+    trials = {t.variant: t for t in choice.trials}
+    assert set(trials) == set(REAL)
+    for variant in REAL:
+        assert trials[variant].error is None and trials[variant].agreed == "7/7"
+    assert choice.state == "measured" and choice.variant in REAL
+    assert trials[choice.variant].ms == min(t.ms or 0.0 for t in trials.values())
+    assert choice.fingerprint == fingerprint(root)

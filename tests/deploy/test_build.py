@@ -99,6 +99,49 @@ def test_python_component_zip_is_reproducible_and_pinned(tmp_path: Path) -> None
     ).read_text()
 
 
+def test_model_store_reference_artifact_is_reproducible_and_points_at_its_pngs(
+    tmp_path: Path,
+) -> None:
+    """The store component ships reference.zip (every manifest, unarchived next to the variants):
+    the store's reference.json with each photo a PNG in the zip, pixel for pixel the scikit-image
+    sample the store's build names; built twice, the same bytes."""
+    import numpy as np
+    from PIL import Image
+
+    from tests.classifier.conftest import default_store
+
+    store = default_store()
+    pytest.importorskip("skimage", reason="the store's reference photos are scikit-image's")
+    import skimage.data
+
+    [(_, recipe)] = bc.load_recipes([bc.MODEL_STORE])
+    for manifest in recipe["Manifests"]:
+        [art] = [a for a in manifest["Artifacts"] if a["URI"].endswith("/" + bc.REFERENCE_ZIP)]
+        assert art["Unarchive"] == "ZIP" and art["Permission"]["Read"] == "ALL"
+    assert bc.REFERENCE_ZIP in bc.zip_artifacts(recipe)
+    [one] = bc.build_model_store("9.9.9", [bc.REFERENCE_ZIP], store, tmp_path / "a")
+    [two] = bc.build_model_store("9.9.9", [bc.REFERENCE_ZIP], store, tmp_path / "b")
+    assert one.read_bytes() == two.read_bytes()
+    original = json.loads((store / "reference.json").read_text())
+    with zipfile.ZipFile(one) as zf:
+        names = zf.namelist()
+        assert names == sorted(names)
+        assert {i.date_time for i in zf.infolist()} == {bc.ZIP_TIME}
+        zf.extractall(tmp_path / "reference")
+    ref = json.loads((tmp_path / "reference" / "reference.json").read_text())
+    assert set(names) == {"reference.json"} | {p["file"] for p in ref["photos"].values()}
+    assert list(ref["photos"]) == list(original["photos"])
+    for name, photo in ref["photos"].items():
+        was = original["photos"][name]
+        assert photo["top5"] == was["top5"] and photo["image"] == was["image"]
+        func = was["image"].removeprefix("skimage.data.").split("(")[0]
+        loaded = getattr(skimage.data, func)()
+        sample = np.asarray(loaded[0] if "[0]" in was["image"] else loaded)
+        with Image.open(tmp_path / "reference" / photo["file"]) as img:
+            assert img.format == "PNG"
+            assert np.array_equal(np.asarray(img), sample), name
+
+
 def _built() -> bool:
     ok = not deploy_local.layout_problems(REPO / "recipes", REPO / "greengrass-build" / "artifacts")
     if not ok and os.environ.get("GGV_REQUIRE_BUILD"):
