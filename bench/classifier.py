@@ -285,7 +285,9 @@ def tables(
 
 def main(argv: list[str] | None = None) -> int:
     parser = _report.parser("python -m bench.classifier", __doc__)
-    parser.add_argument("--variants", nargs="*", help="default: every variant of the store")
+    parser.add_argument(
+        "--variants", nargs="*", help="default: every classification variant of the store"
+    )
     parser.add_argument("--ipc-variants", nargs="*", help="through IPC (default: all measured)")
     parser.add_argument("--requests", type=int, default=60, help="round trips per variant")
     parser.add_argument(
@@ -307,7 +309,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no model store at {store}: build it with `make models`", file=sys.stderr)
         return 2
     ipc_threads = args.threads or max(1, min(4, (os.cpu_count() or 1) - 1))
-    variants = args.variants or [v["variant"] for v in json.loads(index.read_text())["variants"]]
+    variants = args.variants or [
+        v["variant"]
+        for v in json.loads(index.read_text())["variants"]
+        if v.get("task", "classification") == "classification"  # not the embedding variants
+    ]
     ipc_variants = variants if args.ipc_variants is None else args.ipc_variants
     run = _report.Run()
     load_before = run.load_before
