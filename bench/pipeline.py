@@ -15,7 +15,7 @@
 * sync (the seed's way): one loop that reads a frame from the video, preprocesses, infers and
   ranks, then reads the next.
 
-Targets (questions, answered by the run): suite/bare >= 0.9, suite/sync >= 1.3.
+Targets (questions, answered by the run): suite/bare >= 0.9, suite/sync >= 1.5.
 
 Frame planes (``--planes``): the camera writes each frame also at the model's input size, which
 the classifier copies into its input tensor (``docs/messages.md``); ``both`` (default) runs the
@@ -65,7 +65,7 @@ STATUS = "local/status/com.custom.CameraSource"
 MODEL_KEY = "tflite-int8"
 FRAMES_PER_PHOTO = 6
 TARGET_BARE = 0.9
-TARGET_SYNC = 1.3
+TARGET_SYNC = 1.5  # issue 20 (1.3 before)
 # CPU budget per frame (issue 20).
 TARGET_CLASSIFIER_OVER_INFER_MS = 1.0  # classifier CPU per frame <= inference + this
 TARGET_CAMERA_MS = 1.5  # camera CPU per 640x480 frame, capture decode included
